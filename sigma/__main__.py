@@ -1,0 +1,5 @@
+"""`python -m sigma`: the same as the `sigma` console script."""
+
+from sigma.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""Every message on the wire, as frozen pydantic models, with one decoder and one encoder.
+
+Server -> client: `Event` (broadcast, carries `seq`) and the direct replies built by
+`welcome()`, `pong()`, `subscriptions_reply()` and `error_reply()` (all with `seq: null`).
+Client -> server: `ClientMessage`, a union discriminated by `action`, decoded by
+`decode_client_frame()`, which raises `ProtocolViolation` with the contract's error code.
+
+Events are encoded to JSON once (`encode()`), never once per client.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from sigma import __version__
+from sigma.config import EVENT_TYPES
+
+EventType = Literal[
+    "agent_status",
+    "compression_update",
+    "connection_error",
+    "heartbeat",
+    "notification",
+    "rpc_error",
+    "storage_update",
+    "system_status",
+]
+CORE_EVENT_TYPES: frozenset[str] = frozenset(EVENT_TYPES)
+RequestId = str | int | None
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO 8601 with a UTC offset, the only timestamp form on the wire."""
+    return datetime.now(UTC).isoformat()
+
+
+class ErrorCode(StrEnum):
+    """The `code` of an `error` reply: a small, documented set."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_ACTION = "unknown_action"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+
+
+class Frozen(BaseModel):
+    """Base of every wire model: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- server -> client -------------------------------------------------------------------------
+
+
+class Event(Frozen):
+    """A broadcast event. Producers leave `seq` unset; the hub numbers it."""
+
+    type: EventType
+    data: dict[str, Any]
+    timestamp: str = Field(default_factory=utc_now_iso)
+    seq: int | None = None
+
+
+class Reply(Frozen):
+    """A direct reply to one client (welcome, pong, subscriptions, error): `seq` is null."""
+
+    type: Literal["notification", "pong", "subscriptions", "error"]
+    data: dict[str, Any]
+    timestamp: str = Field(default_factory=utc_now_iso)
+    seq: None = None
+
+
+ServerMessage = Event | Reply
+
+
+def encode(message: ServerMessage) -> bytes:
+    """Serialise one server message to the UTF-8 JSON text of one frame."""
+    return message.model_dump_json().encode()
+
+
+def make_event(event_type: EventType, data: dict[str, Any]) -> Event:
+    """Build an unnumbered event stamped with the current time."""
+    return Event(type=event_type, data=data)
+
+
+def welcome(
+    *,
+    client_id: str,
+    subscriptions: frozenset[str],
+    last_seq: int,
+    epoch: str,
+    heartbeat_interval_s: float,
+    recovered: bool | None,
+) -> Reply:
+    """The first frame a client receives after the handshake."""
+    data: dict[str, Any] = {
+        "kind": "welcome",
+        "client_id": client_id,
+        "subscriptions": sorted(subscriptions),
+        "message": "Connected to Sigma WebSocket. You are subscribed to all core events."
+        if subscriptions == CORE_EVENT_TYPES
+        else "Connected to Sigma WebSocket.",
+        "last_seq": last_seq,
+        "epoch": epoch,
+        "heartbeat_interval": heartbeat_interval_s,
+        "server_version": __version__,
+    }
+    if recovered is not None:
+        data["recovered"] = recovered
+    return Reply(type="notification", data=data)
+
+
+def pong(request_id: RequestId) -> Reply:
+    """The answer to `{"action": "ping"}`."""
+    return Reply(type="pong", data={"request_id": request_id})
+
+
+def subscriptions_reply(subscriptions: frozenset[str], request_id: RequestId) -> Reply:
+    """The answer to subscribe, unsubscribe and list_subscriptions: the set after the change."""
+    return Reply(
+        type="subscriptions",
+        data={"subscriptions": sorted(subscriptions), "request_id": request_id},
+    )
+
+
+def error_reply(code: ErrorCode, message: str, request_id: RequestId = None) -> Reply:
+    """An `error` frame; the connection stays open."""
+    return Reply(
+        type="error",
+        data={"code": code.value, "message": message, "request_id": request_id},
+    )
+
+
+def missed_events_notice(count: int) -> Reply:
+    """Told to a client under `drop_oldest` when its queue overflowed."""
+    return Reply(
+        type="notification",
+        data={
+            "kind": "events_dropped",
+            "dropped": count,
+            "message": f"{count} event(s) were dropped because this client fell behind.",
+        },
+    )
+
+
+# --- client -> server -------------------------------------------------------------------------
+
+
+class ClientFrame(Frozen):
+    """Fields every client frame may carry: `id` is echoed back as `request_id`."""
+
+    id: RequestId = None
+
+
+class Subscribe(ClientFrame):
+    """Add event types to this client's subscriptions."""
+
+    action: Literal["subscribe"]
+    types: list[EventType] = Field(min_length=1)
+
+
+class Unsubscribe(ClientFrame):
+    """Remove event types from this client's subscriptions."""
+
+    action: Literal["unsubscribe"]
+    types: list[EventType] = Field(min_length=1)
+
+
+class ListSubscriptions(ClientFrame):
+    """Ask for this client's current subscriptions."""
+
+    action: Literal["list_subscriptions"]
+
+
+class Ping(ClientFrame):
+    """Application-level ping for clients (browsers) that cannot see protocol pings."""
+
+    action: Literal["ping"]
+
+
+ClientMessage = Annotated[
+    Subscribe | Unsubscribe | ListSubscriptions | Ping, Field(discriminator="action")
+]
+ACTIONS: tuple[str, ...] = ("list_subscriptions", "ping", "subscribe", "unsubscribe")
+_client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+class ProtocolViolation(Exception):
+    """A client frame that cannot be acted on; becomes an `error` reply, never a close."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: RequestId = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+    def reply(self) -> Reply:
+        """The `error` frame that tells the client what was wrong."""
+        return error_reply(self.code, self.message, self.request_id)
+
+
+def decode_client_frame(frame: str | bytes) -> ClientMessage:
+    """Decode one client frame, or raise `ProtocolViolation` with the contract's error code."""
+    if isinstance(frame, bytes):
+        raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "binary frames are not accepted")
+    try:
+        raw = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolViolation(ErrorCode.INVALID_JSON, f"frame is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "frame must be a JSON object")
+    request_id = raw.get("id")
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+        request_id = None
+    action = raw.get("action")
+    if not isinstance(action, str):
+        raise ProtocolViolation(
+            ErrorCode.INVALID_MESSAGE, "frame needs a string field 'action'", request_id
+        )
+    if action not in ACTIONS:
+        raise ProtocolViolation(
+            ErrorCode.UNKNOWN_ACTION,
+            f"unknown action {action[:64]!r}; expected one of {', '.join(ACTIONS)}",
+            request_id,
+        )
+    try:
+        return _client_message_adapter.validate_python(raw)
+    except ValidationError as exc:
+        raise _violation_from(exc, request_id) from None
+
+
+def _violation_from(exc: ValidationError, request_id: RequestId) -> ProtocolViolation:
+    first = exc.errors(include_url=False)[0]
+    location = ".".join(str(part) for part in first["loc"][1:])
+    if first["type"] == "literal_error" and location.startswith("types."):
+        unknown = str(first["input"])[:64]
+        return ProtocolViolation(
+            ErrorCode.UNKNOWN_EVENT_TYPE,
+            f"unknown event type {unknown!r}; expected one of {', '.join(EVENT_TYPES)}",
+            request_id,
+        )
+    return ProtocolViolation(
+        ErrorCode.INVALID_MESSAGE, f"{location or 'frame'}: {first['msg']}", request_id
+    )
