@@ -64,18 +64,18 @@ class Event(Frozen):
     """A broadcast event. Producers leave `seq` unset; the hub numbers it."""
 
     type: EventType
-    data: dict[str, Any]
     timestamp: str = Field(default_factory=utc_now_iso)
     seq: int | None = None
+    data: dict[str, Any]
 
 
 class Reply(Frozen):
     """A direct reply to one client (welcome, pong, subscriptions, error): `seq` is null."""
 
     type: Literal["notification", "pong", "subscriptions", "error"]
-    data: dict[str, Any]
     timestamp: str = Field(default_factory=utc_now_iso)
     seq: None = None
+    data: dict[str, Any]
 
 
 ServerMessage = Event | Reply

@@ -1,0 +1,257 @@
+"""The hub's decisions, with no I/O: numbering, history, the client table and subscriptions.
+
+`HubState` is what the hub actor wraps in a loop. Every method is synchronous and never waits on
+a client: delivery is `Outbox.send_nowait`, and a client that cannot take a frame is cut off
+according to its queue's policy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import structlog
+from wsproto.frame_protocol import FrameProtocol
+
+from sigma.actors.outbox import SNAPSHOT_TYPES, Frame, Outbox, OutboxClosed, SlowConsumer
+from sigma.protocol import (
+    CORE_EVENT_TYPES,
+    ErrorCode,
+    Event,
+    ListSubscriptions,
+    ProtocolViolation,
+    Reply,
+    Subscribe,
+    Unsubscribe,
+    encode,
+    error_reply,
+    subscriptions_reply,
+    welcome,
+)
+
+log = structlog.get_logger("sigma.hub")
+
+SLOW_CONSUMER_CODE = 4008
+_server_frames = FrameProtocol(client=False, extensions=[])
+
+
+def build_frame(payload: bytes, event_type: str, snapshot_key: str | None = None) -> Frame:
+    """Wrap encoded JSON in one unmasked WebSocket text frame, the same bytes for every client."""
+    data = bytes(_server_frames.send_data(payload.decode(), fin=True))
+    return Frame(data=data, event_type=event_type, snapshot_key=snapshot_key)
+
+
+def reply_frame(reply: Reply) -> Frame:
+    """Encode a direct reply as a ready frame."""
+    return build_frame(encode(reply), reply.type)
+
+
+def snapshot_key_of(event: Event) -> str | None:
+    """Which thing a snapshot event describes (per agent where there is one); None otherwise."""
+    if event.type not in SNAPSHOT_TYPES:
+        return None
+    entity = event.data.get("agent_id") or event.data.get("id")
+    return f"{event.type}:{entity}" if entity is not None else event.type
+
+
+@dataclass
+class Client:
+    """What the hub knows of one connected client."""
+
+    client_id: str
+    outbox: Outbox
+    allowed: frozenset[str] = CORE_EVENT_TYPES
+    subscriptions: frozenset[str] = field(default=CORE_EVENT_TYPES)
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    """What a join produced: the welcome's `recovered` flag and how many events were replayed."""
+
+    recovered: bool | None
+    replayed: int
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """What one broadcast did: the event's seq, and how many clients got, skipped or lost it."""
+
+    seq: int
+    sent_to: int
+    skipped: int
+    cut_off: int
+
+
+class HubState:
+    """Numbering, resume history and the subscription table of one hub incarnation.
+
+    A new incarnation has a new `epoch`: `seq` values are comparable only within one epoch.
+    """
+
+    def __init__(
+        self,
+        *,
+        history_size: int,
+        max_subscriptions: int,
+        heartbeat_interval_s: float,
+        epoch: str | None = None,
+    ) -> None:
+        self.epoch = epoch or uuid.uuid4().hex[:16]
+        self.last_seq = 0
+        self.max_subscriptions = max_subscriptions
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.clients: dict[str, Client] = {}
+        self._by_type: dict[str, dict[str, Client]] = {t: {} for t in CORE_EVENT_TYPES}
+        self._history: deque[tuple[int, Frame]] = deque(maxlen=history_size)
+        self.slow_disconnects = 0
+
+    # --- events ---------------------------------------------------------------------------
+
+    def broadcast(self, event: Event) -> Broadcast:
+        """Number `event`, keep it for resume, and offer it to every subscribed client."""
+        self.last_seq += 1
+        seq = self.last_seq
+        numbered = event.model_copy(update={"seq": seq})
+        frame = build_frame(encode(numbered), event.type, snapshot_key_of(event))
+        self._history.append((seq, frame))
+        subscribers = self._by_type[event.type]
+        gone: list[str] = []
+        for client in subscribers.values():
+            try:
+                client.outbox.send_nowait(frame)
+            except SlowConsumer:
+                self.slow_disconnects += 1
+                client.outbox.close(SLOW_CONSUMER_CODE, "slow consumer")
+                gone.append(client.client_id)
+            except OutboxClosed:
+                gone.append(client.client_id)
+        total = len(self.clients)
+        sent_to = len(subscribers) - len(gone)
+        for client_id in gone:
+            self.remove(client_id)
+        return Broadcast(seq, sent_to, total - sent_to - len(gone), len(gone))
+
+    # --- clients --------------------------------------------------------------------------
+
+    def join(self, client: Client, *, since: int | None, epoch: str | None) -> JoinResult:
+        """Add a client: welcome it, replay what it missed when it resumes, then go live.
+
+        Runs without awaiting, so no event can slip between the replay and live delivery.
+        """
+        client.subscriptions = client.subscriptions & client.allowed
+        recovered, backlog = self._resume(client, since, epoch)
+        client.outbox.send_beyond_capacity(
+            reply_frame(
+                welcome(
+                    client_id=client.client_id,
+                    subscriptions=client.subscriptions,
+                    last_seq=self.last_seq,
+                    epoch=self.epoch,
+                    heartbeat_interval_s=self.heartbeat_interval_s,
+                    recovered=recovered,
+                )
+            )
+        )
+        for frame in backlog:
+            client.outbox.send_beyond_capacity(frame)
+        self.clients[client.client_id] = client
+        self._index(client)
+        return JoinResult(recovered, len(backlog))
+
+    def _resume(
+        self, client: Client, since: int | None, epoch: str | None
+    ) -> tuple[bool | None, list[Frame]]:
+        if since is None:
+            return None, []
+        if (epoch is not None and epoch != self.epoch) or since > self.last_seq:
+            return False, []
+        if since == self.last_seq:
+            return True, []
+        oldest_retained = self._history[0][0] if self._history else self.last_seq + 1
+        if oldest_retained > since + 1:
+            return False, []
+        backlog = [
+            frame
+            for seq, frame in self._history
+            if seq > since and frame.event_type in client.subscriptions
+        ]
+        return True, backlog
+
+    def remove(self, client_id: str) -> None:
+        """Forget a client (it left, or was cut off); unknown ids are ignored."""
+        client = self.clients.pop(client_id, None)
+        if client is not None:
+            for event_type in client.subscriptions:
+                self._by_type[event_type].pop(client_id, None)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every client's outbox (the hub is going away) and empty the table."""
+        for client in self.clients.values():
+            client.outbox.close(code, reason)
+        self.clients.clear()
+        for subscribers in self._by_type.values():
+            subscribers.clear()
+
+    def _index(self, client: Client) -> None:
+        for event_type in CORE_EVENT_TYPES:
+            if event_type in client.subscriptions:
+                self._by_type[event_type][client.client_id] = client
+            else:
+                self._by_type[event_type].pop(client.client_id, None)
+
+    # --- subscriptions --------------------------------------------------------------------
+
+    def command(self, client_id: str, message: Subscribe | Unsubscribe | ListSubscriptions) -> None:
+        """Apply a subscription command and reply to the client; errors become error replies."""
+        client = self.clients.get(client_id)
+        if client is None:
+            return
+        try:
+            client.subscriptions = self._apply(client, message)
+        except ProtocolViolation as violation:
+            reply = violation.reply()
+        else:
+            self._index(client)
+            reply = subscriptions_reply(client.subscriptions, message.id)
+        try:
+            client.outbox.send_beyond_capacity(reply_frame(reply))
+        except OutboxClosed:
+            self.remove(client_id)
+
+    def _apply(
+        self, client: Client, message: Subscribe | Unsubscribe | ListSubscriptions
+    ) -> frozenset[str]:
+        if isinstance(message, ListSubscriptions):
+            return client.subscriptions
+        requested = frozenset(message.types)
+        if isinstance(message, Unsubscribe):
+            return client.subscriptions - requested
+        forbidden = requested - client.allowed
+        if forbidden:
+            raise ProtocolViolation(
+                ErrorCode.FORBIDDEN,
+                f"not allowed to subscribe to {', '.join(sorted(forbidden))}",
+                message.id,
+            )
+        wanted = client.subscriptions | requested
+        if len(wanted) > self.max_subscriptions:
+            raise ProtocolViolation(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {self.max_subscriptions} subscriptions per client",
+                message.id,
+            )
+        return wanted
+
+    def subscriber_count(self, event_types: Iterable[str]) -> int:
+        """How many clients receive at least one of `event_types` (for tests and metrics)."""
+        ids: set[str] = set()
+        for event_type in event_types:
+            ids.update(self._by_type[event_type])
+        return len(ids)
+
+
+def error_frame(code: ErrorCode, message: str) -> Frame:
+    """A ready `error` frame, for replies that do not pass through the hub."""
+    return reply_frame(error_reply(code, message))

@@ -1,0 +1,162 @@
+"""The bounded queue between the hub and one client's sender.
+
+A trio memory channel cannot drop its oldest item, replace a stale snapshot, or hand its reader
+everything queued in one call, and it costs a scheduler round trip per item. `Outbox` is the
+channel-shaped object that can: the hub calls `send_nowait()` (never awaits a client), the
+sender awaits `receive_batch()` and writes all queued frames at once.
+
+Policies when the queue is full:
+- `disconnect`: `send_nowait` raises `SlowConsumer`; the hub closes the client with 4008.
+- `drop_oldest`: the oldest queued event is dropped and counted; the sender tells the client how
+  many it missed before its next frames.
+- `conflate`: queued snapshots (`system_status`, `storage_update`, `agent_status`) that a newer
+  snapshot of the same key supersedes are removed; if that frees nothing the client is cut off
+  as under `disconnect`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+
+SlowClientPolicy = Literal["disconnect", "drop_oldest", "conflate"]
+SNAPSHOT_TYPES = frozenset({"system_status", "storage_update", "agent_status"})
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One encoded WebSocket frame, ready to write, with what the queue policies need."""
+
+    data: bytes
+    event_type: str
+    snapshot_key: str | None = None
+    """Frames with the same non-None key are snapshots of one thing; the newest supersedes."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReason:
+    """Why an outbox was closed: the WebSocket close code and reason to send."""
+
+    code: int
+    reason: str
+
+
+class SlowConsumer(trio.WouldBlock):
+    """The client's queue is full and the policy is to cut it off."""
+
+
+class OutboxClosed(Exception):
+    """The outbox was closed; `reason` says with which close code."""
+
+    def __init__(self, reason: CloseReason) -> None:
+        super().__init__(f"{reason.code} {reason.reason}")
+        self.reason = reason
+
+
+class Outbox:
+    """A bounded queue of frames with one producer side (the hub) and one consumer (a sender)."""
+
+    def __init__(self, capacity: int, policy: SlowClientPolicy = "disconnect") -> None:
+        self.capacity = capacity
+        self.policy = policy
+        self.dropped = 0
+        """Events dropped since the sender last took a batch (`drop_oldest`, `conflate`)."""
+        self.high_water = 0
+        self._frames: deque[Frame] = deque()
+        self._waiter = trio.lowlevel.ParkingLot()
+        self._closed_event = trio.Event()
+        self._close_reason: CloseReason | None = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """Why the outbox was closed, or None while it is open."""
+        return self._close_reason
+
+    def send_nowait(self, frame: Frame) -> None:
+        """Queue a frame without waiting; apply the slow-client policy when full.
+
+        Raises `SlowConsumer` when the client must be cut off, `OutboxClosed` once closed.
+        """
+        if self._close_reason is not None:
+            raise OutboxClosed(self._close_reason)
+        frames = self._frames
+        if len(frames) >= self.capacity and not self._make_room():
+            raise SlowConsumer
+        frames.append(frame)
+        if len(frames) > self.high_water:
+            self.high_water = len(frames)
+        if self._waiter:
+            self._waiter.unpark()
+
+    def send_beyond_capacity(self, frame: Frame) -> None:
+        """Queue a frame the client must get whatever the bound (welcome, replay, replies)."""
+        if self._close_reason is not None:
+            raise OutboxClosed(self._close_reason)
+        self._frames.append(frame)
+        if self._waiter:
+            self._waiter.unpark()
+
+    def _make_room(self) -> bool:
+        if self.policy == "drop_oldest":
+            self._frames.popleft()
+            self.dropped += 1
+            return True
+        if self.policy == "conflate":
+            return self._conflate() > 0
+        return False
+
+    def _conflate(self) -> int:
+        newest_seen: set[str] = set()
+        kept: deque[Frame] = deque()
+        for frame in reversed(self._frames):
+            key = frame.snapshot_key
+            if key is not None:
+                if key in newest_seen:
+                    continue
+                newest_seen.add(key)
+            kept.appendleft(frame)
+        removed = len(self._frames) - len(kept)
+        self._frames.clear()
+        self._frames.extend(kept)
+        self.dropped += removed
+        return removed
+
+    async def receive_batch(self) -> list[Frame]:
+        """Wait for at least one frame, then take every queued frame at once.
+
+        Raises `OutboxClosed` once closed; frames still queued then are discarded.
+        """
+        while not self._frames and self._close_reason is None:
+            await self._waiter.park()
+        if self._close_reason is not None:
+            raise OutboxClosed(self._close_reason)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        batch = list(self._frames)
+        self._frames.clear()
+        return batch
+
+    def take_dropped(self) -> int:
+        """Return and reset the count of events dropped since the last call."""
+        dropped, self.dropped = self.dropped, 0
+        return dropped
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the outbox; the first close wins. Wakes the sender and `wait_closed()`."""
+        if self._close_reason is not None:
+            return
+        self._close_reason = CloseReason(code, reason)
+        self._frames.clear()
+        self._waiter.unpark_all()
+        self._closed_event.set()
+
+    async def wait_closed(self) -> CloseReason:
+        """Wait until the outbox is closed and say why."""
+        await self._closed_event.wait()
+        assert self._close_reason is not None
+        return self._close_reason

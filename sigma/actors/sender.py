@@ -1,0 +1,59 @@
+"""The per-client sender: drains one client's `Outbox` onto its WebSocket, many frames per write.
+
+Reads: the client's `Outbox` (`receive_batch`). Writes: the client's socket.
+Exits: normally when the outbox is closed (`OutboxClosed`); with `ClientGone` when the socket
+broke.
+
+Frames arrive already encoded by the hub (server frames are unmasked and uncompressed, so their
+bytes are the same for every client). A batch is joined and written with one `send_all`, under
+trio-websocket's per-connection stream lock, so writes never interleave with the library's own
+pongs and close frames. This is the one place that reaches into trio-websocket's internals: it
+offers no public way to write prepared frames, and one `send_message` await per frame costs
+several times the throughput.
+"""
+
+from __future__ import annotations
+
+import trio
+from trio_websocket import WebSocketConnection
+
+from sigma.actors.hub_state import reply_frame
+from sigma.actors.outbox import Outbox, OutboxClosed
+from sigma.protocol import missed_events_notice
+
+
+class ClientGone(Exception):
+    """The client's socket broke or was closed under us: it is the client's side that left."""
+
+
+async def write_frames(ws: WebSocketConnection, data: bytes) -> None:
+    """Write prepared frame bytes to the connection's socket in one `send_all`.
+
+    Raises `ClientGone` when the socket is closed or broken.
+    """
+    if ws.closed is not None:
+        raise ClientGone(f"connection already closed ({ws.closed.code})")
+    try:
+        async with ws._stream_lock:
+            await ws._stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ClientGone(str(exc) or type(exc).__name__) from None
+
+
+async def pump(ws: WebSocketConnection, outbox: Outbox) -> None:
+    """Send everything the hub queues for this client until the outbox is closed.
+
+    Error handling: returns when the outbox is closed; raises `ClientGone` when the socket
+    breaks. Cancellation may stop it in the middle of a write, after which the connection's
+    framing is unknown and the caller must abort the stream rather than send a close frame.
+    """
+    while True:
+        try:
+            batch = await outbox.receive_batch()
+        except OutboxClosed:
+            return
+        dropped = outbox.take_dropped()
+        chunks = [frame.data for frame in batch]
+        if dropped:
+            chunks.insert(0, reply_frame(missed_events_notice(dropped)).data)
+        await write_frames(ws, b"".join(chunks))

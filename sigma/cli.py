@@ -1,0 +1,194 @@
+"""The `sigma` command: `serve`, `engine` and `config check`.
+
+Exit status: 0 after a clean stop (Ctrl-C or SIGTERM), 1 when the supervision tree gave up,
+2 for a configuration or usage error (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+import trio
+
+from sigma import __version__
+from sigma.config import Config, load_config, parse_config, resolve_config_path
+from sigma.errors import ConfigError
+from sigma.log import configure_logging
+
+log = structlog.get_logger("sigma.cli")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HARD_EXIT_MARGIN_S = 5.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sigma", description="Sigma real-time event gateway")
+    parser.add_argument("--version", action="version", version=f"sigma {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            help="configuration file (default: $SIGMA_CONFIG, ./supervisor.toml, or built-in)",
+        )
+        sub.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        sub.add_argument("--log-format", choices=["console", "json"])
+
+    serve = commands.add_parser("serve", help="run the gateway with its whole supervision tree")
+    add_common(serve)
+    serve.add_argument("--host", help="gateway address (overrides [gateway] host)")
+    serve.add_argument("--port", type=int, help="gateway port (overrides [gateway] port)")
+
+    engine = commands.add_parser("engine", help="run the JSON-RPC engine on its own")
+    add_common(engine)
+    engine.add_argument("--host", help="engine address (overrides [engine] host)")
+    engine.add_argument("--port", type=int, help="engine port (overrides [engine] port)")
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser(
+        "check", help="validate a file and print the effective configuration"
+    )
+    check.add_argument("file", nargs="?", help="the file (default: as `serve` would pick it)")
+    return parser
+
+
+def load_effective_config(
+    path: str | None,
+    *,
+    section: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> Config:
+    """Load the configuration `serve` or `engine` would run with, `--host`/`--port` applied."""
+    resolved = resolve_config_path(path)
+    config = load_config(resolved)
+    overrides = {key: value for key, value in (("host", host), ("port", port)) if value is not None}
+    if section is None or not overrides:
+        return config
+    raw = config.model_dump(mode="json")
+    raw[section] = {**raw[section], **overrides}
+    return parse_config(raw, source="command line")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `sigma` command; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "config":
+            return _config_check(args.file)
+        section = "gateway" if args.command == "serve" else "engine"
+        config = load_effective_config(args.config, section=section, host=args.host, port=args.port)
+    except ConfigError as error:
+        print(f"sigma: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(
+        args.log_level or config.logging.level, args.log_format or config.logging.format
+    )
+    if args.command == "serve":
+        from sigma.app import serve
+
+        return run_until_signalled(lambda **kw: serve(config, **kw), config, "Sigma")
+    from sigma.engine.server import run_engine
+
+    return run_until_signalled(lambda **kw: run_engine(config.engine, **kw), config, "Sigma engine")
+
+
+def _config_check(file: str | None) -> int:
+    resolved = resolve_config_path(file)
+    config = load_config(resolved)
+    print(f"# {resolved or 'built-in defaults'}: valid")
+    print(_as_toml(config.model_dump(mode="json")))
+    return EXIT_OK
+
+
+def _as_toml(data: dict[str, Any], prefix: str = "") -> str:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict) and v is not None}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if prefix and scalars else []
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]
+    for key, table in tables.items():
+        name = f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key)
+        lines += ["", _as_toml(table, name)]
+    return "\n".join(lines).strip("\n")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").isalnum() else f'"{key}"'
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def run_until_signalled(start: Callable[..., Awaitable[object]], config: Config, name: str) -> int:
+    """Run `start` under trio until SIGINT/SIGTERM, then shut down in order; exit status.
+
+    A child that cannot be stopped is not waited for forever: once the shutdown has taken
+    longer than the configured timeouts allow, the process exits with status 1.
+    """
+    hard_deadline_s = (
+        config.gateway.drain_timeout_s
+        + 6 * config.supervisor.shutdown_timeout_s
+        + HARD_EXIT_MARGIN_S
+    )
+
+    async def run() -> None:
+        with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(_start_and_report, start, name)
+                async for signum in signals:
+                    log.info("Shutting down", signal=signal.Signals(signum).name)
+                    _arm_hard_exit(hard_deadline_s)
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(run)
+    except Exception as error:
+        cause = _innermost(error)
+        log.error(f"{name} stopped: {type(cause).__name__}: {cause}")
+        return EXIT_FAILED
+    log.info(f"{name} stopped cleanly")
+    return EXIT_OK
+
+
+async def _start_and_report(
+    start: Callable[..., Awaitable[object]],
+    name: str,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda **kw: start(**kw))
+        log.info(f"{name} running", pid=os.getpid())
+        task_status.started()
+
+
+def _innermost(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _arm_hard_exit(after_s: float) -> None:
+    def exit_now() -> None:
+        log.error("Shutdown did not finish in time; exiting", after_s=after_s)
+        os._exit(EXIT_FAILED)
+
+    timer = threading.Timer(after_s, exit_now)
+    timer.daemon = True
+    timer.start()

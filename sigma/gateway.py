@@ -1,0 +1,274 @@
+"""The listening socket: HTTP routes and the WebSocket upgrade at `/ws`, on one port.
+
+Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
+`/api/publish`) is answered here; an upgrade on `/ws` is replayed into trio-websocket and the
+connection becomes a `ClientSession`, started as a temporary child of the sessions' dynamic
+supervisor. A failure while serving one connection is logged and ends that connection only.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+import trio
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from sigma.actors.hub import HubMessage, Publish
+from sigma.client_session import ClientSession, ResumeRequest, SessionSettings, run_session
+from sigma.config import Config
+from sigma.errors import TooManyChildren
+from sigma.health import HealthBoard
+from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
+from sigma.protocol import EventType, make_event
+from sigma.supervisor import ChildSpec, DynamicSupervisor, Restart
+
+log = structlog.get_logger("sigma.gateway")
+
+CLOSE_TIMEOUT_S = 1.0
+ACCEPT_RETRY_S = 0.1
+ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ROUTES: dict[str, frozenset[str]] = {
+    "/health": frozenset({"GET", "HEAD"}),
+    "/api/publish": frozenset({"POST"}),
+    "/ws": frozenset({"GET"}),
+}
+
+
+class PublishItem(BaseModel):
+    """One event in a publish request body."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: EventType
+    data: dict[str, Any]
+
+
+_publish_body: TypeAdapter[PublishItem | list[PublishItem]] = TypeAdapter(
+    PublishItem | list[PublishItem]
+)
+
+
+@dataclass(frozen=True)
+class GatewayHandle:
+    """What a started gateway tells its starter: where it listens."""
+
+    host: str
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL clients connect to."""
+        return f"ws://{self.host}:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        """The base URL of the HTTP routes."""
+        return f"http://{self.host}:{self.port}"
+
+
+class Gateway:
+    """Serves one TCP connection at a time per handler task; see `run_gateway`."""
+
+    def __init__(
+        self,
+        config: Config,
+        hub: trio.MemorySendChannel[HubMessage],
+        sessions: DynamicSupervisor,
+        health: HealthBoard,
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.sessions = sessions
+        self.health = health
+        self.session_settings = SessionSettings(
+            queue_size=config.hub.queue_size,
+            slow_client_policy=config.hub.slow_client_policy,
+            max_frame_bytes=config.gateway.max_frame_bytes,
+            handshake_timeout_s=config.gateway.handshake_timeout_s,
+            close_timeout_s=CLOSE_TIMEOUT_S,
+            ping_interval_s=config.heartbeat.ping_interval_s,
+            ping_timeout_s=config.heartbeat.ping_timeout_s,
+        )
+
+    async def handle_connection(self, stream: trio.SocketStream) -> None:
+        """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
+
+        Error handling: nothing escapes; a bug is logged and answered 500 when still possible.
+        Resource handling: closes the stream unless a session took it over.
+        """
+        conn = HttpServerConnection(stream, max_body_bytes=self.config.gateway.max_http_body_bytes)
+        handed_over = False
+        try:
+            while not handed_over:
+                request = await self._next_request(conn)
+                if request is None:
+                    break
+                try:
+                    handed_over = await self._dispatch(conn, request)
+                except HttpError as error:
+                    await conn.respond_error(error)
+                if not handed_over and not conn.keep_alive:
+                    break
+        except HttpError as error:
+            await self._answer_error(conn, error)
+        except PeerGone:
+            pass
+        except Exception:
+            log.exception("Connection handler failed")
+            await self._answer_error(conn, HttpError(500, "internal_error", "see server log"))
+        finally:
+            if not handed_over:
+                await trio.aclose_forcefully(stream)
+
+    async def _next_request(self, conn: HttpServerConnection) -> HttpRequest | None:
+        with trio.move_on_after(self.config.gateway.handshake_timeout_s):
+            return await conn.next_request()
+        return None
+
+    async def _answer_error(self, conn: HttpServerConnection, error: HttpError) -> None:
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await conn.respond_error(error)
+        except PeerGone:
+            pass
+
+    async def _dispatch(self, conn: HttpServerConnection, request: HttpRequest) -> bool:
+        methods = ROUTES.get(request.path)
+        if methods is None:
+            raise HttpError(404, "not_found", f"no route for {request.path}")
+        if request.method not in methods:
+            raise HttpError(
+                405, "method_not_allowed", f"{request.path} accepts {', '.join(sorted(methods))}"
+            )
+        if request.path == "/ws":
+            return await self._upgrade(conn, request)
+        if request.path == "/health":
+            status, payload = self.health.report()
+            await conn.respond_json(status, payload)
+        else:
+            await self._publish(conn, request)
+        return False
+
+    async def _publish(self, conn: HttpServerConnection, request: HttpRequest) -> None:
+        key = self.config.api.key
+        if not key:
+            raise HttpError(404, "not_found", "the publish API is off ([api] key is empty)")
+        presented = (request.header("authorization") or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(presented.encode(), key.encode()):
+            await conn.read_body()
+            raise HttpError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' is needed")
+        body = await conn.read_body()
+        try:
+            parsed = _publish_body.validate_python(orjson.loads(body))
+        except orjson.JSONDecodeError as exc:
+            raise HttpError(400, "invalid_json", str(exc)) from None
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise HttpError(400, "invalid_body", f"{where}: {first['msg']}") from None
+        items = parsed if isinstance(parsed, list) else [parsed]
+        reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
+        events = tuple(make_event(item.type, item.data) for item in items)
+        await self.hub.send(Publish(events, reply_send))
+        with trio.fail_after(self.config.gateway.handshake_timeout_s):
+            seqs = await reply_receive.receive()
+        if isinstance(parsed, list):
+            await conn.respond_json(200, {"seqs": list(seqs)})
+        else:
+            await conn.respond_json(200, {"seq": seqs[0]})
+
+    async def _upgrade(self, conn: HttpServerConnection, request: HttpRequest) -> bool:
+        if not request.wants_websocket:
+            raise HttpError(426, "upgrade_required", "/ws speaks WebSocket only")
+        origins = self.config.auth.allowed_origins
+        if origins and request.header("origin") not in origins:
+            raise HttpError(403, "forbidden_origin", "this Origin may not connect")
+        if self.sessions.count_children().active >= self.config.gateway.max_connections:
+            raise HttpError(503, "too_many_connections", "connection limit reached")
+        resume = ResumeRequest(since=_since_of(request), epoch=request.query_value("epoch"))
+        stream = await conn.take_upgrade_stream(request)
+        client_id = str(uuid.uuid4())
+        session = ClientSession(client_id, stream, self.session_settings, self.hub, resume)
+        spec = ChildSpec(
+            id=client_id,
+            start=run_session,
+            args=(session,),
+            restart=Restart.TEMPORARY,
+            shutdown_timeout_s=CLOSE_TIMEOUT_S + 1.0,
+        )
+        try:
+            await self.sessions.start_child(spec)
+        except TooManyChildren:
+            log.info("Connection refused: session limit reached")
+            await trio.aclose_forcefully(stream)
+        except Exception as exc:
+            log.debug("WebSocket handshake failed", error=repr(exc))
+        return True
+
+
+def _since_of(request: HttpRequest) -> int | None:
+    raw = request.query_value("since")
+    if raw is None:
+        return None
+    try:
+        since = int(raw)
+    except ValueError:
+        raise HttpError(400, "invalid_since", "since must be a non-negative integer") from None
+    if since < 0:
+        raise HttpError(400, "invalid_since", "since must be a non-negative integer")
+    return since
+
+
+async def run_gateway(
+    config: Config,
+    hub: trio.MemorySendChannel[HubMessage],
+    sessions: DynamicSupervisor,
+    health: HealthBoard,
+    *,
+    task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on `[gateway] host:port` and serve every connection until cancelled.
+
+    `started()` receives a `GatewayHandle` once the socket listens (port 0 picks a free port).
+    Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
+    """
+    gateway = Gateway(config, hub, sessions, health)
+    listeners = await trio.open_tcp_listeners(config.gateway.port, host=config.gateway.host)
+    port = listeners[0].socket.getsockname()[1]
+    log.info("Gateway listening", url=f"ws://{config.gateway.host}:{port}/ws")
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_forever, listener, gateway.handle_connection, nursery)
+        task_status.started(GatewayHandle(config.gateway.host, port))
+
+
+async def accept_forever(
+    listener: trio.SocketListener,
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    """Accept connections and start `handler` for each in `nursery`, until cancelled.
+
+    Unlike `trio.serve_listeners`, the stream is not closed when the handler returns: a
+    WebSocket session outlives the handler that started it, and the handler closes what it
+    keeps. Running out of file descriptors or memory pauses accepting instead of crashing.
+    Resource handling: closes the listener on exit.
+    """
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRORS:
+                    raise
+                log.error("Cannot accept connections", error=os.strerror(exc.errno or 0))
+                await trio.sleep(ACCEPT_RETRY_S)
+            else:
+                nursery.start_soon(handler, stream)

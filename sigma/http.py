@@ -1,0 +1,245 @@
+"""HTTP/1.1 on a trio stream, parsed and framed by h11; shared by the gateway and the engine.
+
+`HttpServerConnection` reads requests (with keep-alive), reads bounded bodies, writes responses,
+and can hand an upgrade request over to a WebSocket library as a stream that replays it.
+Nothing here parses HTTP by hand: h11 does, in both directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+import orjson
+import trio
+
+RECEIVE_CHUNK_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 16 * 1024
+REASONS: dict[int, str] = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class HttpError(Exception):
+    """A request that must be answered with an error status; the message is safe to show."""
+
+    def __init__(self, status: int, error: str, detail: str = "") -> None:
+        super().__init__(f"{status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+class PeerGone(Exception):
+    """The peer closed or broke the connection; nothing more can be said to it."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One parsed request head."""
+
+    method: str
+    target: str
+    path: str
+    query: dict[str, list[str]]
+    headers: tuple[tuple[bytes, bytes], ...]
+    raw: h11.Request
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (case-insensitive name), decoded as Latin-1."""
+        wanted = name.lower().encode()
+        for key, value in self.headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
+
+    def query_value(self, name: str) -> str | None:
+        """The first value of a query parameter, or None."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    @property
+    def wants_websocket(self) -> bool:
+        """True when this is a WebSocket upgrade request."""
+        upgrade = (self.header("upgrade") or "").lower()
+        return self.method == "GET" and upgrade == "websocket"
+
+
+class ReplayStream(trio.abc.Stream):
+    """A stream that first yields `prefix`, then whatever `inner` receives.
+
+    Lets a WebSocket library read an upgrade request that h11 has already consumed.
+    """
+
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+        self._inner = inner
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Return buffered bytes first, then read from the wrapped stream."""
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return chunk
+        return bytes(await self._inner.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write to the wrapped stream."""
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Delegate to the wrapped stream."""
+        await self._inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        """Close the wrapped stream."""
+        await self._inner.aclose()
+
+    @property
+    def inner(self) -> trio.abc.Stream:
+        """The wrapped transport stream."""
+        return self._inner
+
+
+class HttpServerConnection:
+    """The server side of one HTTP/1.1 connection.
+
+    Error handling: protocol errors from the peer raise `HttpError(400 ...)`; a closed or broken
+    transport raises `PeerGone`. Neither is our fault, and the caller answers or drops.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, *, max_body_bytes: int) -> None:
+        self.stream = stream
+        self.max_body_bytes = max_body_bytes
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+    async def _next_event(self) -> Any:
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HttpError(400, "bad_request", str(exc)) from None
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise PeerGone(str(exc)) from None
+            try:
+                self._h11.receive_data(bytes(data))
+            except h11.RemoteProtocolError as exc:
+                raise HttpError(400, "bad_request", str(exc)) from None
+
+    async def next_request(self) -> HttpRequest | None:
+        """Wait for the next request head; None once the peer closed between requests."""
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+        event = await self._next_event()
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        if not isinstance(event, h11.Request):
+            raise HttpError(400, "bad_request", f"unexpected {type(event).__name__}")
+        target = event.target.decode("latin-1")
+        parts = urlsplit(target)
+        return HttpRequest(
+            method=event.method.decode("ascii", "replace"),
+            target=target,
+            path=parts.path,
+            query=parse_qs(parts.query),
+            headers=tuple((bytes(k), bytes(v)) for k, v in event.headers),
+            raw=event,
+        )
+
+    async def read_body(self) -> bytes:
+        """Read the whole body of the current request, at most `max_body_bytes`."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self.max_body_bytes:
+                    raise HttpError(
+                        413, "body_too_large", f"body exceeds {self.max_body_bytes} bytes"
+                    )
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(chunks)
+            else:
+                raise HttpError(400, "bad_request", "connection closed inside the body")
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Send a complete response; closes keep-alive when h11 says the cycle cannot go on."""
+        if self._h11.our_state is not h11.SEND_RESPONSE:
+            return
+        all_headers = [
+            ("content-type", content_type),
+            ("content-length", str(len(body))),
+            *headers,
+        ]
+        if self._h11.their_state is not h11.DONE:
+            all_headers.append(("connection", "close"))  # the unread request body ends it
+        response = h11.Response(
+            status_code=status, headers=all_headers, reason=REASONS.get(status, "")
+        )
+        try:
+            await self.stream.send_all(
+                self._h11.send(response) + self._h11.send(h11.Data(data=body))
+                if body
+                else self._h11.send(response)
+            )
+            await self.stream.send_all(self._h11.send(h11.EndOfMessage()))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(str(exc)) from None
+
+    async def respond_json(self, status: int, payload: object) -> None:
+        """Send `payload` as a JSON response."""
+        await self.respond(status, orjson.dumps(payload))
+
+    async def respond_error(self, error: HttpError) -> None:
+        """Send an `HttpError` as `{"error": ..., "detail": ...}`."""
+        await self.respond_json(error.status, {"error": error.error, "detail": error.detail})
+
+    @property
+    def keep_alive(self) -> bool:
+        """True when another request may follow on this connection."""
+        return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+
+    async def take_upgrade_stream(self, request: HttpRequest) -> ReplayStream:
+        """A stream that replays `request` (re-serialised by h11) and any bytes after it.
+
+        Call right after `next_request()` returned an upgrade request; this connection is
+        finished with afterwards.
+        """
+        event = await self._next_event()
+        while event is not h11.PAUSED:
+            if not isinstance(event, h11.EndOfMessage):
+                raise HttpError(400, "bad_request", "an upgrade request has no body")
+            event = await self._next_event()
+        replay = h11.Connection(h11.CLIENT).send(request.raw)
+        assert replay is not None
+        trailing, _closed = self._h11.trailing_data
+        return ReplayStream(self.stream, replay + bytes(trailing))

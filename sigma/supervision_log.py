@@ -1,0 +1,71 @@
+"""Turns the supervision event stream into the log lines operators read.
+
+Reads: the tree's `SupervisionEvent` channel. Exits: when every send end is closed.
+"""
+
+from __future__ import annotations
+
+import structlog
+import trio
+
+from sigma.supervisor import (
+    ChildExited,
+    ChildStarted,
+    IntensityExceeded,
+    RestartScheduled,
+    ShutdownTimedOut,
+    SupervisionEvent,
+)
+
+log = structlog.get_logger("sigma.supervisor")
+
+
+def log_supervision_event(event: SupervisionEvent) -> None:
+    """Log one supervision event at the level its gravity deserves."""
+    match event:
+        case ChildStarted():
+            log.debug("Child started", supervisor=event.supervisor, child=event.child_id)
+        case ChildExited(abnormal=True):
+            log.warning(
+                "Child crashed",
+                supervisor=event.supervisor,
+                child=event.child_id,
+                reason=event.reason,
+            )
+        case ChildExited():
+            log.debug(
+                "Child exited",
+                supervisor=event.supervisor,
+                child=event.child_id,
+                reason=event.reason,
+            )
+        case RestartScheduled():
+            log.info(
+                "Restarting child",
+                supervisor=event.supervisor,
+                child=event.child_id,
+                delay_s=round(event.delay_s, 3),
+                attempt=event.attempt,
+            )
+        case IntensityExceeded():
+            log.error(
+                "Restart intensity exceeded, giving up",
+                supervisor=event.supervisor,
+                restarts=event.restarts,
+                max_seconds=event.max_seconds,
+            )
+        case ShutdownTimedOut():
+            log.error(
+                "Child did not stop in time (unkillable)",
+                supervisor=event.supervisor,
+                child=event.child_id,
+                timeout_s=event.timeout_s,
+            )
+        case _:
+            log.info("Supervision event", event_repr=repr(event))
+
+
+async def log_supervision_events(events: trio.MemoryReceiveChannel[SupervisionEvent]) -> None:
+    """Log every supervision event until the channel ends."""
+    async for event in events:
+        log_supervision_event(event)

@@ -1,0 +1,643 @@
+"""OTP-style supervision on trio nurseries: `ChildSpec`, `Supervisor` and `DynamicSupervisor`.
+
+A supervisor owns one nursery. It starts its children one at a time with `await nursery.start()`,
+restarts them when they fail (as their `Restart` type and the `Strategy` say, after a `Backoff`
+delay, within a `RestartIntensity` budget), and stops them in reverse start order, each within its
+`shutdown_timeout_s`. When the budget is spent it stops every child and raises
+`RestartIntensityExceeded`, which a parent supervisor handles like any other child failure.
+
+The decisions live in `sigma.restart_policy` (plain synchronous classes, re-exported here); this
+module is the trio part around them. It writes supervision events to an optional channel with
+`send_nowait` and never blocks on it, closes it or logs anything itself.
+
+Trio cannot kill a task: a child that shields itself from cancellation, or never reaches a
+checkpoint, is reported with `ShutdownTimedOut` and left behind, and the supervisor's nursery still
+waits for it before `run()` returns. Bounding the whole process is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypedDict
+
+import trio
+
+from sigma.errors import RestartIntensityExceeded, StartFailed, SupervisorError, TooManyChildren
+from sigma.restart_policy import (
+    Backoff,
+    Restart,
+    RestartIntensity,
+    Strategy,
+    SupervisorPolicy,
+    restart_group,
+    should_restart,
+)
+
+__all__ = [
+    "Backoff",
+    "ChildCounts",
+    "ChildExited",
+    "ChildInfo",
+    "ChildSpec",
+    "ChildStarted",
+    "DynamicSupervisor",
+    "IntensityExceeded",
+    "Restart",
+    "RestartIntensity",
+    "RestartScheduled",
+    "ShutdownTimedOut",
+    "Strategy",
+    "SupervisionEvent",
+    "Supervisor",
+    "SupervisorPolicy",
+    "describe_exit",
+]
+
+ChildState = Literal["starting", "running", "restarting", "stopping", "stopped"]
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How to run one child: `await nursery.start(start, *args)`, so `start` takes `task_status=`.
+
+    `shutdown_timeout_s` bounds how long stopping the child may take; give a child that is itself a
+    supervisor (`supervisor=True`, `start=inner.run`) enough for its own children to stop.
+    """
+
+    id: str
+    start: Callable[..., Awaitable[object]]
+    args: tuple[object, ...] = ()
+    restart: Restart = Restart.PERMANENT
+    shutdown_timeout_s: float = 5.0
+    supervisor: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.shutdown_timeout_s >= 0:
+            raise ValueError(f"shutdown_timeout_s must be >= 0 (got {self.shutdown_timeout_s!r})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EventFields:
+    supervisor: str  # the supervisor's name
+    at: float  # trio.current_time()
+
+
+class _Stamp(TypedDict):
+    supervisor: str
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildStarted(_EventFields):
+    """A child called `task_status.started()`: it runs under the supervisor now."""
+
+    child_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildExited(_EventFields):
+    """A child ended: `reason` is "normal", "shutdown" (we stopped it) or the error it raised."""
+
+    child_id: str
+    reason: str
+    abnormal: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestartScheduled(_EventFields):
+    """A child will be restarted after `delay_s`; `attempt` counts the restarts just before it."""
+
+    child_id: str
+    delay_s: float
+    attempt: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntensityExceeded(_EventFields):
+    """`restarts` restarts within `max_seconds` spent the budget: the supervisor gives up."""
+
+    restarts: int
+    max_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShutdownTimedOut(_EventFields):
+    """A child did not stop within `timeout_s` of being cancelled ("unkillable"): left behind."""
+
+    child_id: str
+    timeout_s: float
+
+
+DEFAULT_POLICY = SupervisorPolicy()
+"""one_for_one, at most 5 restarts in 10 s, backoff from 0.1 s to 5 s."""
+
+SupervisionEvent = (
+    ChildStarted | ChildExited | RestartScheduled | IntensityExceeded | ShutdownTimedOut
+)
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """One child as `which_children()` reports it."""
+
+    id: str
+    state: ChildState
+    restarts: int
+    last_exit: str | None
+    started_at: float | None
+    supervisor: bool
+
+
+@dataclass(frozen=True)
+class ChildCounts:
+    """`count_children()`, as in OTP: children known, running, and how many are supervisors."""
+
+    specs: int
+    active: int
+    supervisors: int
+    workers: int
+
+
+def describe_exit(error: BaseException) -> str:
+    """Name an error the way `ChildExited.reason` does: "ValueError: boom", groups with members."""
+    name = type(error).__name__
+    if isinstance(error, BaseExceptionGroup):
+        members = "; ".join(describe_exit(member) for member in error.exceptions)
+        return f"{name}: {error.message} [{members}]"
+    text = str(error)
+    return f"{name}: {text}" if text else name
+
+
+@dataclass(eq=False)
+class _Child:
+    """The supervisor's record of one child across its incarnations."""
+
+    spec: ChildSpec
+    state: ChildState = "stopped"
+    restarts: int = 0
+    attempt: int = 0  # consecutive restarts, the backoff exponent
+    last_exit: str | None = None
+    started_at: float | None = None
+    generation: int = 0  # incarnation number: tells a stale restart request from a live one
+    scope: trio.CancelScope | None = None
+    done: trio.Event | None = None
+
+    def is_alive(self) -> bool:
+        return self.done is not None and not self.done.is_set()
+
+
+@dataclass(frozen=True)
+class _RestartRequest:
+    child: _Child
+    generation: int
+
+
+class _StartSignal:
+    """The `task_status` a child is given: passes `started()` on and tells the supervisor."""
+
+    def __init__(self, task_status: trio.TaskStatus[object], on_started: Callable[[], bool]):
+        self._task_status = task_status
+        self._on_started = on_started
+        self.is_started = False
+
+    def started(self, value: object = None) -> None:
+        self._task_status.started(value)
+        self.is_started = self._on_started()
+
+
+class _SupervisorCore:
+    """What both supervisors share: running children, restarting them, stopping them, events."""
+
+    def __init__(
+        self,
+        name: str,
+        policy: SupervisorPolicy,
+        events: trio.MemorySendChannel[SupervisionEvent] | None,
+        rng: random.Random | None,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.dropped_events = 0
+        """Events not delivered because the channel was full or closed."""
+        self._events = events
+        self._rng = rng if rng is not None else random.Random()
+        self._children: dict[str, _Child] = {}  # in start order
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+        self._reset_run_state()
+
+    def which_children(self) -> list[ChildInfo]:
+        """Describe every child the supervisor knows, in start order."""
+        return [
+            ChildInfo(
+                id=child.spec.id,
+                state=child.state,
+                restarts=child.restarts,
+                last_exit=child.last_exit,
+                started_at=child.started_at,
+                supervisor=child.spec.supervisor,
+            )
+            for child in self._children.values()
+        ]
+
+    def count_children(self) -> ChildCounts:
+        """Count the children: known specs, active (running) ones, supervisors and workers."""
+        children = list(self._children.values())
+        supervisors = sum(child.spec.supervisor for child in children)
+        return ChildCounts(
+            specs=len(children),
+            active=sum(child.state in ("running", "stopping") for child in children),
+            supervisors=supervisors,
+            workers=len(children) - supervisors,
+        )
+
+    # --- one run -------------------------------------------------------------------------------
+
+    def _reset_run_state(self) -> None:
+        self._closing = False
+        self._intensity: RestartIntensity = self.policy.new_intensity()
+        # At most one pending request per child (it is not running while one is), so bounded.
+        self._restart_send, self._restart_receive = trio.open_memory_channel[_RestartRequest](
+            math.inf
+        )
+
+    async def _run(self, task_status: trio.TaskStatus[object]) -> None:
+        if self._nursery is not None:
+            raise RuntimeError(f"supervisor {self.name!r} is already running")
+        self._reset_run_state()
+        failure: SupervisorError | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._start_initial_children()
+                    task_status.started(self)
+                    await self._handle_restart_requests()
+                except SupervisorError as exc:  # ours: StartFailed or RestartIntensityExceeded
+                    failure = exc
+                finally:
+                    self._closing = True
+                    with trio.CancelScope(shield=True):  # bounded by the children's timeouts
+                        await self._stop_all()
+                    self._mark_idle_children_stopped()
+        finally:
+            self._nursery = None
+        if failure is not None:
+            raise failure
+
+    async def _start_initial_children(self) -> None:
+        """Start the children a run begins with (none for a dynamic supervisor)."""
+
+    def _mark_idle_children_stopped(self) -> None:
+        for child in self._children.values():
+            if not child.is_alive():
+                child.state = "stopped"
+
+    async def _stop_all(self) -> None:
+        """Stop every child, in reverse start order."""
+        for child in reversed(list(self._children.values())):
+            await self._stop_child(child)
+
+    # --- a child's task ------------------------------------------------------------------------
+
+    async def _start(self, child: _Child) -> object:
+        """Start a new incarnation of `child` in the nursery; return what it passed to started()."""
+        assert self._nursery is not None, "children start only while the supervisor runs"
+        child.generation += 1
+        child.state = "starting"
+        return await self._nursery.start(self._run_child, child)
+
+    async def _run_child(
+        self, child: _Child, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run one incarnation of a child in its own cancel scope and report how it ended.
+
+        Error handling: before `started()` every error propagates, so `nursery.start()` raises it.
+        After it, a crash (an `Exception`, groups of them included) is recorded and handed to the
+        restart loop instead of cancelling the nursery; `KeyboardInterrupt`, `SystemExit` and
+        foreign `Cancelled` are not crashes and propagate.
+        """
+        generation = child.generation
+        scope = child.scope = trio.CancelScope()
+        done = child.done = trio.Event()
+        on_started = functools.partial(
+            self._child_started, child, scope, trio.lowlevel.current_task()
+        )
+        signal = _StartSignal(task_status, on_started)
+        try:
+            with scope:
+                await child.spec.start(*child.spec.args, task_status=signal)
+        except Exception as exc:
+            self._child_exited(child, generation, scope, exc, started=signal.is_started)
+            if not signal.is_started:
+                raise
+        except BaseException as exc:
+            self._child_exited(child, generation, scope, exc, started=signal.is_started)
+            raise
+        else:
+            self._child_exited(child, generation, scope, None, started=signal.is_started)
+        finally:
+            done.set()
+
+    def _child_started(
+        self, child: _Child, scope: trio.CancelScope, task: trio.lowlevel.Task
+    ) -> bool:
+        if task.parent_nursery is not self._nursery:
+            return False  # start() was cancelled: trio left the child where it was, to be cancelled
+        if self._closing:
+            scope.cancel()  # arrived while we shut down: stop it rather than leave it behind
+        else:
+            # From now on only the supervisor cancels the child, so shutdown can go in order.
+            scope.shield = True
+        child.state = "running"
+        child.started_at = trio.current_time()
+        self._emit(ChildStarted(**self._stamp(), child_id=child.spec.id))
+        return True
+
+    def _child_exited(
+        self,
+        child: _Child,
+        generation: int,
+        scope: trio.CancelScope,
+        error: BaseException | None,
+        *,
+        started: bool,
+    ) -> None:
+        if error is not None:
+            reason = describe_exit(error)
+        else:
+            reason = "shutdown" if scope.cancel_called else "normal"
+        abnormal = error is not None
+        self._emit(
+            ChildExited(**self._stamp(), child_id=child.spec.id, reason=reason, abnormal=abnormal)
+        )
+        if generation != child.generation:
+            return  # a left-behind incarnation: the child has moved on
+        child.last_exit = reason
+        if not started:
+            return  # whoever called _start() sees the error and decides
+        ran_s = trio.current_time() - (child.started_at or 0.0)
+        if ran_s >= self.policy.backoff.reset_after_s:
+            child.attempt = 0
+        going_down = error is not None and not isinstance(error, Exception)
+        if scope.cancel_called or going_down:
+            child.state = "stopped"  # we stopped it, or it takes the whole supervisor down
+        elif should_restart(child.spec.restart, abnormal=error is not None):
+            child.state = "restarting"
+            self._restart_send.send_nowait(_RestartRequest(child, generation))
+        else:
+            self._retire(child)
+
+    def _retire(self, child: _Child) -> None:
+        """Mark a child that will not run again: temporary children are forgotten entirely."""
+        child.state = "stopped"
+        if child.spec.restart is Restart.TEMPORARY:
+            self._forget(child)
+
+    def _forget(self, child: _Child) -> None:
+        if self._children.get(child.spec.id) is child:
+            del self._children[child.spec.id]
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    def _cancel_child(self, child: _Child) -> None:
+        if child.is_alive() and child.scope is not None:
+            child.state = "stopping"
+            child.scope.cancel()
+
+    async def _wait_stopped(self, child: _Child, deadline: float) -> None:
+        """Wait until `child` ends or `deadline`; past it, report it unkillable and move on."""
+        if child.done is None:
+            return
+        with trio.move_on_at(deadline) as waiting:
+            await child.done.wait()
+        if waiting.cancelled_caught:
+            timeout_s = child.spec.shutdown_timeout_s
+            self._emit(
+                ShutdownTimedOut(**self._stamp(), child_id=child.spec.id, timeout_s=timeout_s)
+            )
+
+    async def _stop_child(self, child: _Child) -> None:
+        """Cancel one child and wait for it, at most its `shutdown_timeout_s`."""
+        if not child.is_alive():
+            return
+        self._cancel_child(child)
+        await self._wait_stopped(child, trio.current_time() + child.spec.shutdown_timeout_s)
+
+    # --- restarting ----------------------------------------------------------------------------
+
+    async def _handle_restart_requests(self) -> None:
+        """Restart failed children, one request at a time, until cancelled or the budget is spent.
+
+        A backoff delay holds up the requests queued behind it; other work (start_child,
+        terminate_child, children running) goes on meanwhile.
+        """
+        async for request in self._restart_receive:
+            child = request.child
+            if (
+                self._children.get(child.spec.id) is child
+                and child.generation == request.generation
+                and child.state == "restarting"
+            ):
+                await self._restart(child)
+
+    async def _restart(self, failed: _Child) -> None:
+        """Restart `failed` and the siblings the strategy takes with it, after the backoff delay."""
+        self._spend_restart_budget(failed)
+        order = list(self._children)
+        group = [
+            self._children[i] for i in restart_group(self.policy.strategy, order, failed.spec.id)
+        ]
+        siblings = [child for child in group if child is not failed]
+        for sibling in reversed(siblings):
+            await self._stop_child(sibling)
+        for sibling in siblings:
+            if sibling.spec.restart is Restart.TEMPORARY:
+                self._retire(sibling)
+            else:
+                sibling.state = "restarting"
+        await trio.sleep(self._schedule_restart(failed))
+        for child in group:
+            if self._children.get(child.spec.id) is not child or child.state != "restarting":
+                continue  # terminated meanwhile
+            child.restarts += 1
+            try:
+                await self._start(child)
+            except Exception:
+                # Failing to restart is failing again: retry through the loop, which spends budget.
+                child.state = "restarting"
+                self._restart_send.send_nowait(_RestartRequest(child, child.generation))
+                return
+
+    def _spend_restart_budget(self, failed: _Child) -> None:
+        """Record one restart; when that exceeds the budget, report it and raise."""
+        if not self._intensity.record(trio.current_time()):
+            return
+        restarts, max_seconds = self._intensity.recent, self.policy.max_seconds
+        self._emit(IntensityExceeded(**self._stamp(), restarts=restarts, max_seconds=max_seconds))
+        raise RestartIntensityExceeded(
+            f"supervisor {self.name!r}: {restarts} restarts within {max_seconds} s "
+            f"(at most {self.policy.max_restarts}); "
+            f"last: {failed.spec.id!r} ({failed.last_exit})"
+        )
+
+    def _schedule_restart(self, failed: _Child) -> float:
+        """Pick the backoff delay (in seconds) for `failed`'s next restart and announce it."""
+        delay_s = self.policy.backoff.delay_s(failed.attempt, self._rng)
+        attempt = failed.attempt
+        self._emit(
+            RestartScheduled(
+                **self._stamp(), child_id=failed.spec.id, delay_s=delay_s, attempt=attempt
+            )
+        )
+        failed.attempt += 1
+        return delay_s
+
+    def _stamp(self) -> _Stamp:
+        return {"supervisor": self.name, "at": trio.current_time()}
+
+    def _emit(self, event: SupervisionEvent) -> None:
+        if self._events is None:
+            return
+        try:
+            self._events.send_nowait(event)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.dropped_events += 1
+
+
+class Supervisor(_SupervisorCore):
+    """A fixed set of children, started in order, restarted by `policy`, stopped in reverse.
+
+    `events`, when given, receives every `SupervisionEvent` by `send_nowait` (dropped and counted
+    in `dropped_events` when full or closed; never closed here). `rng` draws the backoff jitter.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        children: Sequence[ChildSpec],
+        policy: SupervisorPolicy = DEFAULT_POLICY,
+        *,
+        events: trio.MemorySendChannel[SupervisionEvent] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        ids = [spec.id for spec in children]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"supervisor {name!r}: child ids must be unique (got {ids})")
+        self._specs = tuple(children)
+        super().__init__(name, policy, events, rng)
+        self._children = {spec.id: _Child(spec) for spec in self._specs}
+
+    async def run(self, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the children in order, call `task_status.started(self)`, then supervise them.
+
+        Runs until cancelled; each run starts from the specs afresh, so a parent can restart it.
+
+        Resource handling: owns a nursery with one task per child. On cancellation or failure the
+        children are cancelled one by one in reverse start order, each waited for at most its
+        `shutdown_timeout_s`; one that outlives it is reported (`ShutdownTimedOut`) and skipped,
+        but the nursery still waits for it before `run()` returns.
+
+        Error handling: raises `StartFailed` (from the child's error) when a child fails to start,
+        after stopping the ones started before it; `RestartIntensityExceeded` when the restart
+        budget is spent, after stopping every child. `KeyboardInterrupt` and `SystemExit` from a
+        child propagate (in an exception group) after the others are stopped.
+        """
+        self._children = {spec.id: _Child(spec) for spec in self._specs}
+        await self._run(task_status)
+
+    async def _start_initial_children(self) -> None:
+        for child in list(self._children.values()):
+            try:
+                await self._start(child)
+            except Exception as exc:
+                child.state = "stopped"
+                raise StartFailed(
+                    f"supervisor {self.name!r}: child {child.spec.id!r} failed to start: "
+                    f"{describe_exit(exc)}"
+                ) from exc
+
+
+class DynamicSupervisor(_SupervisorCore):
+    """Children added and removed at run time (one WebSocket session each, say); one_for_one.
+
+    Children are independent, so the strategy is always one_for_one (as OTP's DynamicSupervisor);
+    `max_children` caps how many it holds at once. `events` and `rng` as for `Supervisor`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_children: int | None = None,
+        policy: SupervisorPolicy = DEFAULT_POLICY,
+        events: trio.MemorySendChannel[SupervisionEvent] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if policy.strategy is not Strategy.ONE_FOR_ONE:
+            raise ValueError(f"a DynamicSupervisor is one_for_one (got {policy.strategy})")
+        if max_children is not None and max_children < 0:
+            raise ValueError(f"max_children must be >= 0 (got {max_children})")
+        super().__init__(name, policy, events, rng)
+        self.max_children = max_children
+
+    async def run(self, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
+        """Call `task_status.started(self)`, then supervise children added by `start_child`.
+
+        Runs until cancelled, and starts empty each time.
+
+        Resource handling: owns a nursery with one task per child. On cancellation every child is
+        cancelled at once and each waited for at most its `shutdown_timeout_s` (`ShutdownTimedOut`
+        past it; the nursery still waits for such a child in the end).
+
+        Error handling: raises `RestartIntensityExceeded` when restarts of permanent or transient
+        children spend the budget, after stopping every child.
+        """
+        self._children = {}
+        await self._run(task_status)
+
+    async def start_child(self, spec: ChildSpec) -> object:
+        """Start a child under this supervisor; return what it passed to `task_status.started()`.
+
+        Raises `TooManyChildren` when `max_children` are running (nothing is started), ValueError
+        when a child with this id is already there, RuntimeError when the supervisor is not
+        running, and whatever the child raised before calling `started()`.
+        """
+        if self._nursery is None or self._closing:
+            raise RuntimeError(f"supervisor {self.name!r} is not running")
+        if spec.id in self._children:
+            raise ValueError(f"supervisor {self.name!r} already has a child {spec.id!r}")
+        if self.max_children is not None and len(self._children) >= self.max_children:
+            raise TooManyChildren(
+                f"supervisor {self.name!r} already runs {self.max_children} children"
+            )
+        child = self._children[spec.id] = _Child(spec)  # holds the place while it starts
+        try:
+            return await self._start(child)
+        except BaseException:
+            self._forget(child)
+            raise
+
+    async def terminate_child(self, child_id: str) -> None:
+        """Stop a child and forget it, waiting at most its `shutdown_timeout_s`.
+
+        Raises KeyError for an unknown id. A child that outlives its timeout is reported with
+        `ShutdownTimedOut` and left behind.
+        """
+        child = self._children[child_id]
+        self._forget(child)
+        await self._stop_child(child)
+
+    async def _stop_all(self) -> None:
+        """Cancel every child at once, then wait for each within its own timeout."""
+        now = trio.current_time()
+        children = list(self._children.values())
+        for child in children:
+            self._cancel_child(child)
+        for child in children:
+            if child.is_alive():
+                await self._wait_stopped(child, now + child.spec.shutdown_timeout_s)

@@ -1,0 +1,157 @@
+"""The hub's decisions: numbering, fan-out by subscription, resume and slow clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+from wsproto.frame_protocol import FrameDecoder
+
+from sigma.actors.hub import HubActor, Join, Publish, PublishHeartbeat, run_hub
+from sigma.actors.hub_state import Client, HubState
+from sigma.actors.outbox import Outbox
+from sigma.config import EVENT_TYPES, HubConfig
+from sigma.protocol import CORE_EVENT_TYPES, Subscribe, Unsubscribe, make_event
+
+
+def decode_frames(data: bytes) -> list[dict[str, Any]]:
+    """Parse server frames back into JSON messages, as a client would."""
+    decoder = FrameDecoder(client=True, extensions=[])
+    decoder.receive_bytes(data)
+    messages = []
+    while (frame := decoder.process_buffer()) is not None:
+        messages.append(orjson.loads(frame.payload))
+    return messages
+
+
+def drain(outbox: Outbox) -> list[dict[str, Any]]:
+    frames = list(outbox._frames)
+    outbox._frames.clear()
+    return decode_frames(b"".join(f.data for f in frames))
+
+
+def new_state(history_size: int = 16) -> HubState:
+    return HubState(history_size=history_size, max_subscriptions=8, heartbeat_interval_s=15.0)
+
+
+def join(state: HubState, name: str, *, capacity: int = 64, since: int | None = None,
+         epoch: str | None = None, allowed: frozenset[str] = CORE_EVENT_TYPES) -> Outbox:
+    outbox = Outbox(capacity)
+    state.join(Client(name, outbox, allowed=allowed, subscriptions=allowed), since=since, epoch=epoch)
+    return outbox
+
+
+def test_seq_increases_by_one_across_types() -> None:
+    state = new_state()
+    outbox = join(state, "a")
+    for event_type in ["system_status", "heartbeat", "rpc_error"]:
+        state.broadcast(make_event(event_type, {}))
+    welcome, *events = drain(outbox)
+    assert welcome["data"]["kind"] == "welcome"
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    assert [e["type"] for e in events] == ["system_status", "heartbeat", "rpc_error"]
+
+
+def test_only_subscribers_receive_and_counts_are_reported() -> None:
+    state = new_state()
+    everything = join(state, "all")
+    only_heartbeat = join(state, "hb")
+    state.command("hb", Unsubscribe(action="unsubscribe", types=[t for t in EVENT_TYPES if t != "heartbeat"]))
+    outcome = state.broadcast(make_event("system_status", {}))
+    assert (outcome.sent_to, outcome.skipped, outcome.cut_off) == (1, 1, 0)
+    state.broadcast(make_event("heartbeat", {}))
+    assert [m["type"] for m in drain(everything)][1:] == ["system_status", "heartbeat"]
+    hb_messages = drain(only_heartbeat)
+    assert [m["type"] for m in hb_messages] == ["notification", "subscriptions", "heartbeat"]
+    assert hb_messages[1]["data"]["subscriptions"] == ["heartbeat"]
+
+
+def test_subscribe_beyond_claims_is_forbidden_and_changes_nothing() -> None:
+    state = new_state()
+    outbox = join(state, "a", allowed=frozenset({"heartbeat"}))
+    state.command("a", Subscribe(action="subscribe", types=["system_status"], id=9))
+    welcome, error = drain(outbox)
+    assert welcome["data"]["subscriptions"] == ["heartbeat"]
+    assert error["type"] == "error" and error["data"]["code"] == "forbidden"
+    assert error["data"]["request_id"] == 9
+    state.broadcast(make_event("system_status", {}))
+    assert drain(outbox) == []
+
+
+def test_full_queue_cuts_the_client_off_without_touching_others() -> None:
+    state = new_state()
+    slow = join(state, "slow", capacity=2)
+    fast = join(state, "fast", capacity=100)
+    outcomes = [state.broadcast(make_event("heartbeat", {"n": n})) for n in range(5)]
+    assert slow.close_reason is not None and slow.close_reason.code == 4008
+    assert slow.close_reason.reason == "slow consumer"
+    assert "slow" not in state.clients
+    assert sum(o.cut_off for o in outcomes) == 1
+    assert [m["seq"] for m in drain(fast)[1:]] == [1, 2, 3, 4, 5]
+
+
+def test_resume_replays_matching_events_after_since() -> None:
+    state = new_state()
+    for n in range(6):
+        state.broadcast(make_event("heartbeat" if n % 2 else "system_status", {"n": n}))
+    outbox = Outbox(64)
+    client = Client("r", outbox, subscriptions=frozenset({"heartbeat"}))
+    result = state.join(client, since=2, epoch=state.epoch)
+    welcome, *replayed = drain(outbox)
+    assert result.recovered is True and welcome["data"]["recovered"] is True
+    assert [m["seq"] for m in replayed] == [4, 6]
+    state.broadcast(make_event("heartbeat", {}))
+    assert [m["seq"] for m in drain(outbox)] == [7]
+
+
+@pytest.mark.parametrize(
+    ("since", "epoch", "recovered"),
+    [(0, None, False), (1, None, False), (3, "other-epoch", False), (99, None, False), (10, None, True)],
+)
+def test_resume_outside_history_or_epoch_is_not_recovered(since: int, epoch: str | None, recovered: bool) -> None:
+    state = new_state(history_size=8)
+    for _ in range(10):
+        state.broadcast(make_event("heartbeat", {}))
+    outbox = join(state, "r", since=since, epoch=epoch)
+    welcome, *replayed = drain(outbox)
+    assert welcome["data"]["recovered"] is recovered
+    assert replayed == []
+
+
+@given(st.integers(min_value=0, max_value=30), st.integers(min_value=0, max_value=30))
+def test_resume_never_gaps_or_duplicates(published_before: int, since: int) -> None:
+    state = new_state(history_size=12)
+    for _ in range(published_before):
+        state.broadcast(make_event("heartbeat", {}))
+    outbox = join(state, "r", since=since)
+    state.broadcast(make_event("heartbeat", {}))
+    welcome, *seen = drain(outbox)
+    seqs = [m["seq"] for m in seen]
+    if welcome["data"]["recovered"]:
+        assert seqs == list(range(since + 1, published_before + 2))
+    else:
+        assert seqs == [published_before + 1]
+
+
+async def test_hub_actor_answers_publish_with_seqs_and_enriches_heartbeats() -> None:
+    send, receive = trio.open_memory_channel[Any](16)
+    reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
+    async with trio.open_nursery() as nursery:
+        actor: HubActor = await nursery.start(
+            lambda **kw: run_hub(receive, HubConfig(), heartbeat_interval_s=15.0, **kw)
+        )
+        outbox = Outbox(16)
+        await send.send(Join(Client("c", outbox)))
+        events = (make_event("notification", {"a": 1}), make_event("rpc_error", {"b": 2}))
+        await send.send(Publish(events, reply_send))
+        assert await reply_receive.receive() == (1, 2)
+        await send.send(PublishHeartbeat({"beat": 1}))
+        await send.aclose()
+    messages = drain(outbox)
+    assert outbox.close_reason is not None and outbox.close_reason.code == 1012
+    assert actor.state.clients == {}
+    assert messages == []  # closing the outbox on hub exit discards what was queued

@@ -1,0 +1,96 @@
+"""Client frame decoding and server message encoding, as the wire contract fixes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+import pytest
+
+from sigma.protocol import (
+    CORE_EVENT_TYPES,
+    ErrorCode,
+    ListSubscriptions,
+    Ping,
+    ProtocolViolation,
+    Subscribe,
+    Unsubscribe,
+    decode_client_frame,
+    encode,
+    make_event,
+    welcome,
+)
+
+
+def test_decodes_every_action_and_keeps_the_request_id() -> None:
+    assert decode_client_frame('{"action": "subscribe", "types": ["heartbeat"], "id": 7}') == (
+        Subscribe(action="subscribe", types=["heartbeat"], id=7)
+    )
+    assert isinstance(decode_client_frame('{"action": "unsubscribe", "types": ["rpc_error"]}'), Unsubscribe)
+    assert isinstance(decode_client_frame('{"action": "list_subscriptions"}'), ListSubscriptions)
+    assert decode_client_frame('{"action": "ping", "id": "abc"}') == Ping(action="ping", id="abc")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "request_id"),
+    [
+        ("not json", ErrorCode.INVALID_JSON, None),
+        ("{", ErrorCode.INVALID_JSON, None),
+        ("[1, 2]", ErrorCode.INVALID_MESSAGE, None),
+        ('"subscribe"', ErrorCode.INVALID_MESSAGE, None),
+        ('{"types": ["heartbeat"]}', ErrorCode.INVALID_MESSAGE, None),
+        ('{"action": 5, "id": 1}', ErrorCode.INVALID_MESSAGE, 1),
+        ('{"action": "dance", "id": "x"}', ErrorCode.UNKNOWN_ACTION, "x"),
+        ('{"action": "subscribe", "types": ["weather"], "id": 2}', ErrorCode.UNKNOWN_EVENT_TYPE, 2),
+        ('{"action": "subscribe", "types": "heartbeat"}', ErrorCode.INVALID_MESSAGE, None),
+        ('{"action": "subscribe", "types": []}', ErrorCode.INVALID_MESSAGE, None),
+        ('{"action": "subscribe"}', ErrorCode.INVALID_MESSAGE, None),
+        ('{"action": "ping", "extra": 1}', ErrorCode.INVALID_MESSAGE, None),
+        ('{"action": "ping", "id": [1]}', ErrorCode.INVALID_MESSAGE, None),
+        (b"\x00\x01", ErrorCode.INVALID_MESSAGE, None),
+    ],
+)
+def test_bad_frames_raise_the_contracts_error_code(
+    frame: str | bytes, code: ErrorCode, request_id: object
+) -> None:
+    with pytest.raises(ProtocolViolation) as raised:
+        decode_client_frame(frame)
+    reply = orjson.loads(encode(raised.value.reply()))
+    assert reply["type"] == "error"
+    assert reply["seq"] is None
+    assert reply["data"]["code"] == code.value
+    assert reply["data"]["request_id"] == request_id
+    assert reply["data"]["message"]
+
+
+def test_event_encoding_has_iso_timestamp_with_offset_and_seq() -> None:
+    event = make_event("system_status", {"cpu_usage": 12.5}).model_copy(update={"seq": 3})
+    wire = orjson.loads(encode(event))
+    assert wire["type"] == "system_status"
+    assert wire["seq"] == 3
+    assert wire["data"] == {"cpu_usage": 12.5}
+    assert datetime.fromisoformat(wire["timestamp"]).utcoffset() is not None
+
+
+def test_welcome_lists_sorted_subscriptions_and_contract_fields() -> None:
+    wire = orjson.loads(
+        encode(
+            welcome(
+                client_id="c1",
+                subscriptions=CORE_EVENT_TYPES,
+                last_seq=41,
+                epoch="e1",
+                heartbeat_interval_s=15.0,
+                recovered=None,
+            )
+        )
+    )
+    data = wire["data"]
+    assert wire["type"] == "notification" and wire["seq"] is None
+    assert data["kind"] == "welcome"
+    assert data["subscriptions"] == sorted(CORE_EVENT_TYPES)
+    assert data["last_seq"] == 41 and data["epoch"] == "e1"
+    assert data["heartbeat_interval"] == 15.0
+    assert data["server_version"] == "0.1.0"
+    assert "recovered" not in data
+    assert "subscribed to all core events" in data["message"]
