@@ -1,0 +1,144 @@
+"""One slow client never holds back the others, and leaves nothing behind when cut off."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import orjson
+import trio
+import trio.testing
+from conftest import Stack, make_config, running_stack
+from trio_websocket import open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request
+from wsproto.frame_protocol import FrameDecoder
+
+from sigma.config import HubConfig
+
+EVENT_PAD = "x" * 1500
+
+
+async def settled_task_count(stack: Stack) -> int:
+    """Tasks once everything is idle, with the publisher's keep-alive connection open."""
+    assert (await stack.http.get("/health")).status_code == 200
+    await trio.testing.wait_all_tasks_blocked()
+    return count_tasks()
+
+
+def count_tasks() -> int:
+    """Every task in this trio run."""
+    pending = [trio.lowlevel.current_root_task()]
+    total = 0
+    while pending:
+        task = pending.pop()
+        total += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return total
+
+
+async def open_stalled_client(port: int) -> trio.SocketStream:
+    """A WebSocket client with a tiny receive buffer that completes the handshake, then never reads."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    client = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(client.send(Request(host="127.0.0.1", target="/ws")))
+    return stream
+
+
+async def read_events(stack: Stack, count: int, results: dict[int, list[int]], index: int,
+                      ready: trio.MemorySendChannel[None]) -> None:
+    async with open_websocket_url(stack.ws_url) as ws:
+        await ws.get_message()
+        await ready.send(None)
+        seqs = results.setdefault(index, [])
+        while len(seqs) < count:
+            seqs.append(orjson.loads(await ws.get_message())["seq"])
+
+
+async def publish(stack: Stack, total: int, batch: int = 50) -> None:
+    for start in range(0, total, batch):
+        await stack.publish([{"type": "notification", "data": {"pad": EVENT_PAD}}] * batch)
+
+
+async def test_hundred_clients_keep_full_rate_while_a_stalled_one_is_cut_off() -> None:
+    clients, events = 100, 600
+    async with running_stack() as stack:
+        idle_tasks = await settled_task_count(stack)
+        results: dict[int, list[int]] = {}
+        ready_send, ready_receive = trio.open_memory_channel[None](clients)
+        async with trio.open_nursery() as readers:
+            for index in range(clients):
+                readers.start_soon(read_events, stack, events, results, index, ready_send)
+            for _ in range(clients):
+                await ready_receive.receive()
+            stalled = await open_stalled_client(stack.gateway.port)
+            with trio.fail_after(10):
+                while stack.sessions.count_children().active < clients + 1:
+                    await trio.sleep(0.01)
+            for published in range(50, events + 1, 50):
+                await publish(stack, 50)
+                with trio.fail_after(10):  # the healthy clients keep pace, whatever the stalled one does
+                    while min(len(results[i]) for i in range(clients)) < published:
+                        await trio.sleep(0.001)
+        assert all(results[i] == list(range(1, events + 1)) for i in range(clients))
+        with trio.fail_after(5):
+            while stack.sessions.count_children().active > 0:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert stack.hub.state.slow_disconnects == 1
+        assert stack.hub.state.clients == {}
+        assert await settled_task_count(stack) == idle_tasks  # nothing of any session, the stalled one included, remains
+        await stalled.aclose()
+
+
+async def test_stalled_client_blocked_in_a_write_is_aborted_within_a_second() -> None:
+    config = make_config(hub=HubConfig(queue_size=8))
+    async with running_stack(config) as stack:
+        idle_tasks = await settled_task_count(stack)
+        stalled = await open_stalled_client(stack.gateway.port)
+        with trio.fail_after(5):
+            while stack.sessions.count_children().active < 1:
+                await trio.sleep(0.01)
+        await publish(stack, 400)
+        cut_at = trio.current_time()
+        with trio.fail_after(5):
+            while stack.sessions.count_children().active > 0:
+                await trio.sleep(0.01)
+        assert trio.current_time() - cut_at < 1.5
+        assert await settled_task_count(stack) == idle_tasks
+        await stalled.aclose()
+
+
+def decode_all(data: bytes) -> list[dict[str, Any]]:
+    decoder = FrameDecoder(client=True, extensions=[])
+    decoder.receive_bytes(data)
+    out = []
+    while (frame := decoder.process_buffer()) is not None:
+        out.append(orjson.loads(frame.payload))
+    return out
+
+
+async def test_drop_oldest_tells_the_client_how_many_it_missed() -> None:
+    config = make_config(hub=HubConfig(queue_size=4, slow_client_policy="drop_oldest"))
+    async with running_stack(config) as stack:
+        stream = await open_stalled_client(stack.gateway.port)
+        with trio.fail_after(5):
+            while stack.sessions.count_children().active < 1:
+                await trio.sleep(0.01)
+        await publish(stack, 400)
+        received = b""
+        with trio.move_on_after(2):
+            while True:
+                received += await stream.receive_some(65536)
+        body = received[received.index(b"\r\n\r\n") + 4 :]
+        messages = decode_all(body)
+        notices = [m for m in messages if m["data"].get("kind") == "events_dropped"]
+        seqs = [m["seq"] for m in messages if m["seq"] is not None]
+        assert notices and sum(n["data"]["dropped"] for n in notices) + len(seqs) == 400
+        assert seqs == sorted(seqs) and seqs[-1] == 400
+        assert stack.sessions.count_children().active == 1
+        await stream.aclose()
