@@ -101,6 +101,14 @@ class PollerConfig(Section):
     retry_min_s: PositiveSeconds = 0.5
     retry_max_s: PositiveSeconds = 10.0
 
+    @model_validator(mode="after")
+    def _retry_max_not_below_min(self) -> Self:
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError(
+                f"retry_max_s must be >= retry_min_s (got {self.retry_max_s} < {self.retry_min_s})"
+            )
+        return self
+
 
 class HeartbeatConfig(Section):
     """`[heartbeat]`: heartbeat events through the hub, and WebSocket pings to each client."""
