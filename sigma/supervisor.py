@@ -17,12 +17,13 @@ waits for it before `run()` returns. Bounding the whole process is the CLI's job
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Literal, Self, TypedDict
 
 import trio
 
@@ -38,6 +39,7 @@ from sigma.restart_policy import (
 )
 
 __all__ = [
+    "DEFAULT_POLICY",
     "Backoff",
     "ChildCounts",
     "ChildExited",
@@ -265,7 +267,7 @@ class _SupervisorCore:
             math.inf
         )
 
-    async def _run(self, task_status: trio.TaskStatus[object]) -> None:
+    async def _run(self, task_status: trio.TaskStatus[Self]) -> None:
         if self._nursery is not None:
             raise RuntimeError(f"supervisor {self.name!r} is already running")
         self._reset_run_state()
@@ -331,6 +333,8 @@ class _SupervisorCore:
         try:
             with scope:
                 await child.spec.start(*child.spec.args, task_status=signal)
+        # A group is an Exception exactly when every member is one, so these two clauses tell
+        # crashes from the rest without unwrapping anything; a mixed group is not a crash.
         except Exception as exc:
             self._child_exited(child, generation, scope, exc, started=signal.is_started)
             if not signal.is_started:
@@ -512,6 +516,9 @@ class _SupervisorCore:
 class Supervisor(_SupervisorCore):
     """A fixed set of children, started in order, restarted by `policy`, stopped in reverse.
 
+    As in OTP, a one_for_all or rest_for_one restart starts every non-temporary child of its group
+    again, a transient child that had already returned normally included.
+
     `events`, when given, receives every `SupervisionEvent` by `send_nowait` (dropped and counted
     in `dropped_events` when full or closed; never closed here). `rng` draws the backoff jitter.
     """
@@ -532,7 +539,9 @@ class Supervisor(_SupervisorCore):
         super().__init__(name, policy, events, rng)
         self._children = {spec.id: _Child(spec) for spec in self._specs}
 
-    async def run(self, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Start the children in order, call `task_status.started(self)`, then supervise them.
 
         Runs until cancelled; each run starts from the specs afresh, so a parent can restart it.
@@ -565,8 +574,9 @@ class Supervisor(_SupervisorCore):
 class DynamicSupervisor(_SupervisorCore):
     """Children added and removed at run time (one WebSocket session each, say); one_for_one.
 
-    Children are independent, so the strategy is always one_for_one (as OTP's DynamicSupervisor);
-    `max_children` caps how many it holds at once. `events` and `rng` as for `Supervisor`.
+    Children are independent, so every restart is one_for_one (as in OTP's DynamicSupervisor):
+    the strategy of `policy` is replaced, its budget and backoff apply. `max_children` caps how
+    many children it holds at once. `events` and `rng` as for `Supervisor`.
     """
 
     def __init__(
@@ -578,14 +588,15 @@ class DynamicSupervisor(_SupervisorCore):
         events: trio.MemorySendChannel[SupervisionEvent] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if policy.strategy is not Strategy.ONE_FOR_ONE:
-            raise ValueError(f"a DynamicSupervisor is one_for_one (got {policy.strategy})")
         if max_children is not None and max_children < 0:
             raise ValueError(f"max_children must be >= 0 (got {max_children})")
-        super().__init__(name, policy, events, rng)
+        one_for_one = dataclasses.replace(policy, strategy=Strategy.ONE_FOR_ONE)
+        super().__init__(name, one_for_one, events, rng)
         self.max_children = max_children
 
-    async def run(self, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[DynamicSupervisor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Call `task_status.started(self)`, then supervise children added by `start_child`.
 
         Runs until cancelled, and starts empty each time.
