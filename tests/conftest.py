@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +39,9 @@ class Stack:
 
     async def publish(self, events: list[dict[str, Any]] | dict[str, Any]) -> Any:
         response = await self.http.post(
-            "/api/publish", content=orjson.dumps(events), headers={"authorization": f"Bearer {API_KEY}"}
+            "/api/publish",
+            content=orjson.dumps(events),
+            headers={"authorization": f"Bearer {API_KEY}"},
         )
         assert response.status_code == 200, response.text
         return response.json()
@@ -76,3 +78,15 @@ async def running_stack(config: Config | None = None) -> AsyncIterator[Stack]:
         async with httpx.AsyncClient(base_url=gateway.http_url) as http:
             yield Stack(config, gateway, sessions, hub, hub_send, health, http)
         nursery.cancel_scope.cancel()
+
+
+async def eventually(predicate: Callable[[], bool], *, timeout_s: float = 10.0) -> None:
+    """Wait until `predicate()` holds, checking every few milliseconds, failing after `timeout_s`.
+
+    For state that has no event to wait on (a count of sessions, a list filled by other tasks).
+    """
+    with trio.fail_after(timeout_s):
+        while True:
+            if predicate():
+                return
+            await trio.sleep(0.005)

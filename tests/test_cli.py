@@ -26,7 +26,10 @@ BAD_CONFIGS = [
     ('[gateway]\nport = "high"\n', "gateway.port: input should be a valid integer"),
     ("[gateway]\nport = 70000\n", "gateway.port: must be <= 65535 (got 70000)"),
     ('[hub]\nslow_client_policy = "nap"\n', "hub.slow_client_policy: must be one of"),
-    ("[supervisor.backoff]\nmin_s = 2.0\nmax_s = 1.0\n", "supervisor.backoff: max_s must be >= min_s"),
+    (
+        "[supervisor.backoff]\nmin_s = 2.0\nmax_s = 1.0\n",
+        "supervisor.backoff: max_s must be >= min_s",
+    ),
     ("[supervisor.backoff]\nfactor = 1.5\n", "supervisor.backoff.factor: must be <= 1.0 (got 1.5)"),
     ("[engine]\nembedded = false\n", "engine: url is required when embedded = false"),
     ("[gateway\nport = 1\n", "invalid TOML"),
@@ -52,7 +55,9 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().err == f"sigma: {missing}: file not found\n"
 
 
-def test_config_check_of_a_bad_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_check_of_a_bad_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[hub]\nqueue_size = 0\n")
     assert main(["config", "check", str(path)]) == 2

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 import websockets.asyncio.client
-from conftest import API_KEY, Stack, make_config, running_stack
+from conftest import API_KEY, make_config, running_stack
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from sigma.config import EVENT_TYPES, GatewayConfig, HubConfig
@@ -80,13 +80,17 @@ async def test_client_subscribed_to_all_sees_contiguous_seq() -> None:
 async def test_subscribe_and_unsubscribe_change_what_arrives() -> None:
     async with running_stack() as stack, open_websocket_url(stack.ws_url) as ws:
         await receive_json(ws)
-        await ws.send_message(orjson.dumps({"action": "unsubscribe", "types": list(EVENT_TYPES), "id": 1}).decode())
+        await ws.send_message(
+            orjson.dumps({"action": "unsubscribe", "types": list(EVENT_TYPES), "id": 1}).decode()
+        )
         reply = await receive_json(ws)
         assert reply["data"] == {"subscriptions": [], "request_id": 1}
         await stack.publish({"type": "system_status", "data": {}})
         await ws.send_message('{"action": "subscribe", "types": ["rpc_error"], "id": 2}')
         assert (await receive_json(ws))["data"]["subscriptions"] == ["rpc_error"]
-        await stack.publish([{"type": "system_status", "data": {}}, {"type": "rpc_error", "data": {"x": 1}}])
+        await stack.publish(
+            [{"type": "system_status", "data": {}}, {"type": "rpc_error", "data": {"x": 1}}]
+        )
         event = await receive_json(ws)
         assert (event["type"], event["seq"], event["data"]) == ("rpc_error", 3, {"x": 1})
         await ws.send_message('{"action": "list_subscriptions", "id": 3}')
@@ -106,9 +110,11 @@ BAD_FRAMES = [
 
 
 async def test_every_bad_frame_gets_its_error_and_the_connection_stays_usable() -> None:
-    async with running_stack() as stack, open_websocket_url(stack.ws_url) as ws, open_websocket_url(
-        stack.ws_url
-    ) as neighbour:
+    async with (
+        running_stack() as stack,
+        open_websocket_url(stack.ws_url) as ws,
+        open_websocket_url(stack.ws_url) as neighbour,
+    ):
         await receive_json(ws)
         await receive_json(neighbour)
         for frame, code in BAD_FRAMES:
@@ -212,7 +218,9 @@ async def test_publish_api_refuses_without_key_wrong_key_and_bad_body() -> None:
     async with running_stack() as stack, open_websocket_url(stack.ws_url) as ws:
         await receive_json(ws)
         wrong = await stack.http.post(
-            "/api/publish", json={"type": "heartbeat", "data": {}}, headers={"authorization": "Bearer nope"}
+            "/api/publish",
+            json={"type": "heartbeat", "data": {}},
+            headers={"authorization": "Bearer nope"},
         )
         assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
         missing = await stack.http.post("/api/publish", json={"type": "heartbeat", "data": {}})
@@ -234,12 +242,12 @@ async def test_publish_api_refuses_without_key_wrong_key_and_bad_body() -> None:
         assert (event["seq"], event["data"]) == (1, {"ok": True})
 
 
-async def test_handshake_that_never_completes_is_closed(autojump_clock: trio.testing.MockClock) -> None:
+async def test_handshake_that_never_completes_is_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with running_stack() as stack:
         stream = await trio.open_tcp_stream("127.0.0.1", stack.gateway.port)
         await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
         with trio.fail_after(stack.config.gateway.handshake_timeout_s + 1):
             assert await stream.receive_some(1024) == b""
         assert stack.sessions.count_children().active == 0
-
-

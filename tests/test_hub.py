@@ -38,10 +38,19 @@ def new_state(history_size: int = 16) -> HubState:
     return HubState(history_size=history_size, max_subscriptions=8, heartbeat_interval_s=15.0)
 
 
-def join(state: HubState, name: str, *, capacity: int = 64, since: int | None = None,
-         epoch: str | None = None, allowed: frozenset[str] = CORE_EVENT_TYPES) -> Outbox:
+def join(
+    state: HubState,
+    name: str,
+    *,
+    capacity: int = 64,
+    since: int | None = None,
+    epoch: str | None = None,
+    allowed: frozenset[str] = CORE_EVENT_TYPES,
+) -> Outbox:
     outbox = Outbox(capacity)
-    state.join(Client(name, outbox, allowed=allowed, subscriptions=allowed), since=since, epoch=epoch)
+    state.join(
+        Client(name, outbox, allowed=allowed, subscriptions=allowed), since=since, epoch=epoch
+    )
     return outbox
 
 
@@ -60,7 +69,9 @@ def test_only_subscribers_receive_and_counts_are_reported() -> None:
     state = new_state()
     everything = join(state, "all")
     only_heartbeat = join(state, "hb")
-    state.command("hb", Unsubscribe(action="unsubscribe", types=[t for t in EVENT_TYPES if t != "heartbeat"]))
+    state.command(
+        "hb", Unsubscribe(action="unsubscribe", types=[t for t in EVENT_TYPES if t != "heartbeat"])
+    )
     outcome = state.broadcast(make_event("system_status", {}))
     assert (outcome.sent_to, outcome.skipped, outcome.cut_off) == (1, 1, 0)
     state.broadcast(make_event("heartbeat", {}))
@@ -110,9 +121,17 @@ def test_resume_replays_matching_events_after_since() -> None:
 
 @pytest.mark.parametrize(
     ("since", "epoch", "recovered"),
-    [(0, None, False), (1, None, False), (3, "other-epoch", False), (99, None, False), (10, None, True)],
+    [
+        (0, None, False),
+        (1, None, False),
+        (3, "other-epoch", False),
+        (99, None, False),
+        (10, None, True),
+    ],
 )
-def test_resume_outside_history_or_epoch_is_not_recovered(since: int, epoch: str | None, recovered: bool) -> None:
+def test_resume_outside_history_or_epoch_is_not_recovered(
+    since: int, epoch: str | None, recovered: bool
+) -> None:
     state = new_state(history_size=8)
     for _ in range(10):
         state.broadcast(make_event("heartbeat", {}))

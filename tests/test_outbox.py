@@ -10,7 +10,11 @@ from sigma.actors.outbox import Frame, Outbox, OutboxClosed, SlowConsumer
 
 
 def frame(n: int, key: str | None = None) -> Frame:
-    return Frame(data=str(n).encode(), event_type="system_status" if key else "notification", snapshot_key=key)
+    return Frame(
+        data=str(n).encode(),
+        event_type="system_status" if key else "notification",
+        snapshot_key=key,
+    )
 
 
 async def test_receive_batch_takes_everything_queued_at_once() -> None:

@@ -26,7 +26,9 @@ def test_decodes_every_action_and_keeps_the_request_id() -> None:
     assert decode_client_frame('{"action": "subscribe", "types": ["heartbeat"], "id": 7}') == (
         Subscribe(action="subscribe", types=["heartbeat"], id=7)
     )
-    assert isinstance(decode_client_frame('{"action": "unsubscribe", "types": ["rpc_error"]}'), Unsubscribe)
+    assert isinstance(
+        decode_client_frame('{"action": "unsubscribe", "types": ["rpc_error"]}'), Unsubscribe
+    )
     assert isinstance(decode_client_frame('{"action": "list_subscriptions"}'), ListSubscriptions)
     assert decode_client_frame('{"action": "ping", "id": "abc"}') == Ping(action="ping", id="abc")
 

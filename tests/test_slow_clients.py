@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import trio
 import trio.testing
-from conftest import Stack, make_config, running_stack
+from conftest import Stack, eventually, make_config, running_stack
 from trio_websocket import open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request
@@ -26,6 +26,10 @@ async def settled_task_count(stack: Stack) -> int:
     return count_tasks()
 
 
+def active_sessions(stack: Stack) -> int:
+    return stack.sessions.count_children().active
+
+
 def count_tasks() -> int:
     """Every task in this trio run."""
     pending = [trio.lowlevel.current_root_task()]
@@ -39,7 +43,7 @@ def count_tasks() -> int:
 
 
 async def open_stalled_client(port: int) -> trio.SocketStream:
-    """A WebSocket client with a tiny receive buffer that completes the handshake, then never reads."""
+    """A WebSocket client with a tiny receive buffer that sends its handshake, then never reads."""
     sock = trio.socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
     await sock.connect(("127.0.0.1", port))
@@ -49,8 +53,13 @@ async def open_stalled_client(port: int) -> trio.SocketStream:
     return stream
 
 
-async def read_events(stack: Stack, count: int, results: dict[int, list[int]], index: int,
-                      ready: trio.MemorySendChannel[None]) -> None:
+async def read_events(
+    stack: Stack,
+    count: int,
+    results: dict[int, list[int]],
+    index: int,
+    ready: trio.MemorySendChannel[None],
+) -> None:
     async with open_websocket_url(stack.ws_url) as ws:
         await ws.get_message()
         await ready.send(None)
@@ -60,7 +69,7 @@ async def read_events(stack: Stack, count: int, results: dict[int, list[int]], i
 
 
 async def publish(stack: Stack, total: int, batch: int = 50) -> None:
-    for start in range(0, total, batch):
+    for _ in range(0, total, batch):
         await stack.publish([{"type": "notification", "data": {"pad": EVENT_PAD}}] * batch)
 
 
@@ -76,22 +85,18 @@ async def test_hundred_clients_keep_full_rate_while_a_stalled_one_is_cut_off() -
             for _ in range(clients):
                 await ready_receive.receive()
             stalled = await open_stalled_client(stack.gateway.port)
-            with trio.fail_after(10):
-                while stack.sessions.count_children().active < clients + 1:
-                    await trio.sleep(0.01)
+            await eventually(lambda: active_sessions(stack) == clients + 1)
             for published in range(50, events + 1, 50):
                 await publish(stack, 50)
-                with trio.fail_after(10):  # the healthy clients keep pace, whatever the stalled one does
-                    while min(len(results[i]) for i in range(clients)) < published:
-                        await trio.sleep(0.001)
+                # The healthy clients keep pace, whatever the stalled one does.
+                await eventually(lambda n=published: min(len(s) for s in results.values()) >= n)
         assert all(results[i] == list(range(1, events + 1)) for i in range(clients))
-        with trio.fail_after(5):
-            while stack.sessions.count_children().active > 0:
-                await trio.sleep(0.01)
+        await eventually(lambda: active_sessions(stack) == 0, timeout_s=5)
         await trio.testing.wait_all_tasks_blocked()
         assert stack.hub.state.slow_disconnects == 1
         assert stack.hub.state.clients == {}
-        assert await settled_task_count(stack) == idle_tasks  # nothing of any session, the stalled one included, remains
+        # Nothing of any session, the stalled one included, remains.
+        assert await settled_task_count(stack) == idle_tasks
         await stalled.aclose()
 
 
@@ -100,14 +105,10 @@ async def test_stalled_client_blocked_in_a_write_is_aborted_within_a_second() ->
     async with running_stack(config) as stack:
         idle_tasks = await settled_task_count(stack)
         stalled = await open_stalled_client(stack.gateway.port)
-        with trio.fail_after(5):
-            while stack.sessions.count_children().active < 1:
-                await trio.sleep(0.01)
+        await eventually(lambda: active_sessions(stack) == 1, timeout_s=5)
         await publish(stack, 400)
         cut_at = trio.current_time()
-        with trio.fail_after(5):
-            while stack.sessions.count_children().active > 0:
-                await trio.sleep(0.01)
+        await eventually(lambda: active_sessions(stack) == 0, timeout_s=5)
         assert trio.current_time() - cut_at < 1.5
         assert await settled_task_count(stack) == idle_tasks
         await stalled.aclose()
@@ -126,9 +127,7 @@ async def test_drop_oldest_tells_the_client_how_many_it_missed() -> None:
     config = make_config(hub=HubConfig(queue_size=4, slow_client_policy="drop_oldest"))
     async with running_stack(config) as stack:
         stream = await open_stalled_client(stack.gateway.port)
-        with trio.fail_after(5):
-            while stack.sessions.count_children().active < 1:
-                await trio.sleep(0.01)
+        await eventually(lambda: active_sessions(stack) == 1, timeout_s=5)
         await publish(stack, 400)
         received = b""
         with trio.move_on_after(2):
