@@ -193,14 +193,17 @@ class HttpServerConnection:
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """Send a complete response; closes keep-alive when h11 says the cycle cannot go on."""
-        if self._h11.our_state is not h11.SEND_RESPONSE:
+        # IDLE: no complete request head arrived (it was malformed or too large); h11 still lets
+        # a server answer, e.g. with 400.
+        if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         all_headers = [
             ("content-type", content_type),
             ("content-length", str(len(body))),
             *headers,
         ]
-        if self._h11.their_state is not h11.DONE:
+        caller_set_connection = any(name.lower() == "connection" for name, _ in headers)
+        if self._h11.their_state is not h11.DONE and not caller_set_connection:
             all_headers.append(("connection", "close"))  # the unread request body ends it
         response = h11.Response(
             status_code=status, headers=all_headers, reason=REASONS.get(status, "")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 import orjson
@@ -144,7 +144,7 @@ class Method(Generic[P, R]):
     result_model: type[R]
     handler: Callable[[P], Awaitable[R]]
     errors: tuple[ErrorInfo, ...] = ()
-    summary: str = field(default="")
+    summary: str = ""
 
     def describe(self) -> str:
         """One line about the method: `summary`, else the handler's docstring's first line."""
@@ -248,12 +248,12 @@ async def _run(registry: Registry, request: Request) -> Response:
         result = await method.handler(params)
         if not isinstance(result, method.result_model):
             raise TypeError(f"{method.name} returned {type(result).__name__}")
+        return Response(id=request.id, result=result.model_dump(mode="json"))
     except RpcError as exc:
         return error_response(request.id, exc.code, exc.message, exc.data)
     except Exception:
         log.exception("engine.rpc.internal_error", method=method.name)
         return error_response(request.id, INTERNAL_ERROR, "Internal error")
-    return Response(id=request.id, result=result.model_dump(mode="json"))
 
 
 async def _call_batch(registry: Registry, batch: list[Any]) -> list[Response]:

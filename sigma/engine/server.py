@@ -119,19 +119,24 @@ async def _answer(
 async def _answer_error(
     connection: HttpServerConnection, status: int, error: str, detail: str
 ) -> None:
+    body = orjson.dumps({"error": error, "detail": detail})
     try:
-        await connection.respond_json(status, {"error": error, "detail": detail})
+        # The connection is closed after this answer: say so, or a keep-alive client may send
+        # its next request into a closing socket.
+        await connection.respond(status, body, headers=(("connection", "close"),))
     except Exception as exc:
         log.debug("engine.error_reply_failed", status=status, reason=repr(exc))
 
 
-async def _open_listener(config: EngineConfig) -> trio.SocketListener:
+async def _open_listeners(config: EngineConfig) -> list[trio.SocketListener]:
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-    # A host with several addresses gives one listener per address; with port 0 each would get
-    # its own port, so one handle could not name them all: keep the first only.
-    for extra in listeners[1:]:
-        await extra.aclose()
-    return listeners[0]
+    if config.port == 0:
+        # One listener per address of the host, and with port 0 each gets its own port: one
+        # handle could not name them all, so keep the first only.
+        for extra in listeners[1:]:
+            await extra.aclose()
+        del listeners[1:]
+    return listeners
 
 
 async def run_engine(
@@ -153,18 +158,22 @@ async def run_engine(
     `started()`; a connection's failure is logged and confined to that connection.
     """
     data_root = await trio.to_thread.run_sync(resolve_data_dir, config.data_dir)
-    listener = await _open_listener(config)
-    async with listener, trio.open_nursery() as nursery:
-        pool = WorkerPool(
-            worker_count=config.workers,
-            data_root=data_root,
-            book=JobBook(config.max_jobs_retained),
-        )
-        await nursery.start(pool.run)
-        registry = build_registry(pool, config)
-        handler = functools.partial(serve_connection, registry)
-        await nursery.start(trio.serve_listeners, handler, [listener])
-        host, port = listener.socket.getsockname()[:2]
-        handle = _handle_for(config.host, port)
-        log.info("engine.listening", url=handle.url, address=host, workers=config.workers)
-        task_status.started(handle)
+    listeners = await _open_listeners(config)
+    try:
+        async with trio.open_nursery() as nursery:
+            pool = WorkerPool(
+                worker_count=config.workers,
+                data_root=data_root,
+                book=JobBook(config.max_jobs_retained),
+            )
+            await nursery.start(pool.run)
+            registry = build_registry(pool, config)
+            handler = functools.partial(serve_connection, registry)
+            await nursery.start(trio.serve_listeners, handler, listeners)
+            port = listeners[0].socket.getsockname()[1]
+            handle = _handle_for(config.host, port)
+            log.info("engine.listening", url=handle.url, workers=config.workers)
+            task_status.started(handle)
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
