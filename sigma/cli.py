@@ -1,4 +1,4 @@
-"""The `sigma` command: `serve`, `engine` and `config check`.
+"""The `sigma` command: `serve`, `engine`, `config check`, and the clients `check` and `watch`.
 
 Exit status: 0 after a clean stop (Ctrl-C or SIGTERM), 1 when the supervision tree gave up,
 2 for a configuration or usage error (one line on stderr, no traceback).
@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument("--host", help="engine address (overrides [engine] host)")
     engine.add_argument("--port", type=int, help="engine port (overrides [engine] port)")
 
+    # `check` and `watch` parse their own arguments (see `main`); listed here for `sigma -h`.
+    commands.add_parser("check", help="monitoring probe, Nagios plugin style (`sigma check -h`)")
+    commands.add_parser("watch", help="live terminal view of the event stream (`sigma watch -h`)")
+
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser(
@@ -84,6 +88,15 @@ def load_effective_config(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `sigma` command; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["check"]:  # a Nagios plugin: its usage errors exit 3 (UNKNOWN), not 2
+        from sigma.probe import check_main
+
+        return check_main(argv[1:])
+    if argv[:1] == ["watch"]:
+        from sigma.watch import watch_main
+
+        return watch_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "config":

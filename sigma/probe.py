@@ -1,0 +1,202 @@
+"""`sigma check`: a monitoring probe in the Nagios plugin convention.
+
+It connects to the gateway's WebSocket, checks the welcome, waits for one `heartbeat` event,
+prints ONE status line (`SIGMA OK - heartbeat seq=12 age=0.4s clients=3 | heartbeat_age=...`)
+and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN. Which state follows from what was observed
+is decided in `sigma.probe_verdict` (its docstring states the thresholds); this module only
+observes.
+
+It runs at most `--timeout` (connect, handshake and welcome) plus twice the maximum heartbeat
+age (the wait for a heartbeat), so a scheduler's own timeout should allow that much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import NoReturn
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from sigma import probe_verdict
+from sigma.gateway_client import (
+    DEFAULT_URL,
+    GatewayProtocolError,
+    GatewayUnavailable,
+    check_ws_url,
+    connect,
+    decode_server_frame,
+    describe_close,
+    parse_timestamp,
+    receive_welcome,
+)
+from sigma.probe_verdict import (
+    BrokenContract,
+    HeartbeatLimits,
+    HeartbeatSeen,
+    Observation,
+    Status,
+    Unreachable,
+    Verdict,
+    Welcomed,
+    assess,
+    usage_error,
+)
+from sigma.protocol import Event
+
+DEFAULT_TIMEOUT_S = 10.0
+TOKEN_ENV_VAR = "SIGMA_TOKEN"
+
+
+async def observe(
+    url: str, *, timeout_s: float, max_age_s: float | None = None, token: str | None = None
+) -> Observation:
+    """Connect to `url`, read the welcome, wait for a heartbeat: what happened, never raising.
+
+    `timeout_s` bounds the connection, the handshake and the welcome together; the heartbeat is
+    then awaited up to twice the maximum age. Resource handling: closes its connection.
+    """
+    started = trio.current_time()
+    try:
+        async with connect(url, timeout_s=timeout_s, token=token) as ws:
+            connect_s = trio.current_time() - started
+            welcome = await receive_welcome(ws, max(0.0, timeout_s - connect_s))
+            limits = HeartbeatLimits.for_interval(welcome.heartbeat_interval, max_age_s)
+            return await _await_heartbeat(ws, limits, connect_s)
+    except GatewayUnavailable as exc:
+        return Unreachable(str(exc))
+    except GatewayProtocolError as exc:
+        return BrokenContract(str(exc))
+
+
+async def _await_heartbeat(
+    ws: WebSocketConnection, limits: HeartbeatLimits, connect_s: float
+) -> Welcomed:
+    welcomed_at = trio.current_time()
+
+    def ended(heartbeat: HeartbeatSeen | None = None, interrupted: str | None = None) -> Welcomed:
+        waited_s = trio.current_time() - welcomed_at
+        return Welcomed(limits, connect_s, waited_s, heartbeat, interrupted)
+
+    with trio.move_on_at(welcomed_at + limits.critical_after_s):
+        try:
+            while True:
+                message = decode_server_frame(await ws.get_message())
+                if isinstance(message, Event) and message.type == "heartbeat":
+                    waited_s = trio.current_time() - welcomed_at
+                    return ended(heartbeat=_heartbeat_seen(message, waited_s))
+        except ConnectionClosed as exc:
+            return ended(interrupted=f"connection closed with {describe_close(exc)}")
+        except GatewayProtocolError as exc:
+            return ended(interrupted=f"malformed frame: {exc}")
+    return ended()
+
+
+def _heartbeat_seen(event: Event, waited_s: float) -> HeartbeatSeen:
+    lag_s = (datetime.now(UTC) - parse_timestamp(event.timestamp)).total_seconds()
+    clients = event.data.get("client_count")
+    return HeartbeatSeen(
+        seq=event.seq or 0,
+        waited_s=waited_s,
+        lag_s=max(0.0, lag_s),
+        clients=clients if isinstance(clients, int) and not isinstance(clients, bool) else None,
+    )
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+class CheckUsageError(Exception):
+    """The command line of `sigma check` cannot be run (exit status 3, UNKNOWN)."""
+
+
+class _CheckParser(argparse.ArgumentParser):
+    """Raises instead of exiting with status 2: a plugin's usage error is UNKNOWN (3)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CheckUsageError(message)
+
+
+def seconds_argument(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def url_argument(text: str) -> str:
+    """An argparse type: a ws:// or wss:// URL with a host."""
+    try:
+        return check_ws_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_parser() -> argparse.ArgumentParser:
+    """The parser of `sigma check`; its errors raise `CheckUsageError`."""
+    thresholds = "\n\n".join((probe_verdict.__doc__ or "").split("\n\n")[1:-1])
+    parser = _CheckParser(
+        prog="sigma check",
+        description="Monitoring probe (Nagios plugin): connect, check the welcome, wait for one\n"
+        "heartbeat, print one status line, exit 0 OK / 1 WARNING / 2 CRITICAL / 3 UNKNOWN.",
+        epilog=thresholds,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--url",
+        type=url_argument,
+        default=DEFAULT_URL,
+        help=f"the gateway's WebSocket (default {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds_argument,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="seconds for connecting, the handshake and the welcome together "
+        f"(default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--max-heartbeat-age",
+        type=seconds_argument,
+        metavar="S",
+        help="the maximum heartbeat age A: older is WARNING, older than 2A (or none within 2A) "
+        "is CRITICAL (default: twice the welcome's heartbeat_interval)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV_VAR) or None,
+        help=f"a JWT sent as 'Authorization: Bearer' (default ${TOKEN_ENV_VAR})",
+    )
+    return parser
+
+
+def check_main(argv: Sequence[str]) -> int:
+    """Run `sigma check` with `argv` (after the word `check`): print one line, return the state."""
+    try:
+        args = check_parser().parse_args(argv)
+    except CheckUsageError as exc:
+        verdict = usage_error(str(exc))
+    else:
+        run = functools.partial(
+            observe,
+            args.url,
+            timeout_s=args.timeout,
+            max_age_s=args.max_heartbeat_age,
+            token=args.token,
+        )
+        try:
+            verdict = assess(trio.run(run))
+        except Exception as exc:  # the probe's own failure is UNKNOWN, never a traceback
+            verdict = Verdict(Status.UNKNOWN, f"probe failed: {type(exc).__name__}: {exc}")
+    print(verdict.line(), flush=True)
+    return int(verdict.status)
