@@ -6,6 +6,12 @@ A session runs as a temporary child of the gateway's dynamic supervisor. Inside 
   commands go to the hub;
 - the sender (`sigma.actors.sender.pump`): writes whatever the hub queues in the outbox;
 - `_ping_peer`: protocol pings every `ping_interval_s`; no pong in `ping_timeout_s` closes.
+- `_expire_token` (with `[auth] mode = "jwt"`): closes with 4001 when the token's `exp` passes;
+  a `refresh` frame with a good token for the same subject moves that deadline.
+
+Client frames are metered by `sigma.limits.MessageRateLimit` before they are even decoded:
+frames past the budget are dropped with a paced `rate_limited` reply, sustained abuse closes
+with 4029.
 
 Every way a session ends goes through one door: its outbox is closed with a close code (by the
 hub for a slow consumer, by the reader when the peer closed, by `stop()` on shutdown). From then
@@ -18,7 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -29,12 +36,19 @@ from sigma.actors.hub import UNDELIVERABLE, Command, HubMessage, Join, Leave
 from sigma.actors.hub_state import Client, reply_frame
 from sigma.actors.outbox import Outbox, OutboxClosed, SlowClientPolicy
 from sigma.actors.sender import ClientGone, pump
+from sigma.auth import Authenticator, Claims, TokenRejected
+from sigma.limits import MessageRateLimit, Verdict
 from sigma.protocol import (
     CORE_EVENT_TYPES,
+    ErrorCode,
     Ping,
     ProtocolViolation,
+    Refresh,
+    Reply,
     decode_client_frame,
+    error_reply,
     pong,
+    token_refreshed,
 )
 
 log = structlog.get_logger("sigma.session")
@@ -42,6 +56,8 @@ log = structlog.get_logger("sigma.session")
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 PING_TIMEOUT_CODE = 1011
+TOKEN_EXPIRED_CODE = 4001
+RATE_LIMITED_CODE = 4029
 TRIO_WEBSOCKET_QUEUE_SIZE = 4
 
 
@@ -56,6 +72,22 @@ class SessionSettings:
     close_timeout_s: float
     ping_interval_s: float
     ping_timeout_s: float
+    messages_per_s: float = 0.0  # 0: client frames are not rate limited
+    message_burst: int = 1
+    abuse_excess_frames: int = 1
+    abuse_window_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class SessionAuth:
+    """The verified token a session runs under, and what checks a refreshed one."""
+
+    authenticator: Authenticator
+    claims: Claims
+
+    def remaining_s(self) -> float:
+        """Wall-clock seconds until the current token stops being valid (leeway included)."""
+        return self.claims.remaining_s(self.authenticator.leeway_s)
 
 
 @dataclass(frozen=True)
@@ -77,6 +109,8 @@ class ClientSession:
         settings: SessionSettings,
         hub: trio.MemorySendChannel[HubMessage],
         resume: ResumeRequest,
+        *,
+        auth: SessionAuth | None = None,
     ) -> None:
         self.client_id = client_id
         self.settings = settings
@@ -85,8 +119,20 @@ class ClientSession:
         self._stream = stream
         self._hub = hub
         self._resume = resume
+        self._auth = auth
         self._scope = trio.CancelScope(shield=True)
         self._closing = trio.CancelScope()
+        # The token's deadline in trio time, fixed now (at the handshake) from its `exp`.
+        self._token_expiry = trio.CancelScope(
+            deadline=(trio.current_time() + auth.remaining_s()) if auth else math.inf
+        )
+        self._rate = MessageRateLimit(
+            rate_per_s=settings.messages_per_s,
+            burst=settings.message_burst,
+            abuse_excess_frames=settings.abuse_excess_frames,
+            abuse_window_s=settings.abuse_window_s,
+            now=trio.current_time(),
+        )
         self._log = log.bind(client_id=client_id)
 
     def stop(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> None:
@@ -144,6 +190,8 @@ class ClientSession:
             io.start_soon(self._read_frames, ws)
             io.start_soon(self._ping_peer, ws)
             io.start_soon(self._bound_closing_time)
+            if self._auth is not None:
+                io.start_soon(self._expire_token)
             with self._closing:
                 try:
                     await pump(ws, self.outbox)
@@ -167,14 +215,40 @@ class ClientSession:
         await self.outbox.wait_closed()
         self._closing.deadline = trio.current_time() + self.settings.close_timeout_s
 
+    async def _expire_token(self) -> None:
+        with self._token_expiry:
+            await trio.sleep_forever()
+        if self._token_expiry.cancelled_caught:
+            self._log.info("Client token expired")
+            self.outbox.close(TOKEN_EXPIRED_CODE, "token expired")
+
     async def _read_frames(self, ws: WebSocketConnection) -> None:
         try:
             while True:
                 frame = await ws.get_message()
-                await self._handle_frame(frame)
+                verdict = self._rate.check(trio.current_time())
+                if verdict is Verdict.ACCEPT:
+                    await self._handle_frame(frame)
+                elif verdict is Verdict.REJECT_AND_TELL:
+                    self._tell_rate_limited()
+                elif verdict is Verdict.CLOSE:
+                    self._log.info("Client closed for sustained abuse of the rate limit")
+                    self.outbox.close(RATE_LIMITED_CODE, "rate limited")
+                    return
         except ConnectionClosed as closed:
             code = closed.reason.code if closed.reason is not None else NORMAL_CLOSURE
             self.outbox.close(code, (closed.reason.reason if closed.reason else None) or "")
+
+    def _tell_rate_limited(self) -> None:
+        settings = self.settings
+        dropped = self._rate.take_rejected()
+        self._reply(
+            error_reply(
+                ErrorCode.RATE_LIMITED,
+                f"too many messages: at most {settings.messages_per_s:g} a second "
+                f"(bursts of {settings.message_burst}); {dropped} frame(s) dropped unread",
+            )
+        )
 
     async def _handle_frame(self, frame: str | bytes) -> None:
         try:
@@ -184,8 +258,39 @@ class ClientSession:
             return
         if isinstance(message, Ping):
             self._reply(pong(message.id))
+        elif isinstance(message, Refresh):
+            self._reply(self._refresh(message))
         else:
             await self._hub.send(Command(self.client_id, message))
+
+    def _refresh(self, message: Refresh) -> Reply:
+        """Check a refreshed token; on success move the expiry deadline. Returns the reply."""
+        if self._auth is None:
+            return error_reply(
+                ErrorCode.INVALID_MESSAGE,
+                "this server takes no tokens ([auth] mode is none); there is nothing to refresh",
+                message.id,
+            )
+        try:
+            claims = self._auth.authenticator.verify(message.token)
+        except TokenRejected as rejected:
+            return error_reply(
+                ErrorCode.INVALID_TOKEN, f"{rejected.error}: {rejected.detail}", message.id
+            )
+        if claims.subject != self._auth.claims.subject:
+            return error_reply(
+                ErrorCode.FORBIDDEN, "the new token names a different subject (sub)", message.id
+            )
+        if not claims.allowed >= self._resume.allowed:
+            return error_reply(
+                ErrorCode.FORBIDDEN,
+                "the new token allows fewer event types; reconnect with it instead",
+                message.id,
+            )
+        self._auth = replace(self._auth, claims=claims)
+        self._token_expiry.deadline = trio.current_time() + self._auth.remaining_s()
+        self._log.debug("Client token refreshed", expires_at=claims.expires_at)
+        return token_refreshed(datetime.fromtimestamp(claims.expires_at, UTC), message.id)
 
     def _reply(self, reply: Any) -> None:
         with contextlib.suppress(OutboxClosed):

@@ -11,6 +11,7 @@ exists, else the embedded defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -18,12 +19,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.config import JsonDict
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from sigma.errors import ConfigError
 
 CONFIG_ENV_VAR = "SIGMA_CONFIG"
 DEFAULT_CONFIG_NAME = "supervisor.toml"
+JWT_SECRET_ENV_VAR = "SIGMA_JWT_SECRET"
+MIN_HS256_SECRET_BYTES = 32
+REDACTED = "***"
+SECRET_FIELD: JsonDict = {"secret": True}
+"""`json_schema_extra` of a field whose value must never be shown (logs, `config check`)."""
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -129,17 +137,77 @@ class HubConfig(Section):
 
 
 class AuthConfig(Section):
-    """`[auth]`: who may connect."""
+    """`[auth]`: who may connect, and with which token.
+
+    With `mode = "jwt"` every WebSocket handshake needs a token signed with the one pinned
+    `algorithm`: HS256 with `jwt_secret` (`$SIGMA_JWT_SECRET` overrides it), or RS256/ES256 with
+    the public key in `public_key_file`. `exp` is required; `iss` and `aud` are checked when set.
+    """
 
     mode: Literal["none", "jwt"] = "none"
-    jwt_secret: str = Field(default="", repr=False)
+    algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    jwt_secret: str = Field(default="", repr=False, json_schema_extra=SECRET_FIELD)
+    public_key_file: Path | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_s: float = Field(default=5.0, ge=0.0, le=300.0)
+    types_claim: str = Field(default="types", min_length=1)
+    allow_insecure: bool = False
     allowed_origins: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_from_environment(cls, data: Any) -> Any:
+        from_env = os.environ.get(JWT_SECRET_ENV_VAR)
+        if from_env and isinstance(data, Mapping):
+            return {**data, "jwt_secret": from_env}
+        return data
+
+    @model_validator(mode="after")
+    def _jwt_needs_a_key(self) -> Self:
+        if self.mode != "jwt":
+            return self
+        if self.algorithm == "HS256":
+            if not self.jwt_secret:
+                raise ValueError(
+                    f'mode = "jwt" with HS256 needs jwt_secret (or ${JWT_SECRET_ENV_VAR})'
+                )
+            if len(self.jwt_secret.encode()) < MIN_HS256_SECRET_BYTES:
+                raise ValueError(
+                    f"jwt_secret must be at least {MIN_HS256_SECRET_BYTES} bytes for HS256 "
+                    "(RFC 7518, section 3.2)"
+                )
+            return self
+        if self.public_key_file is None:
+            raise ValueError(f'mode = "jwt" with {self.algorithm} needs public_key_file')
+        from sigma.auth import load_public_key  # sigma.auth needs this module's types
+
+        try:
+            load_public_key(self.public_key_file, self.algorithm)
+        except ValueError as exc:
+            raise ValueError(f"public_key_file: {exc}") from None
+        return self
 
 
 class ApiConfig(Section):
     """`[api]`: the publish endpoint; an empty key turns it off."""
 
-    key: str = Field(default="", repr=False)
+    key: str = Field(default="", repr=False, json_schema_extra=SECRET_FIELD)
+
+
+class LimitsConfig(Section):
+    """`[limits]`: what one client may send.
+
+    Client frames are metered by a token bucket (`messages_per_s`, `burst`; 0 turns it off).
+    Frames beyond it are dropped with a `rate_limited` error reply (at most one a second); a
+    client that keeps going past `abuse_excess_frames` dropped frames within `abuse_window_s`
+    is closed with 4029.
+    """
+
+    messages_per_s: float = Field(default=50.0, ge=0.0)
+    burst: int = Field(default=100, ge=1)
+    abuse_excess_frames: int = Field(default=200, ge=1)
+    abuse_window_s: PositiveSeconds = 10.0
 
 
 class BackoffConfig(Section):
@@ -184,8 +252,56 @@ class Config(Section):
     hub: HubConfig = HubConfig()
     auth: AuthConfig = AuthConfig()
     api: ApiConfig = ApiConfig()
+    limits: LimitsConfig = LimitsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _refuse_open_unauthenticated_listener(self) -> Self:
+        auth = self.auth
+        if auth.mode == "none" and not auth.allow_insecure and not is_loopback(self.gateway.host):
+            raise ValueError(
+                f"gateway.host: refusing to listen on {self.gateway.host or '(all addresses)'} "
+                'without authentication; set [auth] mode = "jwt" or [auth] allow_insecure = true'
+            )
+        return self
+
+    def redacted_dump(self) -> dict[str, Any]:
+        """The effective configuration as JSON-ready data, with every set secret shown as "***".
+
+        For `sigma config check` and anything else that prints or logs the configuration.
+        """
+        return _redacted(self)
+
+
+def _redacted(model: BaseModel) -> dict[str, Any]:
+    dumped = model.model_dump(mode="json")
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if _is_secret(info):
+            dumped[name] = REDACTED if value else value
+        elif isinstance(value, BaseModel):
+            dumped[name] = _redacted(value)
+    return dumped
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("secret"))
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` names only this machine: 127.0.0.0/8, ::1 or `localhost`."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
@@ -231,7 +347,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "<config>") -> Config:
 
 def describe_error(error: ErrorDetails) -> str:
     """Turn one pydantic error into `key.path: reason`, in words an operator expects."""
-    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    location = ".".join(str(part) for part in error["loc"])
     context = error.get("ctx") or {}
     given = error.get("input")
     kind = error["type"]
@@ -252,6 +368,19 @@ def describe_error(error: ErrorDetails) -> str:
         reason = f"must be one of {context.get('expected')} (got {given!r})"
     elif kind == "value_error":
         reason = str(context.get("error", error["msg"]))
+        if not location:
+            return reason  # a whole-config check names its keys itself
+    elif error["loc"] and error["loc"][-1] in SECRET_FIELD_NAMES:
+        reason = f"{error['msg'][:1].lower()}{error['msg'][1:]}"  # never echo a secret
     else:
         reason = f"{error['msg'][:1].lower()}{error['msg'][1:]} (got {given!r})"
-    return f"{location}: {reason}"
+    return f"{location or '(top level)'}: {reason}"
+
+
+SECRET_FIELD_NAMES = frozenset(
+    name
+    for section in (AuthConfig, ApiConfig)
+    for name, info in section.model_fields.items()
+    if _is_secret(info)
+)
+"""Names of the configuration's secret fields; their values never appear in error messages."""

@@ -1,9 +1,15 @@
 """The listening socket: HTTP routes and the WebSocket upgrade at `/ws`, on one port.
 
 Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
-`/api/publish`) is answered here; an upgrade on `/ws` is replayed into trio-websocket and the
-connection becomes a `ClientSession`, started as a temporary child of the sessions' dynamic
-supervisor. A failure while serving one connection is logged and ends that connection only.
+`/metrics`, `/api/publish`) is answered here; an upgrade on `/ws` is replayed into
+trio-websocket and the connection becomes a `ClientSession`, started as a temporary child of the
+sessions' dynamic supervisor. A failure while serving one connection is logged and ends that
+connection only.
+
+The upgrade is where the edge is guarded, in this order, each refusal a JSON error and nothing
+upgraded: a well-formed WebSocket handshake (400/426), an allowed `Origin` (403), a valid token
+with `[auth] mode = "jwt"` (401) (all in `sigma.handshake`), then room under the total and
+per-address connection limits (503), counted here.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ import trio
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from sigma.actors.hub import HubMessage, Publish
+from sigma.auth import Authenticator
 from sigma.client_session import ClientSession, ResumeRequest, SessionSettings, run_session
 from sigma.config import Config
 from sigma.errors import TooManyChildren
+from sigma.handshake import authenticate, check_origin, check_websocket_handshake, remote_address
 from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
-from sigma.protocol import EventType, make_event
+from sigma.limits import AddressLimit, Lease
+from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
+from sigma.protocol import CORE_EVENT_TYPES, EventType, make_event
 from sigma.supervisor import ChildSpec, DynamicSupervisor, Restart
 
 log = structlog.get_logger("sigma.gateway")
@@ -37,6 +47,7 @@ ACCEPT_RETRY_S = 0.1
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ROUTES: dict[str, frozenset[str]] = {
     "/health": frozenset({"GET", "HEAD"}),
+    "/metrics": frozenset({"GET"}),
     "/api/publish": frozenset({"POST"}),
     "/ws": frozenset({"GET"}),
 }
@@ -82,11 +93,13 @@ class Gateway:
         hub: trio.MemorySendChannel[HubMessage],
         sessions: DynamicSupervisor,
         health: HealthBoard,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
         self.sessions = sessions
         self.health = health
+        self.metrics = metrics
         self.session_settings = SessionSettings(
             queue_size=config.hub.queue_size,
             slow_client_policy=config.hub.slow_client_policy,
@@ -95,7 +108,15 @@ class Gateway:
             close_timeout_s=CLOSE_TIMEOUT_S,
             ping_interval_s=config.heartbeat.ping_interval_s,
             ping_timeout_s=config.heartbeat.ping_timeout_s,
+            messages_per_s=config.limits.messages_per_s,
+            message_burst=config.limits.burst,
+            abuse_excess_frames=config.limits.abuse_excess_frames,
+            abuse_window_s=config.limits.abuse_window_s,
         )
+        self.authenticator = (
+            Authenticator(config.auth, CORE_EVENT_TYPES) if config.auth.mode == "jwt" else None
+        )
+        self.per_address = AddressLimit(config.gateway.max_connections_per_ip)
 
     async def handle_connection(self, stream: trio.SocketStream) -> None:
         """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
@@ -152,6 +173,10 @@ class Gateway:
         if request.path == "/health":
             status, payload = self.health.report()
             await conn.respond_json(status, payload)
+        elif request.path == "/metrics":
+            if self.metrics is None:
+                raise HttpError(404, "not_found", "no metrics are kept")
+            await conn.respond(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
         else:
             await self._publish(conn, request)
         return False
@@ -162,9 +187,9 @@ class Gateway:
             raise HttpError(404, "not_found", "the publish API is off ([api] key is empty)")
         presented = (request.header("authorization") or "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(presented.encode(), key.encode()):
-            await conn.read_body()
+            await self._read_body(conn)
             raise HttpError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' is needed")
-        body = await conn.read_body()
+        body = await self._read_body(conn)
         try:
             parsed = _publish_body.validate_python(orjson.loads(body))
         except orjson.JSONDecodeError as exc:
@@ -184,33 +209,73 @@ class Gateway:
         else:
             await conn.respond_json(200, {"seq": seqs[0]})
 
+    async def _read_body(self, conn: HttpServerConnection) -> bytes:
+        # A body that trickles in (slowloris) gets as long as a request head, no longer.
+        with trio.move_on_after(self.config.gateway.handshake_timeout_s):
+            return await conn.read_body()
+        raise HttpError(408, "request_timeout", "the request body did not arrive in time")
+
     async def _upgrade(self, conn: HttpServerConnection, request: HttpRequest) -> bool:
         if not request.wants_websocket:
             raise HttpError(426, "upgrade_required", "/ws speaks WebSocket only")
-        origins = self.config.auth.allowed_origins
-        if origins and request.header("origin") not in origins:
-            raise HttpError(403, "forbidden_origin", "this Origin may not connect")
+        check_websocket_handshake(request)
+        check_origin(request, self.config.auth.allowed_origins)
+        peer = remote_address(conn.stream)
+        auth = authenticate(self.authenticator, request, peer)
+        resume = ResumeRequest(
+            since=_since_of(request),
+            epoch=request.query_value("epoch"),
+            allowed=auth.claims.allowed if auth else CORE_EVENT_TYPES,
+        )
         if self.sessions.count_children().active >= self.config.gateway.max_connections:
             raise HttpError(503, "too_many_connections", "connection limit reached")
-        resume = ResumeRequest(since=_since_of(request), epoch=request.query_value("epoch"))
-        stream = await conn.take_upgrade_stream(request)
+        lease = self.per_address.acquire(peer)
+        if lease is None:
+            raise HttpError(
+                503, "too_many_connections_from_address", "connection limit for this address"
+            )
+        try:
+            stream = await conn.take_upgrade_stream(request)
+        except BaseException:
+            lease.release()
+            raise
         client_id = str(uuid.uuid4())
-        session = ClientSession(client_id, stream, self.session_settings, self.hub, resume)
+        session = ClientSession(
+            client_id, stream, self.session_settings, self.hub, resume, auth=auth
+        )
         spec = ChildSpec(
             id=client_id,
-            start=run_session,
-            args=(session,),
+            start=_run_leased_session,
+            args=(session, lease),
             restart=Restart.TEMPORARY,
             shutdown_timeout_s=CLOSE_TIMEOUT_S + 1.0,
         )
+        started = False
         try:
             await self.sessions.start_child(spec)
+            started = True
         except TooManyChildren:
             log.info("Connection refused: session limit reached")
             await trio.aclose_forcefully(stream)
         except Exception as exc:
             log.debug("WebSocket handshake failed", error=repr(exc))
+        finally:
+            if not started:
+                lease.release()  # the session never ran, or ended in its handshake
         return True
+
+
+async def _run_leased_session(
+    session: ClientSession,
+    lease: Lease,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """`run_session`, giving the session's place in the per-address count back when it ends."""
+    try:
+        await run_session(session, task_status=task_status)
+    finally:
+        lease.release()
 
 
 def _since_of(request: HttpRequest) -> int | None:
@@ -231,15 +296,17 @@ async def run_gateway(
     hub: trio.MemorySendChannel[HubMessage],
     sessions: DynamicSupervisor,
     health: HealthBoard,
+    metrics: Metrics | None = None,
     *,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on `[gateway] host:port` and serve every connection until cancelled.
 
     `started()` receives a `GatewayHandle` once the socket listens (port 0 picks a free port).
+    `/metrics` renders `metrics`, and answers 404 without it.
     Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
     """
-    gateway = Gateway(config, hub, sessions, health)
+    gateway = Gateway(config, hub, sessions, health, metrics)
     listeners = await trio.open_tcp_listeners(config.gateway.port, host=config.gateway.host)
     port = listeners[0].socket.getsockname()[1]
     log.info("Gateway listening", url=f"ws://{config.gateway.host}:{port}/ws")

@@ -17,6 +17,7 @@ import trio
 
 RECEIVE_CHUNK_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 16 * 1024
+SUPPORTED_HTTP_VERSIONS = frozenset({b"1.0", b"1.1"})
 REASONS: dict[int, str] = {
     200: "OK",
     400: "Bad Request",
@@ -27,22 +28,49 @@ REASONS: dict[int, str] = {
     408: "Request Timeout",
     411: "Length Required",
     413: "Content Too Large",
+    414: "URI Too Long",
     415: "Unsupported Media Type",
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 
 
 class HttpError(Exception):
-    """A request that must be answered with an error status; the message is safe to show."""
+    """A request that must be answered with an error status; the message is safe to show.
 
-    def __init__(self, status: int, error: str, detail: str = "") -> None:
+    `headers` go on the response too (e.g. `WWW-Authenticate` with a 401).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str = "",
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(f"{status} {error}: {detail}")
         self.status = status
         self.error = error
         self.detail = detail
+        self.headers = headers
+
+
+def _remote_protocol_error(exc: h11.RemoteProtocolError) -> HttpError:
+    """The peer sent bad HTTP: 400, or the more precise status h11 suggests (431, 505...)."""
+    if exc.error_status_hint == 431:
+        return _head_too_large()
+    status = exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400
+    return HttpError(status, "bad_request", str(exc))
+
+
+def _head_too_large() -> HttpError:
+    return HttpError(
+        431, "head_too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
+    )
 
 
 class PeerGone(Exception):
@@ -128,13 +156,14 @@ class HttpServerConnection:
         self.stream = stream
         self.max_body_bytes = max_body_bytes
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self._declared_length: int | None = None  # the current request's Content-Length
 
     async def _next_event(self) -> Any:
         while True:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise HttpError(400, "bad_request", str(exc)) from None
+                raise _remote_protocol_error(exc) from None
             if event is not h11.NEED_DATA:
                 return event
             try:
@@ -144,7 +173,7 @@ class HttpServerConnection:
             try:
                 self._h11.receive_data(bytes(data))
             except h11.RemoteProtocolError as exc:
-                raise HttpError(400, "bad_request", str(exc)) from None
+                raise _remote_protocol_error(exc) from None
 
     async def next_request(self) -> HttpRequest | None:
         """Wait for the next request head; None once the peer closed between requests."""
@@ -155,6 +184,20 @@ class HttpServerConnection:
             return None
         if not isinstance(event, h11.Request):
             raise HttpError(400, "bad_request", f"unexpected {type(event).__name__}")
+        if event.http_version not in SUPPORTED_HTTP_VERSIONS:
+            raise HttpError(
+                400,
+                "unsupported_http_version",
+                f"HTTP/{event.http_version.decode('ascii', 'replace')} is not spoken here; "
+                "use HTTP/1.1",
+            )
+        # h11 bounds a head only while it is incomplete; one that arrived whole is checked here.
+        head_bytes = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+        if head_bytes > MAX_HEAD_BYTES:
+            raise _head_too_large()
+        self._declared_length = next(
+            (int(value) for name, value in event.headers if name == b"content-length"), None
+        )  # h11 has checked it is one well-formed integer
         target = event.target.decode("latin-1")
         parts = urlsplit(target)
         return HttpRequest(
@@ -168,6 +211,8 @@ class HttpServerConnection:
 
     async def read_body(self) -> bytes:
         """Read the whole body of the current request, at most `max_body_bytes`."""
+        if self._declared_length is not None and self._declared_length > self.max_body_bytes:
+            raise HttpError(413, "body_too_large", f"body exceeds {self.max_body_bytes} bytes")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -223,8 +268,12 @@ class HttpServerConnection:
         await self.respond(status, orjson.dumps(payload))
 
     async def respond_error(self, error: HttpError) -> None:
-        """Send an `HttpError` as `{"error": ..., "detail": ...}`."""
-        await self.respond_json(error.status, {"error": error.error, "detail": error.detail})
+        """Send an `HttpError` as `{"error": ..., "detail": ...}`, with its headers."""
+        await self.respond(
+            error.status,
+            orjson.dumps({"error": error.error, "detail": error.detail}),
+            headers=error.headers,
+        )
 
     @property
     def keep_alive(self) -> bool:

@@ -2,12 +2,16 @@
 
 Console: `2026-01-28T12:50:32Z INF Broadcasting system status event client_count=3`.
 JSON: one object a line with `timestamp`, `level`, `event` and the bound fields.
-Values of keys that hold secrets are redacted whatever the format.
+Secrets are redacted whatever the format: values of keys that name secrets (`token`,
+`authorization`, `jwt_secret`, ...), and, inside any logged text (messages, URLs, request
+targets, headers, tracebacks), bearer credentials, `token=`-style query parameters and anything
+shaped like a JWT.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -22,16 +26,79 @@ LEVEL_TAGS = {
     "critical": "CRT",
     "exception": "ERR",
 }
-SECRET_KEYS = frozenset({"token", "jwt_secret", "api_key", "key", "authorization", "password"})
+SECRET_KEYS = frozenset(
+    {
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "jwt",
+        "jwt_secret",
+        "secret",
+        "api_key",
+        "x-api-key",
+        "key",
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "password",
+    }
+)
 REDACTED = "***"
+MAX_REDACT_DEPTH = 4
+_SECRET_PATTERNS = (
+    # `Authorization: Bearer <credential>` wherever it is quoted.
+    (re.compile(r"(?i)\b(bearer)(\s+)[^\s\"',;&]+"), rf"\1\2{REDACTED}"),
+    # `?token=...`, `&api_key=...` in URLs and request targets.
+    (
+        re.compile(r"(?i)([?&;](?:access_|refresh_|id_)?(?:token|api_key|key|jwt)=)[^&\s\"'#]+"),
+        rf"\1{REDACTED}",
+    ),
+    # Anything shaped like a JWT: base64url '{"' header, payload, signature.
+    (re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*"), REDACTED),
+)
+_HINTS = ("earer", "EARER", "=", "eyJ")
+
+
+def redact_text(text: str) -> str:
+    """Replace bearer credentials, `token=` query values and JWT-shaped strings with ***."""
+    if not any(hint in text for hint in _HINTS):
+        return text
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """Redact secrets inside a logged value: strings, and mappings and sequences of them."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth >= MAX_REDACT_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and key.lower() in SECRET_KEYS and item
+            else redact_value(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(item, depth + 1) for item in value)
+    if isinstance(value, bytes):
+        return redact_text(value.decode("latin-1"))
+    return value
 
 
 def _redact_secrets(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for key in event_dict.keys() & SECRET_KEYS:
-        if event_dict[key]:
-            event_dict[key] = REDACTED
+    for key, value in event_dict.items():
+        if key.lower() in SECRET_KEYS:
+            if value:
+                event_dict[key] = REDACTED
+        else:
+            event_dict[key] = redact_value(value)
     return event_dict
 
 
@@ -60,8 +127,8 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact_secrets,
             structlog.processors.format_exc_info,
+            _redact_secrets,  # after format_exc_info, so tracebacks are redacted too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

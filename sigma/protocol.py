@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    INVALID_TOKEN = "invalid_token"
 
 
 class Frozen(BaseModel):
@@ -139,6 +140,18 @@ def error_reply(code: ErrorCode, message: str, request_id: RequestId = None) -> 
     )
 
 
+def token_refreshed(expires_at: datetime, request_id: RequestId) -> Reply:
+    """The answer to a good `refresh`: the session now lasts until `expires_at`."""
+    return Reply(
+        type="notification",
+        data={
+            "kind": "token_refreshed",
+            "expires_at": expires_at.astimezone(UTC).isoformat(),
+            "request_id": request_id,
+        },
+    )
+
+
 def missed_events_notice(count: int) -> Reply:
     """Told to a client under `drop_oldest` when its queue overflowed."""
     return Reply(
@@ -186,10 +199,17 @@ class Ping(ClientFrame):
     action: Literal["ping"]
 
 
+class Refresh(ClientFrame):
+    """Present a new token before the current one expires, to keep the session open."""
+
+    action: Literal["refresh"]
+    token: str = Field(min_length=1, repr=False)
+
+
 ClientMessage = Annotated[
-    Subscribe | Unsubscribe | ListSubscriptions | Ping, Field(discriminator="action")
+    Subscribe | Unsubscribe | ListSubscriptions | Ping | Refresh, Field(discriminator="action")
 ]
-ACTIONS: tuple[str, ...] = ("list_subscriptions", "ping", "subscribe", "unsubscribe")
+ACTIONS: tuple[str, ...] = ("list_subscriptions", "ping", "refresh", "subscribe", "unsubscribe")
 _client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
 
