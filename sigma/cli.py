@@ -122,7 +122,7 @@ def _config_check(file: str | None) -> int:
     resolved = resolve_config_path(file)
     config = load_config(resolved)
     print(f"# {resolved or 'built-in defaults'}: valid")
-    print(_as_toml(config.model_dump(mode="json")))
+    print(_as_toml(config.redacted_dump()))
     return EXIT_OK
 
 
