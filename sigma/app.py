@@ -6,11 +6,17 @@ Children of the root supervisor, started in this order and stopped in reverse:
 
 So on shutdown the producers stop first, then the gateway stops accepting, then every client
 session closes with 1001, then the hub, then the engine.
+
+The actors with loops of their own (hub, poller, heartbeat) are watched (`ChildSpec.watchdog_s`):
+each may stay busy and silent for three of its natural periods, and never less than
+`WATCHDOG_MIN_S`, before the root supervisor takes it for hung and restarts it. One `Metrics`
+is shared by the hub, the poller, the gateway (`GET /metrics`) and the supervision event stream.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -19,11 +25,12 @@ import trio
 from sigma.actors.heartbeat import run_heartbeat
 from sigma.actors.hub import HubMessage, run_hub
 from sigma.actors.rpc_poller import run_poller
-from sigma.config import Config
+from sigma.config import Config, PollerConfig
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.gateway import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
-from sigma.supervision_log import log_supervision_events
+from sigma.metrics import Metrics
+from sigma.supervision_log import log_supervision_event
 from sigma.supervisor import (
     ChildSpec,
     DynamicSupervisor,
@@ -35,6 +42,25 @@ from sigma.supervisor import (
 log = structlog.get_logger("sigma.app")
 
 SUPERVISION_EVENT_BUFFER = 1024
+WATCHDOG_MIN_S = 10.0
+WATCHDOG_PERIODS = 3
+HUB_PERIOD_S = 0.0
+"""The hub handles each message synchronously and is idle between them: only the floor applies."""
+
+
+def watchdog_s(natural_period_s: float) -> float:
+    """How long an actor may stay busy without a beat: 3 natural periods, at least 10 s."""
+    return max(WATCHDOG_PERIODS * natural_period_s, WATCHDOG_MIN_S)
+
+
+def poller_period_s(config: PollerConfig) -> float:
+    """The longest the poller goes between beats, in seconds.
+
+    That is a wait for the next due method plus its call (bounded by `timeout_s`), or a retry
+    delay (at most `retry_max_s`).
+    """
+    longest_interval_s = max(config.intervals_s.values(), default=0.0)
+    return max(longest_interval_s + config.timeout_s, config.retry_max_s)
 
 
 @dataclass
@@ -49,13 +75,31 @@ class Endpoints:
 
 @dataclass(frozen=True)
 class RunningApp:
-    """What `serve` hands its starter: the addresses, the tree and the health board."""
+    """What `serve` hands its starter: the addresses, the tree, the health board, the metrics."""
 
     endpoints: Endpoints
     root: Supervisor
     sessions: DynamicSupervisor
     health: HealthBoard
     hub: trio.MemorySendChannel[HubMessage]
+    metrics: Metrics
+
+
+class RootStates:
+    """The root supervisor's children and their states, for the heartbeat.
+
+    The heartbeat's spec is part of the tree it reports on, so it gets this holder before the
+    root supervisor exists; `build_tree` sets `root` once it does. Until then it reports nothing.
+    """
+
+    def __init__(self) -> None:
+        self.root: Supervisor | None = None
+
+    def __call__(self) -> Mapping[str, str]:
+        """Each child's id and one-word state (`running`, `restarting`, ...), in start order."""
+        if self.root is None:
+            return {}
+        return {child.id: child.state for child in self.root.which_children()}
 
 
 async def _run_embedded_engine(
@@ -76,12 +120,15 @@ async def _run_gateway(
     hub: trio.MemorySendChannel[HubMessage],
     sessions: DynamicSupervisor,
     health: HealthBoard,
+    metrics: Metrics,
     endpoints: Endpoints,
     *,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with trio.open_nursery() as nursery:
-        handle: GatewayHandle = await nursery.start(run_gateway, config, hub, sessions, health)
+        handle: GatewayHandle = await nursery.start(
+            run_gateway, config, hub, sessions, health, metrics
+        )
         endpoints.gateway = handle
         task_status.started(handle)
 
@@ -94,8 +141,10 @@ def build_tree(
     hub_send: trio.MemorySendChannel[HubMessage],
     hub_receive: trio.MemoryReceiveChannel[HubMessage],
     events: trio.MemorySendChannel[SupervisionEvent],
+    metrics: Metrics,
 ) -> tuple[Supervisor, DynamicSupervisor]:
     """Assemble the root supervisor and the sessions' dynamic supervisor from `config`."""
+    actor_states = RootStates()
     policy = SupervisorPolicy.from_config(config.supervisor)
     shutdown_s = config.supervisor.shutdown_timeout_s
     sessions = DynamicSupervisor(
@@ -118,9 +167,12 @@ def build_tree(
         ),
         ChildSpec(
             "hub",
-            functools.partial(run_hub, heartbeat_interval_s=config.heartbeat.interval_s),
+            functools.partial(
+                run_hub, heartbeat_interval_s=config.heartbeat.interval_s, metrics=metrics
+            ),
             (hub_receive, config.hub),
             shutdown_timeout_s=shutdown_s,
+            watchdog_s=watchdog_s(HUB_PERIOD_S),
         ),
         ChildSpec(
             "sessions",
@@ -131,24 +183,43 @@ def build_tree(
         ChildSpec(
             "gateway",
             _run_gateway,
-            (config, hub_send, sessions, health, endpoints),
+            (config, hub_send, sessions, health, metrics, endpoints),
             shutdown_timeout_s=shutdown_s,
         ),
         ChildSpec(
             "poller",
-            run_poller,
+            functools.partial(run_poller, metrics=metrics),
             (config.poller, endpoints, hub_send, health),
             shutdown_timeout_s=shutdown_s,
+            watchdog_s=watchdog_s(poller_period_s(config.poller)),
         ),
         ChildSpec(
             "heartbeat",
-            run_heartbeat,
+            functools.partial(
+                run_heartbeat, actor_states=actor_states, started_at=health.started_at
+            ),
             (config.heartbeat, hub_send),
             shutdown_timeout_s=shutdown_s,
+            watchdog_s=watchdog_s(config.heartbeat.interval_s),
         ),
     ]
     root = Supervisor("root", children, policy, events=events)
+    actor_states.root = root
     return root, sessions
+
+
+async def observe_supervision_events(
+    events: trio.MemoryReceiveChannel[SupervisionEvent], metrics: Metrics
+) -> None:
+    """Log every supervision event and count it in `metrics`, until the channel ends.
+
+    Shielded from cancellation, so the events of a shutdown are seen too: it ends when the tree's
+    owner closes the send end, after the tree has stopped.
+    """
+    with trio.CancelScope(shield=True):
+        async for event in events:
+            log_supervision_event(event)
+            metrics.observe_supervision(event)
 
 
 async def serve(
@@ -157,9 +228,11 @@ async def serve(
     """Run the whole tree until cancelled; `started(RunningApp)` once every child is up.
 
     Error handling: when the root supervisor gives up, `/health` turns `failed` and the error
-    propagates. Resource handling: owns the hub's inbox and the supervision event channel.
+    propagates. Resource handling: owns the hub's inbox and the supervision event channel, whose
+    send end is closed once the tree has stopped, so that its reader ends after the last event.
     """
     health = HealthBoard()
+    metrics = Metrics(started_at=health.started_at)
     endpoints = Endpoints()
     hub_send, hub_receive = trio.open_memory_channel[HubMessage](config.hub.inbox_size)
     events_send, events_receive = trio.open_memory_channel[SupervisionEvent](
@@ -172,15 +245,19 @@ async def serve(
         hub_send=hub_send,
         hub_receive=hub_receive,
         events=events_send,
+        metrics=metrics,
     )
-    async with hub_send, hub_receive, events_send, events_receive, trio.open_nursery() as nursery:
-        nursery.start_soon(log_supervision_events, events_receive)
-        try:
-            await nursery.start(root.run)
-            task_status.started(RunningApp(endpoints, root, sessions, health, hub_send))
-            await trio.sleep_forever()
-        except BaseException:
-            health.tree_failed = True
-            raise
-        finally:
-            nursery.cancel_scope.cancel()
+    async with hub_send, hub_receive, events_receive, trio.open_nursery() as observers:
+        observers.start_soon(observe_supervision_events, events_receive, metrics)
+        async with events_send, trio.open_nursery() as tree:
+            try:
+                await tree.start(root.run)
+                task_status.started(
+                    RunningApp(endpoints, root, sessions, health, hub_send, metrics)
+                )
+                await trio.sleep_forever()
+            except BaseException:
+                health.tree_failed = True
+                raise
+            finally:
+                tree.cancel_scope.cancel()

@@ -8,8 +8,9 @@ from __future__ import annotations
 import structlog
 import trio
 
-from sigma.supervisor import (
+from sigma.supervision_types import (
     ChildExited,
+    ChildHung,
     ChildStarted,
     IntensityExceeded,
     RestartScheduled,
@@ -25,6 +26,13 @@ def log_supervision_event(event: SupervisionEvent) -> None:
     match event:
         case ChildStarted():
             log.debug("Child started", supervisor=event.supervisor, child=event.child_id)
+        case ChildHung():
+            log.error(
+                "Child hung, cancelling it",
+                supervisor=event.supervisor,
+                child=event.child_id,
+                silent_for_s=round(event.silent_for_s, 3),
+            )
         case ChildExited(abnormal=True):
             log.warning(
                 "Child crashed",
@@ -46,6 +54,7 @@ def log_supervision_event(event: SupervisionEvent) -> None:
                 child=event.child_id,
                 delay_s=round(event.delay_s, 3),
                 attempt=event.attempt,
+                reason=event.reason,
             )
         case IntensityExceeded():
             log.error(

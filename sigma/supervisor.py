@@ -6,9 +6,14 @@ delay, within a `RestartIntensity` budget), and stops them in reverse start orde
 `shutdown_timeout_s`. When the budget is spent it stops every child and raises
 `RestartIntensityExceeded`, which a parent supervisor handles like any other child failure.
 
-The decisions live in `sigma.restart_policy` (plain synchronous classes, re-exported here); this
-module is the trio part around them. It writes supervision events to an optional channel with
-`send_nowait` and never blocks on it, closes it or logs anything itself.
+A child whose spec sets `watchdog_s` is also watched for liveness (`sigma.watchdog`): one that
+stays busy and silent past its deadline is announced with `ChildHung`, cancelled, and restarted as
+after an abnormal exit with reason "hung".
+
+The decisions live in `sigma.restart_policy` and `sigma.watchdog` (plain synchronous classes), the
+data types in `sigma.supervision_types` (all re-exported here); this module is the trio part around
+them. It writes supervision events to an optional channel with `send_nowait` and never blocks on
+it, closes it or logs anything itself.
 
 Trio cannot kill a task: a child that shields itself from cancellation, or never reaches a
 checkpoint, is reported with `ShutdownTimedOut` and left behind, and the supervisor's nursery still
@@ -21,9 +26,9 @@ import dataclasses
 import functools
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Self, TypedDict
+from typing import Self
 
 import trio
 
@@ -37,17 +42,38 @@ from sigma.restart_policy import (
     restart_group,
     should_restart,
 )
+from sigma.supervision_types import (
+    HUNG,
+    ChildCounts,
+    ChildExited,
+    ChildHung,
+    ChildInfo,
+    ChildSpec,
+    ChildStarted,
+    ChildState,
+    EventStamp,
+    IntensityExceeded,
+    RestartScheduled,
+    ShutdownTimedOut,
+    SupervisionEvent,
+    describe_exit,
+)
+from sigma.watchdog import Liveness, wait_until_hung
 
 __all__ = [
     "DEFAULT_POLICY",
+    "HUNG",
     "Backoff",
     "ChildCounts",
     "ChildExited",
+    "ChildHung",
     "ChildInfo",
     "ChildSpec",
     "ChildStarted",
+    "ChildState",
     "DynamicSupervisor",
     "IntensityExceeded",
+    "Liveness",
     "Restart",
     "RestartIntensity",
     "RestartScheduled",
@@ -59,119 +85,8 @@ __all__ = [
     "describe_exit",
 ]
 
-ChildState = Literal["starting", "running", "restarting", "stopping", "stopped"]
-
-
-@dataclass(frozen=True)
-class ChildSpec:
-    """How to run one child: `await nursery.start(start, *args)`, so `start` takes `task_status=`.
-
-    `shutdown_timeout_s` bounds how long stopping the child may take; give a child that is itself a
-    supervisor (`supervisor=True`, `start=inner.run`) enough for its own children to stop.
-    """
-
-    id: str
-    start: Callable[..., Awaitable[object]]
-    args: tuple[object, ...] = ()
-    restart: Restart = Restart.PERMANENT
-    shutdown_timeout_s: float = 5.0
-    supervisor: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.shutdown_timeout_s >= 0:
-            raise ValueError(f"shutdown_timeout_s must be >= 0 (got {self.shutdown_timeout_s!r})")
-
-
-@dataclass(frozen=True, kw_only=True)
-class _EventFields:
-    supervisor: str  # the supervisor's name
-    at: float  # trio.current_time()
-
-
-class _Stamp(TypedDict):
-    supervisor: str
-    at: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChildStarted(_EventFields):
-    """A child called `task_status.started()`: it runs under the supervisor now."""
-
-    child_id: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChildExited(_EventFields):
-    """A child ended: `reason` is "normal", "shutdown" (we stopped it) or the error it raised."""
-
-    child_id: str
-    reason: str
-    abnormal: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class RestartScheduled(_EventFields):
-    """A child will be restarted after `delay_s`; `attempt` counts the restarts just before it."""
-
-    child_id: str
-    delay_s: float
-    attempt: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class IntensityExceeded(_EventFields):
-    """`restarts` restarts within `max_seconds` spent the budget: the supervisor gives up."""
-
-    restarts: int
-    max_seconds: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class ShutdownTimedOut(_EventFields):
-    """A child did not stop within `timeout_s` of being cancelled ("unkillable"): left behind."""
-
-    child_id: str
-    timeout_s: float
-
-
 DEFAULT_POLICY = SupervisorPolicy()
 """one_for_one, at most 5 restarts in 10 s, backoff from 0.1 s to 5 s."""
-
-SupervisionEvent = (
-    ChildStarted | ChildExited | RestartScheduled | IntensityExceeded | ShutdownTimedOut
-)
-
-
-@dataclass(frozen=True)
-class ChildInfo:
-    """One child as `which_children()` reports it."""
-
-    id: str
-    state: ChildState
-    restarts: int
-    last_exit: str | None
-    started_at: float | None
-    supervisor: bool
-
-
-@dataclass(frozen=True)
-class ChildCounts:
-    """`count_children()`, as in OTP: children known, running, and how many are supervisors."""
-
-    specs: int
-    active: int
-    supervisors: int
-    workers: int
-
-
-def describe_exit(error: BaseException) -> str:
-    """Name an error the way `ChildExited.reason` does: "ValueError: boom", groups with members."""
-    name = type(error).__name__
-    if isinstance(error, BaseExceptionGroup):
-        members = "; ".join(describe_exit(member) for member in error.exceptions)
-        return f"{name}: {error.message} [{members}]"
-    text = str(error)
-    return f"{name}: {text}" if text else name
 
 
 @dataclass(eq=False)
@@ -185,6 +100,7 @@ class _Child:
     last_exit: str | None = None
     started_at: float | None = None
     generation: int = 0  # incarnation number: tells a stale restart request from a live one
+    hung_generation: int = 0  # the last incarnation the watchdog found hung (0: none)
     scope: trio.CancelScope | None = None
     done: trio.Event | None = None
 
@@ -252,7 +168,7 @@ class _SupervisorCore:
         supervisors = sum(child.spec.supervisor for child in children)
         return ChildCounts(
             specs=len(children),
-            active=sum(child.state in ("running", "stopping") for child in children),
+            active=sum(child.state in ("running", "hung", "stopping") for child in children),
             supervisors=supervisors,
             workers=len(children) - supervisors,
         )
@@ -326,13 +242,17 @@ class _SupervisorCore:
         generation = child.generation
         scope = child.scope = trio.CancelScope()
         done = child.done = trio.Event()
+        watchdog_s = child.spec.watchdog_s
+        liveness = None if watchdog_s is None else Liveness(watchdog_s, now=trio.current_time())
+        task = trio.lowlevel.current_task()
         on_started = functools.partial(
-            self._child_started, child, scope, trio.lowlevel.current_task()
+            self._child_started, child, generation, scope, done, liveness, task
         )
         signal = _StartSignal(task_status, on_started)
+        options: dict[str, object] = {} if liveness is None else {"liveness": liveness}
         try:
             with scope:
-                await child.spec.start(*child.spec.args, task_status=signal)
+                await child.spec.start(*child.spec.args, task_status=signal, **options)
         # A group is an Exception exactly when every member is one, so these two clauses tell
         # crashes from the rest without unwrapping anything; a mixed group is not a crash.
         except Exception as exc:
@@ -348,15 +268,25 @@ class _SupervisorCore:
             done.set()
 
     def _child_started(
-        self, child: _Child, scope: trio.CancelScope, task: trio.lowlevel.Task
+        self,
+        child: _Child,
+        generation: int,
+        scope: trio.CancelScope,
+        done: trio.Event,
+        liveness: Liveness | None,
+        task: trio.lowlevel.Task,
     ) -> bool:
-        if task.parent_nursery is not self._nursery:
+        nursery = self._nursery
+        if nursery is None or task.parent_nursery is not nursery:
             return False  # start() was cancelled: trio left the child where it was, to be cancelled
         if self._closing:
             scope.cancel()  # arrived while we shut down: stop it rather than leave it behind
         else:
             # From now on only the supervisor cancels the child, so shutdown can go in order.
             scope.shield = True
+            if liveness is not None:
+                liveness.beat()  # the watch starts now: starting up is not watched
+                nursery.start_soon(self._watch, child, generation, scope, done, liveness)
         child.state = "running"
         child.started_at = trio.current_time()
         self._emit(ChildStarted(**self._stamp(), child_id=child.spec.id))
@@ -371,11 +301,15 @@ class _SupervisorCore:
         *,
         started: bool,
     ) -> None:
-        if error is not None:
+        going_down = error is not None and not isinstance(error, Exception)
+        hung = child.hung_generation == generation
+        if hung and not going_down:
+            reason = HUNG  # what it raised on being cancelled is only a symptom
+        elif error is not None:
             reason = describe_exit(error)
         else:
             reason = "shutdown" if scope.cancel_called else "normal"
-        abnormal = error is not None
+        abnormal = error is not None or hung
         self._emit(
             ChildExited(**self._stamp(), child_id=child.spec.id, reason=reason, abnormal=abnormal)
         )
@@ -384,15 +318,24 @@ class _SupervisorCore:
         child.last_exit = reason
         if not started:
             return  # whoever called _start() sees the error and decides
+        self._reset_attempts_after_long_run(child)
+        # A hung child was cancelled by the watchdog, not stopped: it is restarted like a crash.
+        stopped_by_us = scope.cancel_called and child.state != "hung"
+        if stopped_by_us or going_down:
+            child.state = "stopped"  # we stopped it, or it takes the whole supervisor down
+        else:
+            self._restart_or_retire(child, abnormal=abnormal)
+
+    def _reset_attempts_after_long_run(self, child: _Child) -> None:
         ran_s = trio.current_time() - (child.started_at or 0.0)
         if ran_s >= self.policy.backoff.reset_after_s:
             child.attempt = 0
-        going_down = error is not None and not isinstance(error, Exception)
-        if scope.cancel_called or going_down:
-            child.state = "stopped"  # we stopped it, or it takes the whole supervisor down
-        elif should_restart(child.spec.restart, abnormal=error is not None):
+
+    def _restart_or_retire(self, child: _Child, *, abnormal: bool) -> None:
+        """After a child ended by itself: ask for its restart, or retire it, as its type says."""
+        if should_restart(child.spec.restart, abnormal=abnormal):
             child.state = "restarting"
-            self._restart_send.send_nowait(_RestartRequest(child, generation))
+            self._restart_send.send_nowait(_RestartRequest(child, child.generation))
         else:
             self._retire(child)
 
@@ -413,10 +356,13 @@ class _SupervisorCore:
             child.state = "stopping"
             child.scope.cancel()
 
-    async def _wait_stopped(self, child: _Child, deadline: float) -> None:
-        """Wait until `child` ends or `deadline`; past it, report it unkillable and move on."""
+    async def _wait_stopped(self, child: _Child, deadline: float) -> bool:
+        """Wait until `child` ends or `deadline`; past it, report it unkillable and move on.
+
+        Returns True when the child ended in time.
+        """
         if child.done is None:
-            return
+            return True
         with trio.move_on_at(deadline) as waiting:
             await child.done.wait()
         if waiting.cancelled_caught:
@@ -424,6 +370,8 @@ class _SupervisorCore:
             self._emit(
                 ShutdownTimedOut(**self._stamp(), child_id=child.spec.id, timeout_s=timeout_s)
             )
+            return False
+        return True
 
     async def _stop_child(self, child: _Child) -> None:
         """Cancel one child and wait for it, at most its `shutdown_timeout_s`."""
@@ -431,6 +379,45 @@ class _SupervisorCore:
             return
         self._cancel_child(child)
         await self._wait_stopped(child, trio.current_time() + child.spec.shutdown_timeout_s)
+
+    # --- the watchdog --------------------------------------------------------------------------
+
+    async def _watch(
+        self,
+        child: _Child,
+        generation: int,
+        scope: trio.CancelScope,
+        done: trio.Event,
+        liveness: Liveness,
+    ) -> None:
+        """Watch one incarnation of a watched child; once it is hung, cancel it and restart it.
+
+        Runs in the supervisor's nursery beside the child and ends with it. A hung child that
+        ends once cancelled is restarted by `_child_exited`, like any child that ended by itself.
+        One that outlives its `shutdown_timeout_s` too is reported (`ShutdownTimedOut`), left
+        behind as a stale incarnation, and restarted all the same: a hang is what the watchdog
+        exists to get past.
+        """
+        silent_for_s = await wait_until_hung(liveness, done)
+        if silent_for_s is None or not self._owns_running(child, generation, "running"):
+            return
+        self._emit(ChildHung(**self._stamp(), child_id=child.spec.id, silent_for_s=silent_for_s))
+        child.state = "hung"
+        child.hung_generation = generation
+        scope.cancel()
+        deadline = trio.current_time() + child.spec.shutdown_timeout_s
+        if await self._wait_stopped(child, deadline):
+            return
+        if not self._owns_running(child, generation, "hung"):
+            return  # the supervisor took over meanwhile (a shutdown, a sibling's restart)
+        child.generation += 1  # its exit, whenever it comes, is a stale incarnation's
+        child.last_exit = HUNG
+        self._reset_attempts_after_long_run(child)
+        self._restart_or_retire(child, abnormal=True)
+
+    def _owns_running(self, child: _Child, generation: int, state: ChildState) -> bool:
+        """Whether this incarnation is still the child's, in `state`, with the supervisor open."""
+        return not self._closing and child.generation == generation and child.state == state
 
     # --- restarting ----------------------------------------------------------------------------
 
@@ -492,16 +479,19 @@ class _SupervisorCore:
     def _schedule_restart(self, failed: _Child) -> float:
         """Pick the backoff delay (in seconds) for `failed`'s next restart and announce it."""
         delay_s = self.policy.backoff.delay_s(failed.attempt, self._rng)
-        attempt = failed.attempt
         self._emit(
             RestartScheduled(
-                **self._stamp(), child_id=failed.spec.id, delay_s=delay_s, attempt=attempt
+                **self._stamp(),
+                child_id=failed.spec.id,
+                delay_s=delay_s,
+                attempt=failed.attempt,
+                reason=failed.last_exit or "",
             )
         )
         failed.attempt += 1
         return delay_s
 
-    def _stamp(self) -> _Stamp:
+    def _stamp(self) -> EventStamp:
         return {"supervisor": self.name, "at": trio.current_time()}
 
     def _emit(self, event: SupervisionEvent) -> None:
@@ -546,10 +536,11 @@ class Supervisor(_SupervisorCore):
 
         Runs until cancelled; each run starts from the specs afresh, so a parent can restart it.
 
-        Resource handling: owns a nursery with one task per child. On cancellation or failure the
-        children are cancelled one by one in reverse start order, each waited for at most its
-        `shutdown_timeout_s`; one that outlives it is reported (`ShutdownTimedOut`) and skipped,
-        but the nursery still waits for it before `run()` returns.
+        Resource handling: owns a nursery with one task per child, and one more per watched
+        child (its watchdog). On cancellation or failure the children are cancelled one by one
+        in reverse start order, each waited for at most its `shutdown_timeout_s`; one that
+        outlives it is reported (`ShutdownTimedOut`) and skipped, but the nursery still waits for
+        it before `run()` returns.
 
         Error handling: raises `StartFailed` (from the child's error) when a child fails to start,
         after stopping the ones started before it; `RestartIntensityExceeded` when the restart
@@ -601,9 +592,10 @@ class DynamicSupervisor(_SupervisorCore):
 
         Runs until cancelled, and starts empty each time.
 
-        Resource handling: owns a nursery with one task per child. On cancellation every child is
-        cancelled at once and each waited for at most its `shutdown_timeout_s` (`ShutdownTimedOut`
-        past it; the nursery still waits for such a child in the end).
+        Resource handling: owns a nursery with one task per child (two for a watched one). On
+        cancellation every child is cancelled at once and each waited for at most its
+        `shutdown_timeout_s` (`ShutdownTimedOut` past it; the nursery still waits for such a
+        child in the end).
 
         Error handling: raises `RestartIntensityExceeded` when restarts of permanent or transient
         children spend the budget, after stopping every child.

@@ -16,6 +16,7 @@ from sigma.actors.hub import HubActor, HubMessage, run_hub
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.gateway import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
+from sigma.metrics import Metrics
 from sigma.supervisor import DynamicSupervisor
 
 API_KEY = "test-key"
@@ -32,6 +33,7 @@ class Stack:
     hub_send: trio.MemorySendChannel[HubMessage]
     health: HealthBoard
     http: httpx.AsyncClient
+    metrics: Metrics
 
     @property
     def ws_url(self) -> str:
@@ -65,18 +67,21 @@ async def running_stack(config: Config | None = None) -> AsyncIterator[Stack]:
     config = config or make_config()
     hub_send, hub_receive = trio.open_memory_channel[HubMessage](config.hub.inbox_size)
     health = HealthBoard()
+    metrics = Metrics()
     async with trio.open_nursery() as nursery:
         hub = await nursery.start(
-            functools.partial(run_hub, heartbeat_interval_s=config.heartbeat.interval_s),
+            functools.partial(
+                run_hub, heartbeat_interval_s=config.heartbeat.interval_s, metrics=metrics
+            ),
             hub_receive,
             config.hub,
         )
         sessions = await nursery.start(
             DynamicSupervisor("sessions", max_children=config.gateway.max_connections).run
         )
-        gateway = await nursery.start(run_gateway, config, hub_send, sessions, health)
+        gateway = await nursery.start(run_gateway, config, hub_send, sessions, health, metrics)
         async with httpx.AsyncClient(base_url=gateway.http_url) as http:
-            yield Stack(config, gateway, sessions, hub, hub_send, health, http)
+            yield Stack(config, gateway, sessions, hub, hub_send, health, http, metrics)
         nursery.cancel_scope.cancel()
 
 

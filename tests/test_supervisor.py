@@ -24,10 +24,12 @@ from sigma.supervisor import (
     Backoff,
     ChildCounts,
     ChildExited,
+    ChildHung,
     ChildSpec,
     ChildStarted,
     DynamicSupervisor,
     IntensityExceeded,
+    Liveness,
     Restart,
     RestartIntensity,
     RestartScheduled,
@@ -311,7 +313,14 @@ async def test_strategy_restarts_the_right_children_in_order(
         assert [info.state for info in supervisor.which_children()] == ["running"] * 3
     assert log == [*START_ABC, ("crash", "b"), *after_crash, *STOP_CBA]
     assert observer.of(RestartScheduled) == [
-        RestartScheduled(supervisor="root", at=0.0, child_id="b", delay_s=0.1, attempt=0)
+        RestartScheduled(
+            supervisor="root",
+            at=0.0,
+            child_id="b",
+            delay_s=0.1,
+            attempt=0,
+            reason="ValueError: b crashed",
+        )
     ]
 
 
@@ -912,3 +921,34 @@ async def test_one_for_all_restarts_a_transient_that_had_returned(
         *[("start", "t"), ("start", "b"), ("return", "t"), ("crash", "b")],
         *[("start", "t"), ("start", "b"), ("stop", "b"), ("stop", "t")],
     ]
+
+
+# --- the public types live in sigma.supervision_types; the watchdog works for dynamic children --
+
+
+def test_the_public_types_are_re_exported_unchanged() -> None:
+    import sigma.supervision_types as types
+    import sigma.supervisor as supervisor
+
+    for name in ["ChildSpec", "ChildInfo", "ChildCounts", "ChildHung", "SupervisionEvent"]:
+        assert getattr(supervisor, name) is getattr(types, name)
+    assert supervisor.describe_exit is types.describe_exit
+
+
+async def test_a_dynamic_child_can_be_watched_too(autojump_clock: trio.testing.MockClock) -> None:
+    async def hangs(
+        *, liveness: Liveness, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    observer = Observer()
+    sessions = DynamicSupervisor("sessions", policy=policy(), events=observer.send)
+    async with running(sessions):
+        await sessions.start_child(ChildSpec("s1", hangs, watchdog_s=5.0))
+        hung = await observer.wait_for(ChildHung, child_id="s1")
+        assert hung.at == 5.0
+        await observer.wait_for(ChildStarted, child_id="s1")
+        assert [(i.id, i.restarts, i.last_exit) for i in sessions.which_children()] == [
+            ("s1", 1, "hung")
+        ]

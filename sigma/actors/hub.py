@@ -7,6 +7,10 @@ Exits: when cancelled, or when every send end of the inbox is closed. On exit it
 client's outbox with 1012 (service restart): a restarted hub starts a new epoch, so its
 clients reconnect and resume with `recovered: false`.
 
+Under a watchdog it beats once per message and says it is idle while it waits on its inbox, so
+a quiet hub is never taken for a hung one. With a `Metrics` it counts every broadcast (one call
+per event, never per client) and lets scrapes read its client table.
+
 The inbox's receive end belongs to whoever built the tree, not to the hub, so messages that
 arrive while the hub is being restarted wait in its buffer instead of being discarded.
 """
@@ -23,7 +27,9 @@ import trio
 
 from sigma.actors.hub_state import Client, HubState
 from sigma.config import HubConfig
+from sigma.metrics import Metrics
 from sigma.protocol import Event, ListSubscriptions, Subscribe, Unsubscribe, make_event
+from sigma.watchdog import Liveness
 
 log = structlog.get_logger("sigma.hub")
 
@@ -77,13 +83,32 @@ HubMessage = Publish | PublishHeartbeat | Join | Leave | Command
 class HubActor:
     """The thin loop around `HubState`; one instance per incarnation of the hub."""
 
-    def __init__(self, config: HubConfig, *, heartbeat_interval_s: float) -> None:
+    def __init__(
+        self, config: HubConfig, *, heartbeat_interval_s: float, metrics: Metrics | None = None
+    ) -> None:
         self.state = HubState(
             history_size=config.history_size,
             max_subscriptions=config.max_subscriptions,
             heartbeat_interval_s=heartbeat_interval_s,
         )
         self._debug = log.is_enabled_for(logging.DEBUG)
+        self._metrics = metrics
+        self._queue_size = config.queue_size
+        self._slow_seen = 0  # state.slow_disconnects already counted
+        self._departed_high_water = 0  # the deepest queue of a client no longer in the table
+
+    def client_count(self) -> int:
+        """How many clients are connected (for metrics)."""
+        return len(self.state.clients)
+
+    def queue_high_water(self) -> int:
+        """The deepest any client's queue has been under this hub, in messages (for metrics).
+
+        Walks the client table: meant for a scrape, not for every event.
+        """
+        clients = self.state.clients.values()
+        current = max((client.outbox.high_water for client in clients), default=0)
+        return max(current, self._departed_high_water)
 
     def handle(self, message: HubMessage) -> None:
         """Act on one inbox message."""
@@ -100,6 +125,8 @@ class HubActor:
                     "last_seq": self.state.last_seq,
                 }
                 self._broadcast(make_event("heartbeat", data))
+                if self._metrics is not None:
+                    self._metrics.heartbeat_sent()
             case Join(client, since, epoch):
                 result = self.state.join(client, since=since, epoch=epoch)
                 log.debug(
@@ -110,12 +137,18 @@ class HubActor:
                     total_clients=len(self.state.clients),
                 )
             case Leave(client_id):
+                leaving = self.state.clients.get(client_id)
+                if leaving is not None:
+                    high_water = max(self._departed_high_water, leaving.outbox.high_water)
+                    self._departed_high_water = high_water
                 self.state.remove(client_id)
             case Command(client_id, command):
                 self.state.command(client_id, command)
 
     def _broadcast(self, event: Event) -> int:
         outcome = self.state.broadcast(event)
+        if self._metrics is not None:
+            self._metrics.count_broadcast(event.type, outcome.sent_to)
         if self._debug:
             log.debug(
                 f"Broadcasting {event.type.replace('_', ' ')} event",
@@ -125,9 +158,20 @@ class HubActor:
                 skipped=outcome.skipped,
                 total_clients=len(self.state.clients),
             )
-        if outcome.cut_off:
-            log.info("Slow clients cut off", msg_type=event.type, count=outcome.cut_off)
+        if outcome.cut_off:  # slow clients, or clients that had left already
+            self._note_slow_clients(event.type)
         return outcome.seq
+
+    def _note_slow_clients(self, event_type: str) -> None:
+        slow = self.state.slow_disconnects - self._slow_seen
+        if not slow:
+            return
+        self._slow_seen = self.state.slow_disconnects
+        # A client is cut off when its queue is full: its high-water mark was the queue's size.
+        self._departed_high_water = max(self._departed_high_water, self._queue_size)
+        if self._metrics is not None:
+            self._metrics.count_slow_disconnects(slow)
+        log.info("Slow clients cut off", msg_type=event_type, count=slow)
 
 
 async def run_hub(
@@ -135,18 +179,44 @@ async def run_hub(
     config: HubConfig,
     *,
     heartbeat_interval_s: float,
+    metrics: Metrics | None = None,
+    liveness: Liveness | None = None,
     task_status: trio.TaskStatus[HubActor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one incarnation of the hub until cancelled or the inbox ends.
 
+    `metrics`, when given, is told of every broadcast and reads the client table on scrape;
+    `liveness` is given by a supervisor that watches the hub (`ChildSpec.watchdog_s`).
+
     Resource handling: does not close `inbox` (its owner does). Error handling: a crash
     propagates to the supervisor; either way every client is closed with 1012 on the way out.
     """
-    actor = HubActor(config, heartbeat_interval_s=heartbeat_interval_s)
+    actor = HubActor(config, heartbeat_interval_s=heartbeat_interval_s, metrics=metrics)
     log.info("Hub started", epoch=actor.state.epoch)
+    if metrics is not None:
+        metrics.attach_hub(actor)
     task_status.started(actor)
     try:
-        async for message in inbox:
-            actor.handle(message)
+        if liveness is None:
+            async for message in inbox:
+                actor.handle(message)
+        else:
+            await _serve_watched(actor, inbox, liveness)
     finally:
+        if metrics is not None:
+            metrics.detach_hub(actor)
         actor.state.close_all(SERVICE_RESTART_CODE, "hub restarted")
+
+
+async def _serve_watched(
+    actor: HubActor, inbox: trio.MemoryReceiveChannel[HubMessage], liveness: Liveness
+) -> None:
+    """The hub's loop with a beat per message; waiting on the inbox is idle, not hung."""
+    while True:
+        liveness.idle()
+        try:
+            message = await inbox.receive()
+        except trio.EndOfChannel:
+            return
+        liveness.beat()
+        actor.handle(message)

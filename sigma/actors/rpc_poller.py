@@ -44,7 +44,9 @@ from sigma.actors.hub import HubMessage, Publish
 from sigma.config import PollerConfig
 from sigma.errors import EngineProtocolError, EngineUnavailable
 from sigma.health import HealthBoard
+from sigma.metrics import Metrics
 from sigma.protocol import Event
+from sigma.watchdog import Liveness
 
 log = structlog.get_logger("sigma.poller")
 
@@ -231,6 +233,8 @@ async def run_poller(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
+    metrics: Metrics | None = None,
+    liveness: Liveness | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Poll the engine's methods at their intervals and publish events until cancelled.
@@ -238,6 +242,10 @@ async def run_poller(
     `started()` comes once the HTTP client is open, before the first call. `transport` replaces
     httpx's network transport (tests use `httpx.MockTransport`); `rng` is the backoff jitter's
     source. Proxy settings from the environment are ignored: the engine's URL is explicit.
+    `metrics`, when given, times every call and counts `rpc_error` events. `liveness` is given by
+    a supervisor that watches the poller: it beats once per turn (each wait in a turn is bounded:
+    the next due time, the call's timeout, the retry delay) and waiting for room in the hub's
+    inbox counts as idle.
 
     Resource handling: owns one `httpx.AsyncClient` (and its connections), closed on the way
     out whatever the exit. Does not close `hub`, which other producers share.
@@ -250,6 +258,7 @@ async def run_poller(
     propagates, for the supervisor to restart the poller.
     """
     tracker = ChangeTracker()
+    liveness = liveness or Liveness.unwatched()
     link = EngineLink(
         min_s=config.retry_min_s, max_s=config.retry_max_s, rng=rng or random.Random()
     )
@@ -266,30 +275,42 @@ async def run_poller(
         schedule = PollSchedule(config.intervals_s, start=trio.current_time())
         task_status.started()
         if not config.intervals_s:
+            liveness.idle()
             await trio.sleep_forever()
         while True:
+            liveness.beat()
             method, due = schedule.next()
             await trio.sleep_until(due)
             url = endpoints.engine_url
+            called_at = trio.current_time()
             try:
-                reply = await engine.call(url, method)
+                try:
+                    reply = await engine.call(url, method)
+                finally:
+                    if metrics is not None:
+                        metrics.observe_poll(method, trio.current_time() - called_at)
             except EngineUnavailable as exc:
                 event, retry_in_s = link.failed(url, str(exc))
                 health.engine_reachable = False
                 _log_failure(event)
+                liveness.idle()
                 await hub.send(Publish((event,)))
+                liveness.beat()
                 await trio.sleep(retry_in_s)
                 continue
             except EngineProtocolError as exc:
                 events = [_rpc_error(method, INVALID_REPLY, str(exc))]
             else:
                 events = _reply_events(tracker, method, reply)
+            if metrics is not None:
+                _count_rpc_errors(metrics, events)
             recovered = link.answered(url)
             if recovered:
                 log.info("Engine reachable again", **recovered[0].data)
             health.engine_reachable = True
             schedule.polled(method, trio.current_time())
             if recovered or events:
+                liveness.idle()
                 await hub.send(Publish((*recovered, *events)))
 
 
@@ -301,6 +322,12 @@ def _reply_events(tracker: ChangeTracker, method: str, reply: RpcResponse) -> li
         return tracker.on_result(method, reply.result)
     except EngineProtocolError as exc:
         return [_rpc_error(method, INVALID_REPLY, f"invalid reply: {exc}")]
+
+
+def _count_rpc_errors(metrics: Metrics, events: list[Event]) -> None:
+    for event in events:
+        if event.type == "rpc_error":
+            metrics.count_rpc_error(event.data["method"], event.data["code"])
 
 
 def _rpc_error(method: str, code: int, message: str, data: JsonValue = None) -> Event:
