@@ -23,7 +23,7 @@ import structlog
 import trio
 
 from sigma.actors.heartbeat import run_heartbeat
-from sigma.actors.hub import HubMessage, run_hub
+from sigma.actors.hub import HubMessage, new_hub_state, run_hub
 from sigma.actors.rpc_poller import run_poller
 from sigma.config import Config, PollerConfig
 from sigma.engine.server import EngineHandle, run_engine
@@ -168,7 +168,10 @@ def build_tree(
         ChildSpec(
             "hub",
             functools.partial(
-                run_hub, heartbeat_interval_s=config.heartbeat.interval_s, metrics=metrics
+                run_hub,
+                heartbeat_interval_s=config.heartbeat.interval_s,
+                metrics=metrics,
+                state=new_hub_state(config.hub, heartbeat_interval_s=config.heartbeat.interval_s),
             ),
             (hub_receive, config.hub),
             shutdown_timeout_s=shutdown_s,

@@ -4,8 +4,14 @@ Reads: one inbox (`trio.MemoryReceiveChannel[HubMessage]`) that the poller, the 
 publish API and every client session write to (each with its own clone of the send end).
 Writes: each client's `Outbox`, only ever with `send_nowait`: the hub never awaits a client.
 Exits: when cancelled, or when every send end of the inbox is closed. On exit it closes every
-client's outbox with 1012 (service restart): a restarted hub starts a new epoch, so its
-clients reconnect and resume with `recovered: false`.
+client's outbox with 1012 (service restart).
+
+What a hub restart costs clients: nothing is lost. The numbering and the resume history live in
+a `HubState` that the tree creates once and hands to every incarnation of the hub, so a
+restarted hub keeps its epoch and its `seq`. Its clients, closed with 1012, reconnect with
+`?since=<last seq>&epoch=<epoch>` and get everything they missed (`recovered: true`); an event
+the crashed incarnation numbered but had not yet delivered to everyone is in that history too.
+Without a `HubState` passed in (tests, or a library user) each incarnation starts a new epoch.
 
 Under a watchdog it beats once per message and says it is idle while it waits on its inbox, so
 a quiet hub is never taken for a hung one. With a `Metrics` it counts every broadcast (one call
@@ -80,17 +86,27 @@ class Command:
 HubMessage = Publish | PublishHeartbeat | Join | Leave | Command
 
 
+def new_hub_state(config: HubConfig, *, heartbeat_interval_s: float) -> HubState:
+    """A fresh numbering (new epoch, seq 0) and empty history and client table."""
+    return HubState(
+        history_size=config.history_size,
+        max_subscriptions=config.max_subscriptions,
+        heartbeat_interval_s=heartbeat_interval_s,
+    )
+
+
 class HubActor:
     """The thin loop around `HubState`; one instance per incarnation of the hub."""
 
     def __init__(
-        self, config: HubConfig, *, heartbeat_interval_s: float, metrics: Metrics | None = None
+        self,
+        config: HubConfig,
+        *,
+        heartbeat_interval_s: float,
+        metrics: Metrics | None = None,
+        state: HubState | None = None,
     ) -> None:
-        self.state = HubState(
-            history_size=config.history_size,
-            max_subscriptions=config.max_subscriptions,
-            heartbeat_interval_s=heartbeat_interval_s,
-        )
+        self.state = state or new_hub_state(config, heartbeat_interval_s=heartbeat_interval_s)
         self._debug = log.is_enabled_for(logging.DEBUG)
         self._metrics = metrics
         self._queue_size = config.queue_size
@@ -181,18 +197,22 @@ async def run_hub(
     heartbeat_interval_s: float,
     metrics: Metrics | None = None,
     liveness: Liveness | None = None,
+    state: HubState | None = None,
     task_status: trio.TaskStatus[HubActor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one incarnation of the hub until cancelled or the inbox ends.
 
     `metrics`, when given, is told of every broadcast and reads the client table on scrape;
-    `liveness` is given by a supervisor that watches the hub (`ChildSpec.watchdog_s`).
+    `liveness` is given by a supervisor that watches the hub (`ChildSpec.watchdog_s`);
+    `state`, when given, carries the numbering over from the previous incarnation.
 
     Resource handling: does not close `inbox` (its owner does). Error handling: a crash
     propagates to the supervisor; either way every client is closed with 1012 on the way out.
     """
-    actor = HubActor(config, heartbeat_interval_s=heartbeat_interval_s, metrics=metrics)
-    log.info("Hub started", epoch=actor.state.epoch)
+    actor = HubActor(
+        config, heartbeat_interval_s=heartbeat_interval_s, metrics=metrics, state=state
+    )
+    log.info("Hub started", epoch=actor.state.epoch, last_seq=actor.state.last_seq)
     if metrics is not None:
         metrics.attach_hub(actor)
     task_status.started(actor)
