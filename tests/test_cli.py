@@ -171,10 +171,14 @@ async def test_signal_stops_in_reverse_order_closes_clients_with_1001_and_exits_
     assert lines[-1]["event"] == "Sigma stopped cleanly"
 
 
-def test_config_check_never_prints_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_check_never_prints_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     secret = "s3cret-" + "x" * 40
     path = tmp_path / "secret.toml"
-    path.write_text(f'[auth]\nmode = "jwt"\njwt_secret = "{secret}"\n[api]\nkey = "publish-key-123"\n')
+    path.write_text(
+        f'[auth]\nmode = "jwt"\njwt_secret = "{secret}"\n[api]\nkey = "publish-key-123"\n'
+    )
     assert main(["config", "check", str(path)]) == 0
     printed = capsys.readouterr().out
     assert secret not in printed and "publish-key-123" not in printed
