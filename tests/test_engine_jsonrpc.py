@@ -266,7 +266,7 @@ async def test_internal_error_is_logged_never_sent(registry: Registry) -> None:
         reply = await send(registry, request("boom"))
     assert reply["error"] == {"code": INTERNAL_ERROR, "message": "Internal error"}
     assert "secret" not in orjson.dumps(reply).decode()
-    assert any(entry["event"] == "engine.rpc.internal_error" for entry in logs)
+    assert any(entry["event"] == "RPC method failed" for entry in logs)
 
 
 async def test_wrong_result_type_is_an_internal_error(registry: Registry) -> None:

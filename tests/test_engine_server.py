@@ -262,7 +262,7 @@ async def test_a_crashing_connection_gets_500_and_the_server_goes_on(
     assert "close" in response.headers["connection"]
     assert response.json()["error"] == "internal_error"
     assert b"bug in the server" not in response.content
-    assert any(entry["event"] == "engine.connection_crashed" for entry in logs)
+    assert any(entry["event"] == "Engine connection handler failed" for entry in logs)
 
     monkeypatch.undo()
     assert (await call(client, engine, "health"))["result"]["status"] == "ok"

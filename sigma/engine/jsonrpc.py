@@ -252,7 +252,7 @@ async def _run(registry: Registry, request: Request) -> Response:
     except RpcError as exc:
         return error_response(request.id, exc.code, exc.message, exc.data)
     except Exception:
-        log.exception("engine.rpc.internal_error", method=method.name)
+        log.exception("RPC method failed", method=method.name)
         return error_response(request.id, INTERNAL_ERROR, "Internal error")
 
 

@@ -79,7 +79,7 @@ async def serve_connection(registry: Registry, stream: trio.abc.Stream) -> None:
     except HttpError as exc:
         await _answer_error(connection, exc.status, exc.error, exc.detail)
     except Exception:
-        log.exception("engine.connection_crashed")
+        log.exception("Engine connection handler failed")
         await _answer_error(connection, 500, "internal_error", "the engine failed to answer")
     finally:
         await trio.aclose_forcefully(stream)
@@ -125,7 +125,7 @@ async def _answer_error(
         # its next request into a closing socket.
         await connection.respond(status, body, headers=(("connection", "close"),))
     except Exception as exc:
-        log.debug("engine.error_reply_failed", status=status, reason=repr(exc))
+        log.debug("Could not send error reply", status=status, reason=repr(exc))
 
 
 async def _open_listeners(config: EngineConfig) -> list[trio.SocketListener]:
@@ -172,7 +172,7 @@ async def run_engine(
             await nursery.start(trio.serve_listeners, handler, listeners)
             port = listeners[0].socket.getsockname()[1]
             handle = _handle_for(config.host, port)
-            log.info("engine.listening", url=handle.url, workers=config.workers)
+            log.info("Engine listening", url=handle.url, workers=config.workers)
             task_status.started(handle)
     finally:
         for listener in listeners:

@@ -142,7 +142,7 @@ class WorkerPool:
     async def _run_job(self, worker: Worker, job: Job) -> None:
         job.start(worker.id)
         worker.current_job = job
-        log.info("engine.job.started", job=job.id, worker=worker.id, path=job.path)
+        log.info("Compression job started", job=job.id, worker=worker.id, path=job.path)
         try:
             await trio.to_thread.run_sync(
                 functools.partial(self._compress_in_thread, job), limiter=self._thread_limiter
@@ -154,7 +154,7 @@ class WorkerPool:
         except OSError as exc:
             job.finish("failed", error=exc.strerror or str(exc))
         except Exception:
-            log.exception("engine.job.crashed", job=job.id, worker=worker.id)
+            log.exception("Compression job crashed", job=job.id, worker=worker.id)
             job.finish("failed", error="internal error")
         else:
             job.finish("done")
@@ -165,7 +165,7 @@ class WorkerPool:
             worker.jobs_done += 1
             worker.beat()
             self.book.prune()
-            log.info("engine.job.finished", job=job.id, state=job.state, error=job.error)
+            log.info("Compression job finished", job=job.id, state=job.state, error=job.error)
 
     def _compress_in_thread(self, job: Job) -> int:
         source = resolve_input_file(self.data_root, job.path)
