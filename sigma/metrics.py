@@ -41,7 +41,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from sigma.config import EVENT_TYPES
+from sigma.protocol import EVENT_TYPES
 from sigma.supervision_types import ChildHung, RestartScheduled, SupervisionEvent
 
 __all__ = ["METRICS_CONTENT_TYPE", "HubView", "Metrics", "restart_reason_label"]

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sigma import __version__
-from sigma.config import EVENT_TYPES
 
 EventType = Literal[
     "agent_status",
@@ -30,6 +29,8 @@ EventType = Literal[
     "storage_update",
     "system_status",
 ]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+"""The eight core event types, sorted."""
 CORE_EVENT_TYPES: frozenset[str] = frozenset(EVENT_TYPES)
 RequestId = str | int | None
 

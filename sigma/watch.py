@@ -29,7 +29,6 @@ from rich.console import Console
 from rich.live import Live
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from sigma.config import EVENT_TYPES
 from sigma.gateway_client import (
     DEFAULT_URL,
     GatewayProtocolError,
@@ -41,6 +40,7 @@ from sigma.gateway_client import (
     resume_url,
 )
 from sigma.probe import seconds_argument, url_argument
+from sigma.protocol import EVENT_TYPES
 from sigma.restart_policy import Backoff
 from sigma.watch_state import ALL_TYPES, LOG_SIZE, WatchState
 from sigma.watch_view import dashboard, log_line, snapshot

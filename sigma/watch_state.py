@@ -27,10 +27,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from sigma.config import EVENT_TYPES
 from sigma.gateway_client import Welcome
 from sigma.probe_verdict import HeartbeatLimits, Status
-from sigma.protocol import Event, Reply, ServerMessage, Subscribe, Unsubscribe
+from sigma.protocol import EVENT_TYPES, Event, Reply, ServerMessage, Subscribe, Unsubscribe
 from sigma.watch_summary import clip, summarize
 
 JsonObject = dict[str, Any]

@@ -30,9 +30,10 @@ from trio_websocket import (
 )
 
 from sigma.cli import main
-from sigma.config import EVENT_TYPES, AuthConfig, Config, parse_config
+from sigma.config import AuthConfig, Config, parse_config
 from sigma.errors import ConfigError
 from sigma.log import configure_logging
+from sigma.protocol import EVENT_TYPES
 
 SECRET = "correct-horse-battery-staple-0123456789"
 WS_HEADERS = {

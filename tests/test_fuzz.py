@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from sigma.auth import Authenticator, Claims, TokenRejected
-from sigma.config import EVENT_TYPES, AuthConfig, HubConfig, LimitsConfig
-from sigma.protocol import CORE_EVENT_TYPES, token_refreshed
+from sigma.config import AuthConfig, HubConfig, LimitsConfig
+from sigma.protocol import CORE_EVENT_TYPES, EVENT_TYPES, token_refreshed
 
 SECRET = "fuzzing-secret-that-is-long-enough-0123456789"
 EXAMPLES = 25

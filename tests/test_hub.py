@@ -14,8 +14,8 @@ from wsproto.frame_protocol import FrameDecoder
 from sigma.actors.hub import HubActor, Join, Publish, PublishHeartbeat, run_hub
 from sigma.actors.hub_state import Client, HubState
 from sigma.actors.outbox import Outbox
-from sigma.config import EVENT_TYPES, HubConfig
-from sigma.protocol import CORE_EVENT_TYPES, Subscribe, Unsubscribe, make_event
+from sigma.config import HubConfig
+from sigma.protocol import CORE_EVENT_TYPES, EVENT_TYPES, Subscribe, Unsubscribe, make_event
 
 
 def decode_frames(data: bytes) -> list[dict[str, Any]]:

@@ -24,11 +24,11 @@ from sigma.actors.hub_state import Client
 from sigma.actors.outbox import Outbox
 from sigma.actors.rpc_poller import INVALID_REPLY, run_poller
 from sigma.app import Endpoints, observe_supervision_events
-from sigma.config import EVENT_TYPES, HubConfig, PollerConfig
+from sigma.config import HubConfig, PollerConfig
 from sigma.gateway import run_gateway
 from sigma.health import HealthBoard
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics, restart_reason_label
-from sigma.protocol import make_event
+from sigma.protocol import EVENT_TYPES, make_event
 from sigma.supervisor import (
     Backoff,
     ChildHung,

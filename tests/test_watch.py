@@ -15,10 +15,10 @@ from rich.console import Console
 
 from sigma.actors.heartbeat import run_heartbeat
 from sigma.cli import main
-from sigma.config import EVENT_TYPES, GatewayConfig, HeartbeatConfig
+from sigma.config import GatewayConfig, HeartbeatConfig
 from sigma.gateway_client import Welcome
 from sigma.probe_verdict import Status
-from sigma.protocol import Event, Reply, missed_events_notice, subscriptions_reply
+from sigma.protocol import EVENT_TYPES, Event, Reply, missed_events_notice, subscriptions_reply
 from sigma.restart_policy import Backoff
 from sigma.watch import Watcher, WatchOptions
 from sigma.watch_state import LogKind, Phase, Resume, ResumePoint, WatchState
