@@ -9,8 +9,10 @@ session closes with 1001, then the hub, then the engine.
 
 The actors with loops of their own (hub, poller, heartbeat) are watched (`ChildSpec.watchdog_s`):
 each may stay busy and silent for three of its natural periods, and never less than
-`WATCHDOG_MIN_S`, before the root supervisor takes it for hung and restarts it. One `Metrics`
-is shared by the hub, the poller, the gateway (`GET /metrics`) and the supervision event stream.
+`[supervisor] watchdog_min_s`, before the root supervisor takes it for hung and restarts it. One
+`Metrics` is shared by the hub, the poller, the gateway (`GET /metrics`) and the supervision
+event stream. One `Faults` registry (`sigma.faults`) is passed down like the configuration: each
+actor takes its own fault point from it, and the gateway's admin endpoint arms them.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from sigma.actors.hub import HubMessage, new_hub_state, run_hub
 from sigma.actors.rpc_poller import run_poller
 from sigma.config import Config, PollerConfig
 from sigma.engine.server import EngineHandle, run_engine
+from sigma.faults import Faults
 from sigma.gateway import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
 from sigma.metrics import Metrics
 from sigma.supervision_log import log_supervision_event
+from sigma.supervision_tee import SupervisionTee
 from sigma.supervisor import (
     ChildSpec,
     DynamicSupervisor,
@@ -48,9 +52,9 @@ HUB_PERIOD_S = 0.0
 """The hub handles each message synchronously and is idle between them: only the floor applies."""
 
 
-def watchdog_s(natural_period_s: float) -> float:
-    """How long an actor may stay busy without a beat: 3 natural periods, at least 10 s."""
-    return max(WATCHDOG_PERIODS * natural_period_s, WATCHDOG_MIN_S)
+def watchdog_s(natural_period_s: float, *, minimum_s: float = WATCHDOG_MIN_S) -> float:
+    """How long an actor may stay busy without a beat: 3 natural periods, at least `minimum_s`."""
+    return max(WATCHDOG_PERIODS * natural_period_s, minimum_s)
 
 
 def poller_period_s(config: PollerConfig) -> float:
@@ -75,7 +79,11 @@ class Endpoints:
 
 @dataclass(frozen=True)
 class RunningApp:
-    """What `serve` hands its starter: the addresses, the tree, the health board, the metrics."""
+    """What `serve` hands its starter: the addresses, the tree, health, metrics and faults.
+
+    `faults` arms the tree's fault points; `supervision.subscribe()` is a channel of the tree's
+    supervision events (crashes, restarts, hangs) from then on.
+    """
 
     endpoints: Endpoints
     root: Supervisor
@@ -83,6 +91,8 @@ class RunningApp:
     health: HealthBoard
     hub: trio.MemorySendChannel[HubMessage]
     metrics: Metrics
+    faults: Faults
+    supervision: SupervisionTee
 
 
 class RootStates:
@@ -105,11 +115,14 @@ class RootStates:
 async def _run_embedded_engine(
     config: Config,
     endpoints: Endpoints,
+    faults: Faults,
     *,
     task_status: trio.TaskStatus[EngineHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with trio.open_nursery() as nursery:
-        handle: EngineHandle = await nursery.start(run_engine, config.engine)
+        handle: EngineHandle = await nursery.start(
+            functools.partial(run_engine, faults=faults), config.engine
+        )
         endpoints.engine = handle
         endpoints.engine_url = handle.url
         task_status.started(handle)
@@ -122,12 +135,13 @@ async def _run_gateway(
     health: HealthBoard,
     metrics: Metrics,
     endpoints: Endpoints,
+    faults: Faults,
     *,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with trio.open_nursery() as nursery:
         handle: GatewayHandle = await nursery.start(
-            run_gateway, config, hub, sessions, health, metrics
+            functools.partial(run_gateway, faults=faults), config, hub, sessions, health, metrics
         )
         endpoints.gateway = handle
         task_status.started(handle)
@@ -142,8 +156,14 @@ def build_tree(
     hub_receive: trio.MemoryReceiveChannel[HubMessage],
     events: trio.MemorySendChannel[SupervisionEvent],
     metrics: Metrics,
+    faults: Faults | None = None,
 ) -> tuple[Supervisor, DynamicSupervisor]:
-    """Assemble the root supervisor and the sessions' dynamic supervisor from `config`."""
+    """Assemble the root supervisor and the sessions' dynamic supervisor from `config`.
+
+    `faults` is the tree's fault registry (a fresh, disarmed one when not given).
+    """
+    faults = faults or Faults()
+    watchdog_min_s = config.supervisor.watchdog_min_s
     actor_states = RootStates()
     policy = SupervisorPolicy.from_config(config.supervisor)
     shutdown_s = config.supervisor.shutdown_timeout_s
@@ -158,7 +178,7 @@ def build_tree(
                 ChildSpec(
                     "engine",
                     _run_embedded_engine,
-                    (config, endpoints),
+                    (config, endpoints, faults),
                     shutdown_timeout_s=shutdown_s,
                 )
             ]
@@ -172,10 +192,11 @@ def build_tree(
                 heartbeat_interval_s=config.heartbeat.interval_s,
                 metrics=metrics,
                 state=new_hub_state(config.hub, heartbeat_interval_s=config.heartbeat.interval_s),
+                faults=faults,
             ),
             (hub_receive, config.hub),
             shutdown_timeout_s=shutdown_s,
-            watchdog_s=watchdog_s(HUB_PERIOD_S),
+            watchdog_s=watchdog_s(HUB_PERIOD_S, minimum_s=watchdog_min_s),
         ),
         ChildSpec(
             "sessions",
@@ -186,24 +207,27 @@ def build_tree(
         ChildSpec(
             "gateway",
             _run_gateway,
-            (config, hub_send, sessions, health, metrics, endpoints),
+            (config, hub_send, sessions, health, metrics, endpoints, faults),
             shutdown_timeout_s=shutdown_s,
         ),
         ChildSpec(
             "poller",
-            functools.partial(run_poller, metrics=metrics),
+            functools.partial(run_poller, metrics=metrics, faults=faults),
             (config.poller, endpoints, hub_send, health),
             shutdown_timeout_s=shutdown_s,
-            watchdog_s=watchdog_s(poller_period_s(config.poller)),
+            watchdog_s=watchdog_s(poller_period_s(config.poller), minimum_s=watchdog_min_s),
         ),
         ChildSpec(
             "heartbeat",
             functools.partial(
-                run_heartbeat, actor_states=actor_states, started_at=health.started_at
+                run_heartbeat,
+                actor_states=actor_states,
+                started_at=health.started_at,
+                faults=faults,
             ),
             (config.heartbeat, hub_send),
             shutdown_timeout_s=shutdown_s,
-            watchdog_s=watchdog_s(config.heartbeat.interval_s),
+            watchdog_s=watchdog_s(config.heartbeat.interval_s, minimum_s=watchdog_min_s),
         ),
     ]
     root = Supervisor("root", children, policy, events=events)
@@ -212,23 +236,36 @@ def build_tree(
 
 
 async def observe_supervision_events(
-    events: trio.MemoryReceiveChannel[SupervisionEvent], metrics: Metrics
+    events: trio.MemoryReceiveChannel[SupervisionEvent],
+    metrics: Metrics,
+    tee: SupervisionTee | None = None,
 ) -> None:
-    """Log every supervision event and count it in `metrics`, until the channel ends.
+    """Log every supervision event, count it in `metrics` and copy it to `tee`, until it ends.
 
     Shielded from cancellation, so the events of a shutdown are seen too: it ends when the tree's
-    owner closes the send end, after the tree has stopped.
+    owner closes the send end, after the tree has stopped; then it closes `tee`.
     """
     with trio.CancelScope(shield=True):
-        async for event in events:
-            log_supervision_event(event)
-            metrics.observe_supervision(event)
+        try:
+            async for event in events:
+                log_supervision_event(event)
+                metrics.observe_supervision(event)
+                if tee is not None:
+                    tee.publish(event)
+        finally:
+            if tee is not None:
+                tee.close()
 
 
 async def serve(
-    config: Config, *, task_status: trio.TaskStatus[RunningApp] = trio.TASK_STATUS_IGNORED
+    config: Config,
+    *,
+    faults: Faults | None = None,
+    task_status: trio.TaskStatus[RunningApp] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the whole tree until cancelled; `started(RunningApp)` once every child is up.
+
+    `faults`, when not given, is a new registry with `[faults] points` armed.
 
     Error handling: when the root supervisor gives up, `/health` turns `failed` and the error
     propagates. Resource handling: owns the hub's inbox and the supervision event channel, whose
@@ -236,6 +273,12 @@ async def serve(
     """
     health = HealthBoard()
     metrics = Metrics(started_at=health.started_at)
+    faults = faults or Faults(config.faults.points)
+    for spec in config.faults.points:
+        log.warning("Fault point armed from the config", point=spec.point, fault=spec.describe())
+    if config.faults.admin:
+        log.warning("Fault admin endpoint on: /admin/faults answers loopback peers")
+    tee = SupervisionTee()
     endpoints = Endpoints()
     hub_send, hub_receive = trio.open_memory_channel[HubMessage](config.hub.inbox_size)
     events_send, events_receive = trio.open_memory_channel[SupervisionEvent](
@@ -249,14 +292,15 @@ async def serve(
         hub_receive=hub_receive,
         events=events_send,
         metrics=metrics,
+        faults=faults,
     )
     async with hub_send, hub_receive, events_receive, trio.open_nursery() as observers:
-        observers.start_soon(observe_supervision_events, events_receive, metrics)
+        observers.start_soon(observe_supervision_events, events_receive, metrics, tee)
         async with events_send, trio.open_nursery() as tree:
             try:
                 await tree.start(root.run)
                 task_status.started(
-                    RunningApp(endpoints, root, sessions, health, hub_send, metrics)
+                    RunningApp(endpoints, root, sessions, health, hub_send, metrics, faults, tee)
                 )
                 await trio.sleep_forever()
             except BaseException:

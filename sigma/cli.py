@@ -1,4 +1,4 @@
-"""The `sigma` command: `serve`, `engine`, `config check`, and the clients `check` and `watch`.
+"""The `sigma` command: `serve`, `engine`, `config check`, clients `check`, `watch`, `fault`.
 
 Exit status: 0 after a clean stop (Ctrl-C or SIGTERM), 1 when the supervision tree gave up,
 2 for a configuration or usage error (one line on stderr, no traceback).
@@ -20,7 +20,8 @@ import trio
 
 from sigma import __version__
 from sigma.config import Config, load_config, parse_config, resolve_config_path
-from sigma.errors import ConfigError
+from sigma.errors import ConfigError, SupervisorError
+from sigma.fault_cli import add_fault_commands, run_fault_command
 from sigma.log import configure_logging
 
 log = structlog.get_logger("sigma.cli")
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     # `check` and `watch` parse their own arguments (see `main`); listed here for `sigma -h`.
     commands.add_parser("check", help="monitoring probe, Nagios plugin style (`sigma check -h`)")
     commands.add_parser("watch", help="live terminal view of the event stream (`sigma watch -h`)")
+
+    add_fault_commands(commands)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -98,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return watch_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "fault":
+        return run_fault_command(args)
     try:
         if args.command == "config":
             return _config_check(args.file)
@@ -126,15 +131,28 @@ def _config_check(file: str | None) -> int:
     return EXIT_OK
 
 
-def _as_toml(data: dict[str, Any], prefix: str = "") -> str:
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict) and v is not None}
+def _as_toml(data: dict[str, Any], prefix: str = "", *, array_item: bool = False) -> str:
+    """`data` as TOML: scalars, then arrays of tables (`[[faults.points]]`), then tables."""
+    arrays = {k: v for k, v in data.items() if _is_table_array(v)}
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    scalars = {
+        k: v for k, v in data.items() if k not in arrays and k not in tables and v is not None
+    }
     lines = [f"[{prefix}]"] if prefix and scalars else []
+    if array_item:
+        lines = [f"[[{prefix}]]"]  # even when empty: it is what adds the item
     lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]
+    for key, items in arrays.items():
+        name = f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key)
+        lines += [line for item in items for line in ("", _as_toml(item, name, array_item=True))]
     for key, table in tables.items():
         name = f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key)
         lines += ["", _as_toml(table, name)]
     return "\n".join(lines).strip("\n")
+
+
+def _is_table_array(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
 def _toml_key(key: str) -> str:
@@ -173,7 +191,10 @@ def run_until_signalled(start: Callable[..., Awaitable[object]], config: Config,
         trio.run(run)
     except Exception as error:
         cause = _innermost(error)
-        log.error(f"{name} stopped: {type(cause).__name__}: {cause}")
+        if isinstance(cause, SupervisorError):
+            log.error(f"{name} gave up: the supervision tree could not keep running: {cause}")
+        else:
+            log.error(f"{name} stopped: {type(cause).__name__}: {cause}")
         return EXIT_FAILED
     log.info(f"{name} stopped cleanly")
     return EXIT_OK

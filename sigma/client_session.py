@@ -4,7 +4,8 @@ A session runs as a temporary child of the gateway's dynamic supervisor. Inside 
 - trio-websocket's reader task (it parses incoming frames and answers pings);
 - `_read_frames`: decodes client frames; pings and bad frames are answered here, subscription
   commands go to the hub;
-- the sender (`sigma.actors.sender.pump`): writes whatever the hub queues in the outbox;
+- the sender (`sigma.actors.sender.pump`): writes whatever the hub queues in the outbox (through
+  the `sender.write` fault point, when the gateway hands one over);
 - `_ping_peer`: protocol pings every `ping_interval_s`; no pong in `ping_timeout_s` closes.
 - `_expire_token` (with `[auth] mode = "jwt"`): closes with 4001 when the token's `exp` passes;
   a `refresh` frame with a good token for the same subject moves that deadline.
@@ -37,6 +38,7 @@ from sigma.actors.hub_state import Client, reply_frame
 from sigma.actors.outbox import Outbox, OutboxClosed, SlowClientPolicy
 from sigma.actors.sender import ClientGone, pump
 from sigma.auth import Authenticator, Claims, TokenRejected
+from sigma.faults import FaultPoint
 from sigma.limits import MessageRateLimit, Verdict
 from sigma.protocol import (
     CORE_EVENT_TYPES,
@@ -111,6 +113,7 @@ class ClientSession:
         resume: ResumeRequest,
         *,
         auth: SessionAuth | None = None,
+        write_fault: FaultPoint | None = None,
     ) -> None:
         self.client_id = client_id
         self.settings = settings
@@ -120,6 +123,7 @@ class ClientSession:
         self._hub = hub
         self._resume = resume
         self._auth = auth
+        self._write_fault = write_fault
         self._scope = trio.CancelScope(shield=True)
         self._closing = trio.CancelScope()
         # The token's deadline in trio time, fixed now (at the handshake) from its `exp`.
@@ -194,7 +198,7 @@ class ClientSession:
                 io.start_soon(self._expire_token)
             with self._closing:
                 try:
-                    await pump(ws, self.outbox)
+                    await pump(ws, self.outbox, self._write_fault)
                 except ClientGone as exc:
                     self.outbox.close(GOING_AWAY, "client gone")
                     self._log.debug("Client socket gone", error=str(exc))

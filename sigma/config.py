@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from sigma.errors import ConfigError
+from sigma.faults import FaultSpec
 
 CONFIG_ENV_VAR = "SIGMA_CONFIG"
 DEFAULT_CONFIG_NAME = "supervisor.toml"
@@ -35,18 +36,6 @@ SECRET_FIELD: JsonDict = {"secret": True}
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
-
-EVENT_TYPES: tuple[str, ...] = (
-    "agent_status",
-    "compression_update",
-    "connection_error",
-    "heartbeat",
-    "notification",
-    "rpc_error",
-    "storage_update",
-    "system_status",
-)
-"""The eight core event types, sorted."""
 
 
 class Section(BaseModel):
@@ -226,13 +215,30 @@ class BackoffConfig(Section):
 
 
 class SupervisorConfig(Section):
-    """`[supervisor]`: the root supervisor's strategy, restart intensity and backoff."""
+    """`[supervisor]`: the root supervisor's strategy, restart intensity, watchdog and backoff.
+
+    `watchdog_min_s` is the least time a looping actor may stay busy and silent before it is
+    taken for hung (the deadline is three of its natural periods, never less than this).
+    """
 
     strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one"
     max_restarts: int = Field(default=5, ge=0)
     max_seconds: PositiveSeconds = 10.0
     shutdown_timeout_s: PositiveSeconds = 5.0
+    watchdog_min_s: PositiveSeconds = 10.0
     backoff: BackoffConfig = BackoffConfig()
+
+
+class FaultsConfig(Section):
+    """`[faults]`: fault injection (`sigma.faults`), for tests, soak runs and game days.
+
+    `points` (`[[faults.points]]` tables, each a `FaultSpec`) are armed when the tree starts.
+    `admin = true` turns on `/admin/faults` on the gateway port, which answers loopback peers only;
+    off, the route does not exist (404).
+    """
+
+    admin: bool = False
+    points: tuple[FaultSpec, ...] = ()
 
 
 class LoggingConfig(Section):
@@ -254,6 +260,7 @@ class Config(Section):
     api: ApiConfig = ApiConfig()
     limits: LimitsConfig = LimitsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    faults: FaultsConfig = FaultsConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")

@@ -13,8 +13,8 @@ Each actor's loop and each I/O edge passes through a named `FaultPoint`:
 A point is armed with an action and a trigger:
 
 - actions: `raise` (an `InjectedFault`, a crash the supervisor sees), `hang` (wait forever, the
-  watchdog's business), `delay` (wait `delay_s`, then go on), `drop` (the caller skips the work:
-  the poll, the write, the heartbeat);
+  watchdog's business), `delay` (wait `delay_s`, then go on), `drop` (the caller skips the work,
+  as `DROP_MEANS` says per point; `hub.publish` refuses it, see there);
 - triggers: `once`, every Nth hit (`every`), or with probability `p` under a `seed`.
 
 A disarmed point costs one attribute read: callers write `if point.armed: ...` on hot paths.
@@ -41,6 +41,14 @@ FAULT_POINTS: tuple[str, ...] = (
     "sender.write",
 )
 FaultActionName = Literal["raise", "hang", "delay", "drop"]
+DROP_MEANS: dict[str, str] = {
+    "engine.method": "the call goes unanswered: the engine closes the connection without a reply",
+    "heartbeat.tick": "this heartbeat is skipped",
+    "poller.call": "this poll is skipped",
+    "sender.write": "the connection is cut without a close frame, as if the client vanished",
+}
+"""What `drop` does at each point that supports it. `hub.publish` does not: dropping a message
+before the hub numbers it would lose an event that no client could ever notice."""
 
 
 class InjectedFault(Exception):
@@ -65,6 +73,11 @@ class FaultSpec(BaseModel):
         if self.point not in FAULT_POINTS:
             raise ValueError(
                 f"unknown fault point {self.point!r}; known: {', '.join(FAULT_POINTS)}"
+            )
+        if self.action == "drop" and self.point not in DROP_MEANS:
+            raise ValueError(
+                f"drop is not supported at {self.point}: it would lose a message before it is "
+                "numbered, unseen by any client; use raise, hang or delay"
             )
         triggers = [self.once, self.every is not None, self.probability is not None]
         if sum(triggers) > 1:

@@ -1,10 +1,10 @@
 """The listening socket: HTTP routes and the WebSocket upgrade at `/ws`, on one port.
 
 Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
-`/metrics`, `/api/publish`) is answered here; an upgrade on `/ws` is replayed into
-trio-websocket and the connection becomes a `ClientSession`, started as a temporary child of the
-sessions' dynamic supervisor. A failure while serving one connection is logged and ends that
-connection only.
+`/metrics`, `/api/publish`, and `/admin/faults` when `[faults] admin` is on) is answered here;
+an upgrade on `/ws` is replayed into trio-websocket and the connection becomes a `ClientSession`,
+started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
+connection is logged and ends that connection only.
 
 The upgrade is where the edge is guarded, in this order, each refusal a JSON error and nothing
 upgraded: a well-formed WebSocket handshake (400/426), an allowed `Origin` (403), a valid token
@@ -32,6 +32,8 @@ from sigma.auth import Authenticator
 from sigma.client_session import ClientSession, ResumeRequest, SessionSettings, run_session
 from sigma.config import Config
 from sigma.errors import TooManyChildren
+from sigma.fault_admin import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
+from sigma.faults import Faults
 from sigma.handshake import authenticate, check_origin, check_websocket_handshake, remote_address
 from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
@@ -94,12 +96,14 @@ class Gateway:
         sessions: DynamicSupervisor,
         health: HealthBoard,
         metrics: Metrics | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
         self.sessions = sessions
         self.health = health
         self.metrics = metrics
+        self.faults = faults or Faults()
         self.session_settings = SessionSettings(
             queue_size=config.hub.queue_size,
             slow_client_policy=config.hub.slow_client_policy,
@@ -161,6 +165,9 @@ class Gateway:
             pass
 
     async def _dispatch(self, conn: HttpServerConnection, request: HttpRequest) -> bool:
+        if request.path == ADMIN_FAULTS_PATH:
+            await self._admin_faults(conn, request)
+            return False
         methods = ROUTES.get(request.path)
         if methods is None:
             raise HttpError(404, "not_found", f"no route for {request.path}")
@@ -170,6 +177,8 @@ class Gateway:
             )
         if request.path == "/ws":
             return await self._upgrade(conn, request)
+        if request.method in ("GET", "HEAD"):
+            await self._read_body(conn)  # ends the request, so the connection can be kept alive
         if request.path == "/health":
             status, payload = self.health.report()
             await conn.respond_json(status, payload)
@@ -209,6 +218,19 @@ class Gateway:
         else:
             await conn.respond_json(200, {"seq": seqs[0]})
 
+    async def _admin_faults(self, conn: HttpServerConnection, request: HttpRequest) -> None:
+        peer = remote_address(conn.stream)
+        check_admin_access(enabled=self.config.faults.admin, method=request.method, peer=peer)
+        body = await self._read_body(conn) if request.method == "POST" else b""
+        payload = answer_admin(
+            self.faults,
+            method=request.method,
+            point=request.query_value("point"),
+            body=body,
+            peer=peer,
+        )
+        await conn.respond_json(200, payload)
+
     async def _read_body(self, conn: HttpServerConnection) -> bytes:
         # A body that trickles in (slowloris) gets as long as a request head, no longer.
         with trio.move_on_after(self.config.gateway.handshake_timeout_s):
@@ -241,7 +263,13 @@ class Gateway:
             raise
         client_id = str(uuid.uuid4())
         session = ClientSession(
-            client_id, stream, self.session_settings, self.hub, resume, auth=auth
+            client_id,
+            stream,
+            self.session_settings,
+            self.hub,
+            resume,
+            auth=auth,
+            write_fault=self.faults.point("sender.write"),
         )
         spec = ChildSpec(
             id=client_id,
@@ -298,15 +326,17 @@ async def run_gateway(
     health: HealthBoard,
     metrics: Metrics | None = None,
     *,
+    faults: Faults | None = None,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on `[gateway] host:port` and serve every connection until cancelled.
 
     `started()` receives a `GatewayHandle` once the socket listens (port 0 picks a free port).
-    `/metrics` renders `metrics`, and answers 404 without it.
+    `/metrics` renders `metrics`, and answers 404 without it. `faults` is the tree's fault
+    registry: the sessions' `sender.write` point, and what `/admin/faults` arms.
     Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
     """
-    gateway = Gateway(config, hub, sessions, health, metrics)
+    gateway = Gateway(config, hub, sessions, health, metrics, faults)
     listeners = await trio.open_tcp_listeners(config.gateway.port, host=config.gateway.host)
     port = listeners[0].socket.getsockname()[1]
     log.info("Gateway listening", url=f"ws://{config.gateway.host}:{port}/ws")

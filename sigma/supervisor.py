@@ -12,8 +12,9 @@ after an abnormal exit with reason "hung".
 
 The decisions live in `sigma.restart_policy` and `sigma.watchdog` (plain synchronous classes), the
 data types in `sigma.supervision_types` (all re-exported here), the machinery both supervisors
-share in `sigma.supervisor_core`; this module holds the two supervisors' own behaviour. It writes supervision events to an optional channel with `send_nowait` and never blocks on
-it, closes it or logs anything itself.
+share in `sigma.supervisor_core`; this module holds the two supervisors' own behaviour. They write
+supervision events to an optional channel with `send_nowait` and never block on it, close it or
+log anything themselves.
 
 Trio cannot kill a task: a child that shields itself from cancellation, or never reaches a
 checkpoint, is reported with `ShutdownTimedOut` and left behind, and the supervisor's nursery still

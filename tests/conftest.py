@@ -1,25 +1,61 @@
-"""Shared test harness: a real hub, sessions supervisor and gateway on 127.0.0.1."""
+"""Shared test harness: a real hub, sessions supervisor and gateway on 127.0.0.1.
+
+Fault injection: the `faults` fixture is a fresh `Faults` registry, disarmed again after the
+test; hand it to `running_stack(faults=...)` (or `sigma.app.serve(config, faults=...)`) and arm
+points with `faults.arm(spec)` or `with faults.armed(spec): ...`.
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 import trio
 
 from sigma.actors.hub import HubActor, HubMessage, run_hub
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
+from sigma.faults import Faults
 from sigma.gateway import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
 from sigma.metrics import Metrics
 from sigma.supervisor import DynamicSupervisor
 
 API_KEY = "test-key"
+RELIABILITY_REPORT_ENV = "SIGMA_RELIABILITY_REPORT"
+DEFAULT_RELIABILITY_REPORT = "/tmp/sigma-reliability.json"
+_figures_key = pytest.StashKey[list[dict[str, Any]]]()
+
+
+@pytest.fixture
+def reliability_figures(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """Where a reliability test records its figures: one dict per scenario.
+
+    They are printed in the terminal summary and written as JSON to $SIGMA_RELIABILITY_REPORT
+    (default /tmp/sigma-reliability.json) at the end of the run.
+    """
+    return request.config.stash.setdefault(_figures_key, [])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Print the reliability figures recorded during the run, and write them to a file."""
+    figures = config.stash.get(_figures_key, [])
+    if not figures:
+        return
+    path = os.environ.get(RELIABILITY_REPORT_ENV, DEFAULT_RELIABILITY_REPORT)
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(figures, out, indent=2)
+    terminalreporter.section("reliability figures")
+    for row in figures:
+        terminalreporter.line(json.dumps(row))
+    terminalreporter.line(f"(also in {path})")
 
 
 @dataclass
@@ -34,6 +70,7 @@ class Stack:
     health: HealthBoard
     http: httpx.AsyncClient
     metrics: Metrics
+    faults: Faults
 
     @property
     def ws_url(self) -> str:
@@ -61,17 +98,34 @@ def make_config(**sections: Any) -> Config:
     return Config(**base)
 
 
+@pytest.fixture
+def faults() -> Iterator[Faults]:
+    """A fault registry for one test, every point disarmed again afterwards."""
+    registry = Faults()
+    yield registry
+    registry.clear()
+
+
 @asynccontextmanager
-async def running_stack(config: Config | None = None) -> AsyncIterator[Stack]:
-    """Start the real hub, sessions supervisor and gateway; stop them on exit."""
+async def running_stack(
+    config: Config | None = None, *, faults: Faults | None = None
+) -> AsyncIterator[Stack]:
+    """Start the real hub, sessions supervisor and gateway; stop them on exit.
+
+    `faults` (a fresh, disarmed registry when not given) reaches the hub and the gateway.
+    """
     config = config or make_config()
+    faults = faults or Faults(config.faults.points)
     hub_send, hub_receive = trio.open_memory_channel[HubMessage](config.hub.inbox_size)
     health = HealthBoard()
     metrics = Metrics()
     async with trio.open_nursery() as nursery:
         hub = await nursery.start(
             functools.partial(
-                run_hub, heartbeat_interval_s=config.heartbeat.interval_s, metrics=metrics
+                run_hub,
+                heartbeat_interval_s=config.heartbeat.interval_s,
+                metrics=metrics,
+                faults=faults,
             ),
             hub_receive,
             config.hub,
@@ -79,9 +133,16 @@ async def running_stack(config: Config | None = None) -> AsyncIterator[Stack]:
         sessions = await nursery.start(
             DynamicSupervisor("sessions", max_children=config.gateway.max_connections).run
         )
-        gateway = await nursery.start(run_gateway, config, hub_send, sessions, health, metrics)
+        gateway = await nursery.start(
+            functools.partial(run_gateway, faults=faults),
+            config,
+            hub_send,
+            sessions,
+            health,
+            metrics,
+        )
         async with httpx.AsyncClient(base_url=gateway.http_url) as http:
-            yield Stack(config, gateway, sessions, hub, hub_send, health, http, metrics)
+            yield Stack(config, gateway, sessions, hub, hub_send, health, http, metrics, faults)
         nursery.cancel_scope.cancel()
 
 

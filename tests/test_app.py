@@ -18,6 +18,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from sigma.app import RunningApp, serve
 from sigma.config import Config, EngineConfig
 from sigma.engine.server import run_engine
+from sigma.supervision_types import ChildExited, ChildStarted
 
 
 def app_config(tmp_path: Path, **overrides: Any) -> Config:
@@ -156,3 +157,25 @@ async def test_engine_outage_shows_as_connection_errors_and_recovers_without_gat
             assert gateway.restarts == 0
         second_engine.cancel()
     assert first_engine.cancelled_caught and second_engine.cancelled_caught
+
+
+async def test_serve_arms_the_configured_faults_and_tees_its_supervision_events(
+    tmp_path: Path,
+) -> None:
+    config = app_config(
+        tmp_path,
+        faults={"points": [{"point": "heartbeat.tick", "action": "raise", "once": True}]},
+        supervisor={"backoff": {"min_s": 0.01, "max_s": 0.02}},
+    )
+    async with running_app(config) as app:
+        events = app.supervision.subscribe()
+        with trio.fail_after(10):
+            async for event in events:  # the configured fault crashes the heartbeat once
+                if isinstance(event, ChildStarted) and event.child_id == "heartbeat":
+                    break
+        point = app.faults.point("heartbeat.tick")
+        assert point.fired == 1 and not point.armed
+        assert [c.restarts for c in app.root.which_children() if c.id == "heartbeat"] == [1]
+    with trio.fail_after(1):
+        remaining = [event async for event in events]  # the channel ends with the tree
+    assert any(isinstance(event, ChildExited) and event.reason == "shutdown" for event in remaining)

@@ -94,6 +94,65 @@ def test_config_check_prints_a_config_that_loads_back_identically(
     assert load_config(echo) == Config()
 
 
+FAULTS_CONFIG = """
+[faults]
+admin = true
+
+[[faults.points]]
+point = "poller.call"
+action = "raise"
+every = 3
+
+[[faults.points]]
+point = "heartbeat.tick"
+action = "drop"
+probability = 0.25
+seed = 7
+"""
+
+
+def test_config_check_prints_fault_points_as_tables_that_load_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "faults.toml"
+    path.write_text(FAULTS_CONFIG)
+    config = load_config(path)
+    assert [spec.describe() for spec in config.faults.points] == [
+        "raise every 3 hit(s)",
+        "drop with probability 0.25 (seed 7)",
+    ]
+    assert main(["config", "check", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[[faults.points]]") == 2
+    echo = tmp_path / "echo.toml"
+    echo.write_text(printed)
+    assert load_config(echo) == config
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            '[[faults.points]]\npoint = "nowhere"\naction = "raise"\n',
+            "faults.points.0: unknown fault point 'nowhere'",
+        ),
+        (
+            '[[faults.points]]\npoint = "hub.publish"\naction = "drop"\n',
+            "faults.points.0: drop is not supported at hub.publish",
+        ),
+        ('[faults]\nadmin = "maybe"\n', "faults.admin: input should be a valid boolean"),
+    ],
+)
+def test_bad_fault_config_is_one_line_and_exit_2(
+    body: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
+
+
 def test_bad_config_through_the_real_command_has_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[supervisor]\nmax_restarts = -1\n")

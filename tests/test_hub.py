@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameDecoder
@@ -174,3 +176,19 @@ async def test_hub_actor_answers_publish_with_seqs_and_enriches_heartbeats() -> 
     assert outbox.close_reason is not None and outbox.close_reason.code == 1012
     assert actor.state.clients == {}
     assert messages == []  # closing the outbox on hub exit discards what was queued
+
+
+async def test_a_client_that_left_while_its_join_waited_is_not_welcomed() -> None:
+    """Its outbox is closed already: welcoming it would raise and take the hub down."""
+    hub_send, hub_receive = trio.open_memory_channel[Any](8)
+    gone, stays = Outbox(8), Outbox(8)
+    gone.close(1006, "")
+    async with trio.open_nursery() as nursery:
+        hub: HubActor = await nursery.start(
+            functools.partial(run_hub, heartbeat_interval_s=1.0), hub_receive, HubConfig()
+        )
+        await hub_send.send(Join(Client("gone", gone)))
+        await hub_send.send(Join(Client("stays", stays)))
+        await trio.testing.wait_all_tasks_blocked()
+        assert list(hub.state.clients) == ["stays"]
+        nursery.cancel_scope.cancel()

@@ -5,6 +5,8 @@ on a fixed grid (a slow send does not shift the next one). The event's data is w
 knows (server time, uptime, its own count, a one-word state per actor of the tree) plus what the
 hub adds (client count, last seq), and it is broadcast like any event, so a stalled hub or sender
 shows up at the client as missing heartbeats. Exits: when cancelled.
+
+Fault point `heartbeat.tick` (`sigma.faults`) is passed before each beat; `drop` skips that beat.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import trio
 
 from sigma.actors.hub import HubMessage, PublishHeartbeat
 from sigma.config import HeartbeatConfig
+from sigma.faults import FaultPoint, Faults
 from sigma.protocol import utc_now_iso
 from sigma.watchdog import Liveness
 
@@ -42,6 +45,7 @@ async def run_heartbeat(
     actor_states: ActorStates | None = None,
     started_at: float | None = None,
     liveness: Liveness | None = None,
+    faults: Faults | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Send a heartbeat through the hub every `interval_s`, the first one at once.
@@ -49,12 +53,14 @@ async def run_heartbeat(
     `actor_states` is read for every beat (no actors are reported without it); `started_at`
     (trio time) is what uptime counts from, by default this incarnation's start. `liveness` is
     given by a supervisor that watches the actor: it beats once per tick, and waiting for room in
-    the hub's inbox counts as idle (the hub is watched on its own).
+    the hub's inbox counts as idle (the hub is watched on its own). `faults` holds the
+    `heartbeat.tick` point.
 
     Resource handling: does not close `hub` (shared with other producers). Error handling: a
     closed hub inbox ends the actor with the error, for the supervisor to restart.
     """
     liveness = liveness or Liveness.unwatched()
+    fault = faults.point("heartbeat.tick") if faults is not None else FaultPoint("heartbeat.tick")
     now = trio.current_time()
     uptime_from = now if started_at is None else started_at
     task_status.started()
@@ -62,13 +68,14 @@ async def run_heartbeat(
     deadline = now
     while True:
         liveness.beat()
-        beat += 1
-        actors = actor_states() if actor_states is not None else {}
-        data = heartbeat_data(
-            started_at=uptime_from, now=trio.current_time(), beat=beat, actors=actors
-        )
-        liveness.idle()
-        await hub.send(PublishHeartbeat(data))
-        liveness.beat()
+        if not (fault.armed and await fault.hit()):
+            beat += 1
+            actors = actor_states() if actor_states is not None else {}
+            data = heartbeat_data(
+                started_at=uptime_from, now=trio.current_time(), beat=beat, actors=actors
+            )
+            liveness.idle()
+            await hub.send(PublishHeartbeat(data))
+            liveness.beat()
         deadline += config.interval_s
         await trio.sleep_until(deadline)

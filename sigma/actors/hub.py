@@ -19,6 +19,9 @@ per event, never per client) and lets scrapes read its client table.
 
 The inbox's receive end belongs to whoever built the tree, not to the hub, so messages that
 arrive while the hub is being restarted wait in its buffer instead of being discarded.
+
+Fault point `hub.publish` (`sigma.faults`) is passed before each message is taken from the
+inbox, so an injected crash there loses nothing: the message waits for the next incarnation.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import trio
 
 from sigma.actors.hub_state import Client, HubState
 from sigma.config import HubConfig
+from sigma.faults import FaultPoint, Faults
 from sigma.metrics import Metrics
 from sigma.protocol import Event, ListSubscriptions, Subscribe, Unsubscribe, make_event
 from sigma.watchdog import Liveness
@@ -144,6 +148,11 @@ class HubActor:
                 if self._metrics is not None:
                     self._metrics.heartbeat_sent()
             case Join(client, since, epoch):
+                if client.outbox.close_reason is not None:
+                    # It left (or was cut) while its Join waited in the inbox; welcoming it
+                    # would raise OutboxClosed and take the hub down with every other client.
+                    log.debug("Client left before it joined", client_id=client.client_id)
+                    return
                 result = self.state.join(client, since=since, epoch=epoch)
                 log.debug(
                     "Client joined",
@@ -198,13 +207,15 @@ async def run_hub(
     metrics: Metrics | None = None,
     liveness: Liveness | None = None,
     state: HubState | None = None,
+    faults: Faults | None = None,
     task_status: trio.TaskStatus[HubActor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one incarnation of the hub until cancelled or the inbox ends.
 
     `metrics`, when given, is told of every broadcast and reads the client table on scrape;
     `liveness` is given by a supervisor that watches the hub (`ChildSpec.watchdog_s`);
-    `state`, when given, carries the numbering over from the previous incarnation.
+    `state`, when given, carries the numbering over from the previous incarnation; `faults`
+    holds the `hub.publish` point (never armed without it).
 
     Resource handling: does not close `inbox` (its owner does). Error handling: a crash
     propagates to the supervisor; either way every client is closed with 1012 on the way out.
@@ -215,24 +226,43 @@ async def run_hub(
     log.info("Hub started", epoch=actor.state.epoch, last_seq=actor.state.last_seq)
     if metrics is not None:
         metrics.attach_hub(actor)
+    fault = faults.point("hub.publish") if faults is not None else FaultPoint("hub.publish")
     task_status.started(actor)
     try:
         if liveness is None:
-            async for message in inbox:
-                actor.handle(message)
+            await _serve(actor, inbox, fault)
         else:
-            await _serve_watched(actor, inbox, liveness)
+            await _serve_watched(actor, inbox, liveness, fault)
     finally:
         if metrics is not None:
             metrics.detach_hub(actor)
         actor.state.close_all(SERVICE_RESTART_CODE, "hub restarted")
 
 
+async def _serve(
+    actor: HubActor, inbox: trio.MemoryReceiveChannel[HubMessage], fault: FaultPoint
+) -> None:
+    """The hub's loop, unwatched."""
+    while True:
+        if fault.armed:
+            await fault.hit()  # before taking a message: a crash here loses none
+        try:
+            message = await inbox.receive()
+        except trio.EndOfChannel:
+            return
+        actor.handle(message)
+
+
 async def _serve_watched(
-    actor: HubActor, inbox: trio.MemoryReceiveChannel[HubMessage], liveness: Liveness
+    actor: HubActor,
+    inbox: trio.MemoryReceiveChannel[HubMessage],
+    liveness: Liveness,
+    fault: FaultPoint,
 ) -> None:
     """The hub's loop with a beat per message; waiting on the inbox is idle, not hung."""
     while True:
+        if fault.armed:
+            await fault.hit()  # busy, not idle: a hang here is the watchdog's to find
         liveness.idle()
         try:
             message = await inbox.receive()

@@ -14,6 +14,9 @@ events of one poller in a deterministic order and means a dead engine gives one 
 Every reply is validated against the JSON-RPC 2.0 envelope (`RpcResponse`). A reply that cannot
 be used is published as an `rpc_error` with code `INVALID_REPLY` (-32603, the spec's "Internal
 error") and a message that starts with "invalid reply".
+
+Fault point `poller.call` (`sigma.faults`) is passed before each call; `drop` skips that poll (the
+method is next due on its grid, as after an answer).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from sigma.actors.change_tracker import TRACKED_METHODS, ChangeTracker, EngineLi
 from sigma.actors.hub import HubMessage, Publish
 from sigma.config import PollerConfig
 from sigma.errors import EngineProtocolError, EngineUnavailable
+from sigma.faults import FaultPoint, Faults
 from sigma.health import HealthBoard
 from sigma.metrics import Metrics
 from sigma.protocol import Event
@@ -235,6 +239,7 @@ async def run_poller(
     rng: random.Random | None = None,
     metrics: Metrics | None = None,
     liveness: Liveness | None = None,
+    faults: Faults | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Poll the engine's methods at their intervals and publish events until cancelled.
@@ -245,7 +250,7 @@ async def run_poller(
     `metrics`, when given, times every call and counts `rpc_error` events. `liveness` is given by
     a supervisor that watches the poller: it beats once per turn (each wait in a turn is bounded:
     the next due time, the call's timeout, the retry delay) and waiting for room in the hub's
-    inbox counts as idle.
+    inbox counts as idle. `faults` holds the `poller.call` point.
 
     Resource handling: owns one `httpx.AsyncClient` (and its connections), closed on the way
     out whatever the exit. Does not close `hub`, which other producers share.
@@ -259,6 +264,7 @@ async def run_poller(
     """
     tracker = ChangeTracker()
     liveness = liveness or Liveness.unwatched()
+    fault = faults.point("poller.call") if faults is not None else FaultPoint("poller.call")
     link = EngineLink(
         min_s=config.retry_min_s, max_s=config.retry_max_s, rng=rng or random.Random()
     )
@@ -281,6 +287,9 @@ async def run_poller(
             liveness.beat()
             method, due = schedule.next()
             await trio.sleep_until(due)
+            if fault.armed and await fault.hit():
+                schedule.polled(method, trio.current_time())
+                continue
             url = endpoints.engine_url
             called_at = trio.current_time()
             try:

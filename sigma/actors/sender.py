@@ -10,6 +10,9 @@ trio-websocket's per-connection stream lock, so writes never interleave with the
 pongs and close frames. This is the one place that reaches into trio-websocket's internals: it
 offers no public way to write prepared frames, and one `send_message` await per frame costs
 several times the throughput.
+
+Fault point `sender.write` (`sigma.faults`) is passed before each batch is written: `raise`
+crashes the session, `drop` cuts the connection as if the client had vanished (`ClientGone`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from trio_websocket import WebSocketConnection
 
 from sigma.actors.hub_state import reply_frame
 from sigma.actors.outbox import Outbox, OutboxClosed
+from sigma.faults import FaultPoint
 from sigma.protocol import missed_events_notice
 
 
@@ -40,13 +44,16 @@ async def write_frames(ws: WebSocketConnection, data: bytes) -> None:
         raise ClientGone(str(exc) or type(exc).__name__) from None
 
 
-async def pump(ws: WebSocketConnection, outbox: Outbox) -> None:
+async def pump(ws: WebSocketConnection, outbox: Outbox, fault: FaultPoint | None = None) -> None:
     """Send everything the hub queues for this client until the outbox is closed.
+
+    `fault` is the `sender.write` fault point (see the module docstring).
 
     Error handling: returns when the outbox is closed; raises `ClientGone` when the socket
     breaks. Cancellation may stop it in the middle of a write, after which the connection's
     framing is unknown and the caller must abort the stream rather than send a close frame.
     """
+    point = fault or FaultPoint("sender.write")
     while True:
         try:
             batch = await outbox.receive_batch()
@@ -56,4 +63,6 @@ async def pump(ws: WebSocketConnection, outbox: Outbox) -> None:
         chunks = [frame.data for frame in batch]
         if dropped:
             chunks.insert(0, reply_frame(missed_events_notice(dropped)).data)
+        if point.armed and await point.hit():
+            raise ClientGone("fault injected at sender.write: connection cut")
         await write_frames(ws, b"".join(chunks))

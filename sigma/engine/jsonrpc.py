@@ -17,10 +17,16 @@ Handlers raise `RpcError` (or `InvalidParams`) for errors the caller should see;
 exception is logged with its traceback and answered with a bare -32603: no stack trace ever
 reaches the wire. Application error codes live in -32000..-32099 and are declared per method, so
 `rpc.discover` lists them.
+
+Fault point `engine.method` (`sigma.faults`), when `dispatch` is given it, is passed before each
+method runs: `raise` is answered with a bare -32603 like any handler failure, `hang` and `delay`
+hold the call, and `drop` leaves it unanswered (`CallDropped`: the server closes the connection;
+inside a batch the call is just left out of the replies).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +45,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic import ValidationError as PydanticValidationError
+
+from sigma.faults import FaultPoint, InjectedFault
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +73,10 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+class CallDropped(Exception):
+    """The `engine.method` fault point said this call goes unanswered."""
 
 
 class InvalidParams(RpcError):
@@ -217,10 +229,11 @@ def _params_by_name(
     return dict(zip(fields, params, strict=False))
 
 
-async def call(registry: Registry, raw: object) -> Response | None:
+async def call(registry: Registry, raw: object, fault: FaultPoint | None = None) -> Response | None:
     """Run one call (already decoded from JSON); None when no reply is due (a notification).
 
-    Error handling: every failure becomes an error response; only cancellation propagates.
+    Error handling: every failure becomes an error response; only cancellation propagates, and
+    `CallDropped` when `fault` drops the call.
     """
     try:
         request = Request.model_validate(raw)
@@ -228,11 +241,11 @@ async def call(registry: Registry, raw: object) -> Response | None:
         return error_response(
             _readable_id(raw), INVALID_REQUEST, "Invalid Request", describe_validation_error(exc)
         )
-    response = await _run(registry, request)
+    response = await _run(registry, request, fault)
     return None if request.is_notification else response
 
 
-async def _run(registry: Registry, request: Request) -> Response:
+async def _run(registry: Registry, request: Request, fault: FaultPoint | None) -> Response:
     method = registry.get(request.method)
     if method is None:
         return error_response(
@@ -244,6 +257,13 @@ async def _run(registry: Registry, request: Request) -> Response:
         return error_response(request.id, INVALID_PARAMS, describe_validation_error(exc))
     except RpcError as exc:
         return error_response(request.id, exc.code, exc.message, exc.data)
+    if fault is not None and fault.armed:
+        try:
+            if await fault.hit():
+                raise CallDropped(method.name)
+        except InjectedFault as exc:
+            log.warning("Fault injected into an RPC method", method=method.name, error=str(exc))
+            return error_response(request.id, INTERNAL_ERROR, "Internal error")
     try:
         result = await method.handler(params)
         if not isinstance(result, method.result_model):
@@ -256,11 +276,14 @@ async def _run(registry: Registry, request: Request) -> Response:
         return error_response(request.id, INTERNAL_ERROR, "Internal error")
 
 
-async def _call_batch(registry: Registry, batch: list[Any]) -> list[Response]:
+async def _call_batch(
+    registry: Registry, batch: list[Any], fault: FaultPoint | None
+) -> list[Response]:
     replies: list[Response | None] = [None] * len(batch)
 
     async def call_into(index: int, raw: object) -> None:
-        replies[index] = await call(registry, raw)
+        with contextlib.suppress(CallDropped):  # a dropped call of a batch is not answered
+            replies[index] = await call(registry, raw, fault)
 
     async with trio.open_nursery() as nursery:
         for index, raw in enumerate(batch):
@@ -268,10 +291,15 @@ async def _call_batch(registry: Registry, batch: list[Any]) -> list[Response]:
     return [reply for reply in replies if reply is not None]
 
 
-async def dispatch(registry: Registry, body: bytes) -> bytes | None:
+async def dispatch(
+    registry: Registry, body: bytes, *, fault: FaultPoint | None = None
+) -> bytes | None:
     """Answer one HTTP body: the JSON to send back, or None when nothing is to be returned.
 
+    `fault` is the `engine.method` fault point, passed before each method runs.
+
     Error handling: never raises for bad input; every error is a JSON-RPC error object.
+    Raises `CallDropped` when `fault` drops a single call: the caller must not answer it.
     """
     try:
         decoded = orjson.loads(body)
@@ -283,9 +311,9 @@ async def dispatch(registry: Registry, body: bytes) -> bytes | None:
         if len(decoded) > MAX_BATCH_REQUESTS:
             detail = f"batch of {len(decoded)} calls; at most {MAX_BATCH_REQUESTS} are allowed"
             return _encode(error_response(None, INVALID_REQUEST, "Invalid Request", detail))
-        replies = await _call_batch(registry, decoded)
+        replies = await _call_batch(registry, decoded, fault)
         return orjson.dumps([reply.to_wire() for reply in replies]) if replies else None
-    reply = await call(registry, decoded)
+    reply = await call(registry, decoded, fault)
     return None if reply is None else _encode(reply)
 
 

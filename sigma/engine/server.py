@@ -10,6 +10,8 @@ HTTP contract (HTTP/1.1 through `sigma.http.HttpServerConnection`, keep-alive):
   `{"error": "<code>", "detail": "<text>"}`.
 - A connection stays open between requests for up to `IDLE_TIMEOUT_S`; a body must arrive within
   `BODY_TIMEOUT_S`.
+- With the `engine.method` fault point armed to `drop`, a call is not answered at all: the
+  connection is closed, as by an engine that died mid-request.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import trio
 from sigma.config import EngineConfig
 from sigma.engine.compression_methods import CompressionMethods
 from sigma.engine.jobs import JobBook
-from sigma.engine.jsonrpc import Registry, dispatch
+from sigma.engine.jsonrpc import CallDropped, Registry, dispatch
 from sigma.engine.methods import HostMethods
 from sigma.engine.openrpc import Discovery
 from sigma.engine.paths import resolve_data_dir
 from sigma.engine.workers import WorkerPool
+from sigma.faults import FaultPoint, Faults
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
 
 log = structlog.get_logger(__name__)
@@ -62,8 +65,12 @@ def build_registry(pool: WorkerPool, config: EngineConfig) -> Registry:
     return registry
 
 
-async def serve_connection(registry: Registry, stream: trio.abc.Stream) -> None:
+async def serve_connection(
+    registry: Registry, stream: trio.abc.Stream, *, fault: FaultPoint | None = None
+) -> None:
     """Answer requests on one connection until the peer closes it, idles out or breaks it.
+
+    `fault` is the `engine.method` fault point, passed before each method runs.
 
     Resource handling: closes `stream` on every path.
 
@@ -73,9 +80,11 @@ async def serve_connection(registry: Registry, stream: trio.abc.Stream) -> None:
     """
     connection = HttpServerConnection(stream, max_body_bytes=MAX_BODY_BYTES)
     try:
-        await _serve_requests(registry, connection)
+        await _serve_requests(registry, connection, fault)
     except PeerGone:
         pass
+    except CallDropped as dropped:
+        log.debug("Fault injected: call dropped, connection closed unanswered", method=str(dropped))
     except HttpError as exc:
         await _answer_error(connection, exc.status, exc.error, exc.detail)
     except Exception:
@@ -85,7 +94,9 @@ async def serve_connection(registry: Registry, stream: trio.abc.Stream) -> None:
         await trio.aclose_forcefully(stream)
 
 
-async def _serve_requests(registry: Registry, connection: HttpServerConnection) -> None:
+async def _serve_requests(
+    registry: Registry, connection: HttpServerConnection, fault: FaultPoint | None
+) -> None:
     while True:
         request: HttpRequest | None = None
         with trio.move_on_after(IDLE_TIMEOUT_S):
@@ -97,13 +108,17 @@ async def _serve_requests(registry: Registry, connection: HttpServerConnection) 
                 body = await connection.read_body()
         except trio.TooSlowError:
             raise HttpError(408, "request_timeout", f"no body within {BODY_TIMEOUT_S} s") from None
-        await _answer(registry, connection, request, body)
+        await _answer(registry, connection, request, body, fault)
         if not connection.keep_alive:
             return
 
 
 async def _answer(
-    registry: Registry, connection: HttpServerConnection, request: HttpRequest, body: bytes
+    registry: Registry,
+    connection: HttpServerConnection,
+    request: HttpRequest,
+    body: bytes,
+    fault: FaultPoint | None = None,
 ) -> None:
     if request.path != RPC_PATH:
         detail = f"no route for {request.path}; JSON-RPC is served at POST {RPC_PATH}"
@@ -112,7 +127,7 @@ async def _answer(
         payload = {"error": "method_not_allowed", "detail": f"{RPC_PATH} accepts POST only"}
         await connection.respond(405, orjson.dumps(payload), headers=(("allow", "POST"),))
     else:
-        reply = await dispatch(registry, body)
+        reply = await dispatch(registry, body, fault=fault)
         await connection.respond(200, reply or b"")
 
 
@@ -142,13 +157,14 @@ async def _open_listeners(config: EngineConfig) -> list[trio.SocketListener]:
 async def run_engine(
     config: EngineConfig,
     *,
+    faults: Faults | None = None,
     task_status: trio.TaskStatus[EngineHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the JSON-RPC engine on `config.host:config.port` until cancelled.
 
     Creates `config.data_dir` if missing, starts `config.workers` compression workers, binds
     (port 0 picks a free port) and calls `task_status.started(EngineHandle)` once it accepts
-    connections.
+    connections. `faults`, when given, holds the `engine.method` point.
 
     Resource handling: the listening socket, every connection and the worker pool live in this
     call's nursery and are closed when it is cancelled; running jobs are asked to stop and their
@@ -168,7 +184,8 @@ async def run_engine(
             )
             await nursery.start(pool.run)
             registry = build_registry(pool, config)
-            handler = functools.partial(serve_connection, registry)
+            fault = faults.point("engine.method") if faults is not None else None
+            handler = functools.partial(serve_connection, registry, fault=fault)
             await nursery.start(trio.serve_listeners, handler, listeners)
             port = listeners[0].socket.getsockname()[1]
             handle = _handle_for(config.host, port)

@@ -1,0 +1,200 @@
+"""What a disarmed fault point costs on the hot paths: one attribute read.
+
+Usage:
+    python benchmarks/fault_overhead.py [--iterations N] [--repeats R]
+
+Three measurements, each timed with the point disarmed ("checked") and with the check taken out
+("unchecked"), in ns per call (best of R runs, and the median):
+
+- `check`: the bare `if point.armed:` against an empty loop body;
+- `hub`: the hub's loop body (`HubActor.handle` of one `Publish` to one client, whose queue is
+  emptied every 1000 events), as `_serve` runs it, preceded or not by the `hub.publish` check;
+- `sender`: the real `sigma.actors.sender.pump` (which passes the `sender.write` point) against a
+  copy of its loop without the check, writing one frame per batch to a stream that discards it.
+
+The differences are a few nanoseconds against microseconds of work; the `check` line shows the
+raw cost. Noise between runs is of the same order, so read the two columns side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from sigma.actors.hub import HubActor, Publish
+from sigma.actors.hub_state import Client, build_frame, reply_frame
+from sigma.actors.outbox import Frame, Outbox, OutboxClosed
+from sigma.actors.sender import pump, write_frames
+from sigma.config import HubConfig
+from sigma.faults import FaultPoint, Faults
+from sigma.log import configure_logging
+from sigma.protocol import make_event, missed_events_notice
+
+HUB_CLIENTS = 1
+DRAIN_EVERY = 1000
+
+
+def best_and_median(run: Callable[[int], float], iterations: int, repeats: int) -> list[float]:
+    """Nanoseconds per iteration of each of `repeats` runs."""
+    return [run(iterations) / iterations for _ in range(repeats)]
+
+
+# --- the bare check ------------------------------------------------------------------------------
+
+
+def bare_checked(iterations: int) -> float:
+    point = Faults().point("hub.publish")
+    hits = 0
+    started = time.perf_counter_ns()
+    for _ in range(iterations):
+        if point.armed:
+            hits += 1
+    return time.perf_counter_ns() - started
+
+
+def bare_unchecked(iterations: int) -> float:
+    started = time.perf_counter_ns()
+    for _ in range(iterations):
+        pass
+    return time.perf_counter_ns() - started
+
+
+# --- the hub's loop body -------------------------------------------------------------------------
+
+
+def new_hub() -> tuple[HubActor, list[Outbox]]:
+    actor = HubActor(HubConfig(queue_size=1_000_000), heartbeat_interval_s=15.0)
+    outboxes = [Outbox(1_000_000) for _ in range(HUB_CLIENTS)]
+    for n, outbox in enumerate(outboxes):
+        actor.state.join(Client(f"c{n}", outbox), since=None, epoch=None)
+        outbox._frames.clear()
+    return actor, outboxes
+
+
+def hub_run(checked: bool) -> Callable[[int], float]:
+    def run(iterations: int) -> float:
+        async def main() -> float:
+            actor, outboxes = new_hub()
+            point = Faults().point("hub.publish")
+            message = Publish((make_event("notification", {"n": 1}),))
+            started = time.perf_counter_ns()
+            for _ in range(iterations // DRAIN_EVERY):
+                if checked:
+                    for _ in range(DRAIN_EVERY):
+                        if point.armed:
+                            await point.hit()
+                        actor.handle(message)
+                else:
+                    for _ in range(DRAIN_EVERY):
+                        actor.handle(message)
+                for outbox in outboxes:
+                    outbox._frames.clear()
+            return time.perf_counter_ns() - started
+
+        return trio.run(main)
+
+    return run
+
+
+# --- the sender's loop ---------------------------------------------------------------------------
+
+
+class DiscardingStream:
+    """Takes every write; refills the outbox so that the pump's next batch is ready at once."""
+
+    def __init__(self, outbox: Outbox, frame: Frame, writes: int) -> None:
+        self.outbox = outbox
+        self.frame = frame
+        self.left = writes
+
+    async def send_all(self, data: bytes) -> None:
+        self.left -= 1
+        if self.left > 0:
+            self.outbox.send_nowait(self.frame)
+        else:
+            self.outbox.close(1000, "done")
+
+
+class FakeConnection:
+    """What `write_frames` touches of a trio-websocket connection."""
+
+    def __init__(self, stream: DiscardingStream) -> None:
+        self.closed = None
+        self._stream_lock = trio.StrictFIFOLock()
+        self._stream = stream
+
+
+async def pump_without_check(ws: Any, outbox: Outbox) -> None:
+    """`sigma.actors.sender.pump` as of this writing, without the fault check."""
+    while True:
+        try:
+            batch = await outbox.receive_batch()
+        except OutboxClosed:
+            return
+        dropped = outbox.take_dropped()
+        chunks = [frame.data for frame in batch]
+        if dropped:
+            chunks.insert(0, reply_frame(missed_events_notice(dropped)).data)
+        await write_frames(ws, b"".join(chunks))
+
+
+def sender_run(checked: bool) -> Callable[[int], float]:
+    def run(iterations: int) -> float:
+        async def main() -> float:
+            frame = build_frame(b'{"type":"notification","seq":1,"data":{}}', "notification")
+            outbox = Outbox(16)
+            ws = FakeConnection(DiscardingStream(outbox, frame, iterations))
+            outbox.send_nowait(frame)
+            point: FaultPoint = Faults().point("sender.write")
+            started = time.perf_counter_ns()
+            if checked:
+                await pump(ws, outbox, point)  # type: ignore[arg-type]
+            else:
+                await pump_without_check(ws, outbox)
+            return time.perf_counter_ns() - started
+
+        return trio.run(main)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    configure_logging("warning", "console")  # as in production: no debug line per broadcast
+    cases: list[tuple[str, Callable[[int], float], Callable[[int], float], int]] = [
+        ("check", bare_checked, bare_unchecked, args.iterations * 10),
+        ("hub", hub_run(True), hub_run(False), args.iterations),
+        ("sender", sender_run(True), sender_run(False), args.iterations),
+    ]
+    print(f"ns per call, best / median of {args.repeats} runs (disarmed point vs no check)")
+    print(f"{'path':<8} {'checked':>18} {'unchecked':>18} {'difference':>12}")
+    for name, checked, unchecked, iterations in cases:
+        with_check: list[float] = []
+        without: list[float] = []
+        for _ in range(args.repeats):  # interleaved, so drift hits both alike
+            gc.collect()
+            gc.disable()
+            try:
+                with_check += best_and_median(checked, iterations, 1)
+                without += best_and_median(unchecked, iterations, 1)
+            finally:
+                gc.enable()
+        best_with, best_without = min(with_check), min(without)
+        print(
+            f"{name:<8} {best_with:8.1f} / {statistics.median(with_check):7.1f} "
+            f"{best_without:8.1f} / {statistics.median(without):7.1f} "
+            f"{best_with - best_without:+11.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
