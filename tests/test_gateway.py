@@ -252,3 +252,18 @@ async def test_handshake_that_never_completes_is_closed(
         with trio.fail_after(stack.config.gateway.handshake_timeout_s + 1):
             assert await stream.receive_some(1024) == b""
         assert stack.sessions.count_children().active == 0
+
+
+async def test_plain_get_keeps_the_connection_alive() -> None:
+    async with running_stack() as stack:
+        stream = await trio.open_tcp_stream("127.0.0.1", stack.gateway.port)
+        for _ in range(3):
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: sigma\r\n\r\n")
+            response = b""
+            with trio.fail_after(5):
+                while b"}" not in response:
+                    response += await stream.receive_some(65536)
+            head = response.split(b"\r\n\r\n")[0].lower()
+            assert head.startswith(b"http/1.1 200")
+            assert b"connection: close" not in head
+        await stream.aclose()

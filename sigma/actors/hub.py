@@ -148,19 +148,17 @@ class HubActor:
                 if self._metrics is not None:
                     self._metrics.heartbeat_sent()
             case Join(client, since, epoch):
-                if client.outbox.close_reason is not None:
-                    # It left (or was cut) while its Join waited in the inbox; welcoming it
-                    # would raise OutboxClosed and take the hub down with every other client.
-                    log.debug("Client left before it joined", client_id=client.client_id)
-                    return
                 result = self.state.join(client, since=since, epoch=epoch)
-                log.debug(
-                    "Client joined",
-                    client_id=client.client_id,
-                    recovered=result.recovered,
-                    replayed=result.replayed,
-                    total_clients=len(self.state.clients),
-                )
+                if result is None:
+                    log.debug("Client left before it joined", client_id=client.client_id)
+                else:
+                    log.debug(
+                        "Client joined",
+                        client_id=client.client_id,
+                        recovered=result.recovered,
+                        replayed=result.replayed,
+                        total_clients=len(self.state.clients),
+                    )
             case Leave(client_id):
                 leaving = self.state.clients.get(client_id)
                 if leaving is not None:

@@ -135,11 +135,14 @@ class HubState:
 
     # --- clients --------------------------------------------------------------------------
 
-    def join(self, client: Client, *, since: int | None, epoch: str | None) -> JoinResult:
+    def join(self, client: Client, *, since: int | None, epoch: str | None) -> JoinResult | None:
         """Add a client: welcome it, replay what it missed when it resumes, then go live.
 
         Runs without awaiting, so no event can slip between the replay and live delivery.
+        Returns None, changing nothing, for a client that left while its join was on its way.
         """
+        if client.outbox.close_reason is not None:
+            return None
         client.subscriptions = client.subscriptions & client.allowed
         recovered, backlog = self._resume(client, since, epoch)
         client.outbox.send_beyond_capacity(
