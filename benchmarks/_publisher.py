@@ -1,0 +1,176 @@
+"""The publisher process: sends batches of ~200-byte JSON events to the server under test.
+
+Every server gets the same request body, a JSON array of `{"type": ..., "data": ...}` objects,
+and answers each batch before the next is sent (one batch in flight, like one HTTP/1.1
+keep-alive connection):
+
+- Sigma: `POST /api/publish` over one persistent HTTP/1.1 connection (httpx), answered
+  `{"seqs": [...]}`.
+- The peers: one text frame on a control WebSocket at `/publish`, answered `{"seqs": [...]}` on
+  the same connection (the peers have no HTTP POST route; a control WebSocket is the cheapest
+  equivalent they can offer with their stock libraries).
+
+Every event in a batch carries the batch's send time as `"bt":<time.time_ns()>`, the last key
+of `data`, so the clients can compute latency; `"bn"` is its number in this run.
+
+Two pacings:
+- `max`: flow control by window. A batch is sent only while the slowest client is at most
+  `window` events behind what was published, so the rate is the fastest that every client keeps
+  up with and nothing is dropped (the server's queues are configured larger than the window).
+- `fixed`: `rate` events per second in batches every `tick` seconds, open loop; the achieved rate
+  is reported (a server that cannot take the requests in time lowers it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+from _clients import Shared
+
+EVENT_TYPE = "notification"
+PAD = "x" * 56
+"""Sized so an event is ~200 bytes on the wire with Sigma's envelope (type, timestamp, seq)."""
+
+
+def batch_body(first: int, count: int, stamp_ns: int) -> bytes:
+    """A JSON array of `count` events numbered from `first`, all stamped `stamp_ns`."""
+    items = ",".join(
+        f'{{"type":"{EVENT_TYPE}","data":{{"bn":{n},"pad":"{PAD}","bt":{stamp_ns}}}}}'
+        for n in range(first, first + count)
+    )
+    return f"[{items}]".encode()
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    """How the publisher reaches the server and paces itself."""
+
+    kind: str
+    """`http` (Sigma's publish API) or `ws` (a peer's control WebSocket)."""
+    url: str
+    api_key: str
+    mode: str
+    """`max` or `fixed`."""
+    batch: int
+    window: int = 0
+    rate: float = 0.0
+    tick_s: float = 0.01
+    lifetime_s: float = 600.0
+
+
+class HttpPublisher:
+    """Publishes to Sigma: `POST /api/publish` on one keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, url: str, api_key: str) -> None:
+        import httpx
+
+        self.client = httpx.Client(
+            base_url=url,
+            headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
+            timeout=30.0,
+        )
+
+    def send(self, body: bytes) -> None:
+        response = self.client.post("/api/publish", content=body)
+        if response.status_code != 200:
+            raise RuntimeError(f"publish answered {response.status_code}: {response.text[:200]}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class WsPublisher:
+    """Publishes to a peer: one text frame per batch on its `/publish` control WebSocket."""
+
+    def __init__(self, url: str) -> None:
+        from websockets.sync.client import connect
+
+        self.ws = connect(url, compression=None, max_size=None, open_timeout=10)
+
+    def send(self, body: bytes) -> None:
+        self.ws.send(body, text=True)
+        reply = self.ws.recv(timeout=30)
+        if b'"seqs"' not in (reply.encode() if isinstance(reply, str) else reply):
+            raise RuntimeError(f"publish answered {reply[:200]!r}")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def run_publisher(plan: PublishPlan, shared: Shared, results: Pipe) -> None:
+    """Process entry point: connect, wait for the go flag, publish until told to stop, report."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    born = time.monotonic()
+    report: dict[str, Any] = {"published": 0, "requests": 0, "error": None}
+    publisher: HttpPublisher | WsPublisher | None = None
+    try:
+        publisher = (
+            HttpPublisher(plan.url, plan.api_key) if plan.kind == "http" else WsPublisher(plan.url)
+        )
+        while shared[Shared.PUB_GO] == 0 and time.monotonic() - born < plan.lifetime_s:
+            time.sleep(0.001)
+        started = time.monotonic()
+        if plan.mode == "max":
+            _max_rate(plan, shared, publisher, report, born)
+        else:
+            _fixed_rate(plan, shared, publisher, report, born)
+        report["elapsed_s"] = time.monotonic() - started
+    except Exception as exc:
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        shared[Shared.PUB_ERRORS] = shared[Shared.PUB_ERRORS] + 1
+    finally:
+        if publisher is not None:
+            with contextlib.suppress(Exception):
+                publisher.close()
+        with contextlib.suppress(OSError):
+            results.send(report)
+            results.close()
+
+
+def _publish(publisher: Any, shared: Shared, report: dict[str, Any], count: int) -> None:
+    first = report["published"]
+    shared[Shared.SENT] = first + count
+    publisher.send(batch_body(first, count, time.time_ns()))
+    report["published"] = first + count
+    report["requests"] += 1
+    shared[Shared.PUBLISHED] = first + count
+
+
+def _max_rate(
+    plan: PublishPlan, shared: Shared, publisher: Any, report: dict[str, Any], born: float
+) -> None:
+    while shared[Shared.PUB_GO] == 1 and time.monotonic() - born < plan.lifetime_s:
+        behind = report["published"] + plan.batch - shared.fewest()
+        if behind <= plan.window:
+            _publish(publisher, shared, report, plan.batch)
+        else:
+            report["waits"] = report.get("waits", 0) + 1
+            time.sleep(0.0002)
+
+
+def _fixed_rate(
+    plan: PublishPlan, shared: Shared, publisher: Any, report: dict[str, Any], born: float
+) -> None:
+    per_tick = max(1, round(plan.rate * plan.tick_s))
+    tick = per_tick / plan.rate
+    start = time.monotonic()
+    ticks = 0
+    late = 0
+    while shared[Shared.PUB_GO] == 1 and time.monotonic() - born < plan.lifetime_s:
+        due = start + ticks * tick
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, 0.05))
+            continue
+        if wait < -tick:
+            late += 1
+        _publish(publisher, shared, report, per_tick)
+        ticks += 1
+    report["late_ticks"] = late
+    report["batch"] = per_tick
+    report["tick_s"] = tick
