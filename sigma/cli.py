@@ -7,6 +7,7 @@ Exit status: 0 after a clean stop (Ctrl-C or SIGTERM), 1 when the supervision tr
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -208,8 +209,27 @@ async def _start_and_report(
 ) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(lambda **kw: start(**kw))
+        settle_garbage_collector()
         log.info(f"{name} running", pid=os.getpid())
         task_status.started()
+
+
+GC_YOUNG_THRESHOLD = 100_000
+"""Allocations between young-generation collections (CPython's default is 700)."""
+
+
+def settle_garbage_collector() -> None:
+    """Tune CPython's cycle collector for a long-running server, once everything has started.
+
+    Every event and frame allocates short-lived objects that reference counting frees; the
+    default thresholds still run the cycle collector thousands of times a second, and its full
+    passes walk every long-lived object (one task and many objects per client), which measured
+    as about a third of the server's CPU under load. Freezing what exists after start-up takes
+    those objects out of every later pass, and a higher young threshold makes passes rare.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
 
 
 def _innermost(error: BaseException) -> BaseException:

@@ -249,7 +249,7 @@ class Gateway:
             epoch=request.query_value("epoch"),
             allowed=auth.claims.allowed if auth else CORE_EVENT_TYPES,
         )
-        if self.sessions.count_children().active >= self.config.gateway.max_connections:
+        if self.sessions.child_count() >= self.config.gateway.max_connections:
             raise HttpError(503, "too_many_connections", "connection limit reached")
         lease = self.per_address.acquire(peer)
         if lease is None:

@@ -166,6 +166,11 @@ class DynamicSupervisor(SupervisorCore):
         super().__init__(name, one_for_one, events, rng)
         self.max_children = max_children
 
+    def child_count(self) -> int:
+        """How many children it holds (starting, running or stopping); O(1), unlike
+        `count_children()`, for checks made on every new child."""
+        return len(self._children)
+
     async def run(
         self, *, task_status: trio.TaskStatus[DynamicSupervisor] = trio.TASK_STATUS_IGNORED
     ) -> None:

@@ -130,13 +130,16 @@ class Outbox:
     async def receive_batch(self) -> list[Frame]:
         """Wait for at least one frame, then take every queued frame at once.
 
+        Always passes one scheduling point: parking when the queue is empty, or yielding once
+        when it is not (which also lets more frames gather into the batch).
         Raises `OutboxClosed` once closed; frames still queued then are discarded.
         """
+        if self._frames or self._close_reason is not None:
+            await trio.lowlevel.checkpoint()
         while not self._frames and self._close_reason is None:
             await self._waiter.park()
         if self._close_reason is not None:
             raise OutboxClosed(self._close_reason)
-        await trio.lowlevel.checkpoint_if_cancelled()
         batch = list(self._frames)
         self._frames.clear()
         return batch

@@ -17,6 +17,8 @@ crashes the session, `drop` cuts the connection as if the client had vanished (`
 
 from __future__ import annotations
 
+import os
+
 import trio
 from trio_websocket import WebSocketConnection
 
@@ -31,17 +33,43 @@ class ClientGone(Exception):
 
 
 async def write_frames(ws: WebSocketConnection, data: bytes) -> None:
-    """Write prepared frame bytes to the connection's socket in one `send_all`.
+    """Write prepared frame bytes to the connection's socket, under its stream lock.
 
-    Raises `ClientGone` when the socket is closed or broken.
+    When nobody else holds the lock, the bytes go straight to the socket with one non-blocking
+    system call and no trip through trio's scheduler; only what the socket cannot take at once
+    is left to an awaited `send_all`. Raises `ClientGone` when the socket is closed or broken.
     """
     if ws.closed is not None:
         raise ClientGone(f"connection already closed ({ws.closed.code})")
+    lock = ws._stream_lock
     try:
-        async with ws._stream_lock:
-            await ws._stream.send_all(data)
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            async with lock:
+                await ws._stream.send_all(data)
+            return
+        try:
+            sent = _write_now(ws._stream, data)
+            if sent < len(data):
+                await ws._stream.send_all(memoryview(data)[sent:])
+        finally:
+            lock.release()
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise ClientGone(str(exc) or type(exc).__name__) from None
+
+
+def _write_now(stream: trio.abc.Stream, data: bytes) -> int:
+    """Write what the socket takes without blocking; 0 when it is not a socket or is full."""
+    transport = getattr(stream, "inner", stream)
+    if not isinstance(transport, trio.SocketStream):
+        return 0
+    try:
+        return os.write(transport.socket.fileno(), data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise ClientGone(exc.strerror or type(exc).__name__) from None
 
 
 async def pump(ws: WebSocketConnection, outbox: Outbox, fault: FaultPoint | None = None) -> None:
