@@ -96,3 +96,55 @@ def test_replies_may_exceed_capacity() -> None:
     outbox.send_nowait(frame(1))
     outbox.send_beyond_capacity(frame(2))
     assert len(outbox) == 2
+
+
+async def parked_sender(outbox: Outbox, got: list[list[Frame]]) -> None:
+    got.append(await outbox.receive_batch())
+
+
+async def test_flush_writes_straight_to_an_idle_client_and_wakes_nobody() -> None:
+    outbox = Outbox(capacity=8)
+    written: list[bytes] = []
+    outbox.attach_direct_writer(lambda data: written.append(data) or len(data))
+    flushes: list[Outbox] = []
+    got: list[list[Frame]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(parked_sender, outbox, got)
+        await trio.testing.wait_all_tasks_blocked()
+        outbox.offer(frame(1), flushes)
+        outbox.offer(frame(2), flushes)
+        assert flushes == [outbox]  # listed once, however many frames
+        for pending in flushes:
+            pending.flush()
+        await trio.testing.wait_all_tasks_blocked()
+        assert written == [b"12"] and got == [] and len(outbox) == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_partial_direct_write_leaves_the_rest_first_and_never_drops_it() -> None:
+    outbox = Outbox(capacity=2, policy="drop_oldest")
+    outbox.attach_direct_writer(lambda data: 1)
+    got: list[list[Frame]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(parked_sender, outbox, got)
+        await trio.testing.wait_all_tasks_blocked()
+        flushes: list[Outbox] = []
+        outbox.offer(frame(34), flushes)
+        outbox.flush()
+        outbox.send_nowait(frame(5))
+        outbox.send_nowait(frame(6))  # full: drops 5, never the unwritten "4"
+    assert [f.data for f in got[0]] == [b"4", b"6"]
+    assert outbox.take_dropped() == 1
+
+
+async def test_flush_wakes_the_sender_when_the_socket_takes_nothing() -> None:
+    outbox = Outbox(capacity=8)
+    outbox.attach_direct_writer(lambda data: 0)
+    got: list[list[Frame]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(parked_sender, outbox, got)
+        await trio.testing.wait_all_tasks_blocked()
+        flushes: list[Outbox] = []
+        outbox.offer(frame(7), flushes)
+        outbox.flush()
+    assert [f.data for f in got[0]] == [b"7"]

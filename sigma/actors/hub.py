@@ -2,7 +2,8 @@
 
 Reads: one inbox (`trio.MemoryReceiveChannel[HubMessage]`) that the poller, the heartbeat, the
 publish API and every client session write to (each with its own clone of the send end).
-Writes: each client's `Outbox`, only ever with `send_nowait`: the hub never awaits a client.
+Writes: each client's `Outbox`, never waiting: `offer` per event, then one `flush` per inbox
+message, which writes straight to an idle client's socket when it takes the bytes at once.
 Exits: when cancelled, or when every send end of the inbox is closed. On exit it closes every
 client's outbox with 1012 (service restart).
 
@@ -131,7 +132,11 @@ class HubActor:
         return max(current, self._departed_high_water)
 
     def handle(self, message: HubMessage) -> None:
-        """Act on one inbox message."""
+        """Act on one inbox message, then hand each touched client what it was given."""
+        self._act(message)
+        self.state.flush()
+
+    def _act(self, message: HubMessage) -> None:
         match message:
             case Publish(events, reply):
                 seqs = tuple(self._broadcast(event) for event in events)

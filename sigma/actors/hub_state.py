@@ -1,7 +1,7 @@
 """The hub's decisions, with no I/O: numbering, history, the client table and subscriptions.
 
 `HubState` is what the hub actor wraps in a loop. Every method is synchronous and never waits on
-a client: delivery is `Outbox.send_nowait`, and a client that cannot take a frame is cut off
+a client: delivery is `Outbox.offer` then `flush`, and a client that cannot take a frame is cut off
 according to its queue's policy.
 """
 
@@ -106,6 +106,7 @@ class HubState:
         self._by_type: dict[str, dict[str, Client]] = {t: {} for t in CORE_EVENT_TYPES}
         self._history: deque[tuple[int, Frame]] = deque(maxlen=history_size)
         self.slow_disconnects = 0
+        self._flushes: list[Outbox] = []
 
     # --- events ---------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class HubState:
         gone: list[str] = []
         for client in subscribers.values():
             try:
-                client.outbox.send_nowait(frame)
+                client.outbox.offer(frame, self._flushes)
             except SlowConsumer:
                 self.slow_disconnects += 1
                 client.outbox.close(SLOW_CONSUMER_CODE, "slow consumer")
@@ -132,6 +133,12 @@ class HubState:
         for client_id in gone:
             self.remove(client_id)
         return Broadcast(seq, sent_to, total - sent_to - len(gone), len(gone))
+
+    def flush(self) -> None:
+        """Hand every client touched since the last flush what was queued for it."""
+        flushes, self._flushes = self._flushes, []
+        for outbox in flushes:
+            outbox.flush()
 
     # --- clients --------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ Policies when the queue is full:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,10 @@ import trio
 
 SlowClientPolicy = Literal["disconnect", "drop_oldest", "conflate"]
 SNAPSHOT_TYPES = frozenset({"system_status", "storage_update", "agent_status"})
+PARTIAL_FRAME = "partial"
+"""The event type of the unwritten rest of a frame: it must go out first and is never dropped."""
+DirectWriter = Callable[[bytes], int]
+"""Writes what the socket takes now without waiting; returns how many bytes (0: none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,9 @@ class Outbox:
         self._waiter = trio.lowlevel.ParkingLot()
         self._closed_event = trio.Event()
         self._close_reason: CloseReason | None = None
+        self._direct: DirectWriter | None = None
+        self._flush_pending = False
+        self._partial_head = False
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -94,6 +102,47 @@ class Outbox:
         if self._waiter:
             self._waiter.unpark()
 
+    def offer(self, frame: Frame, flushes: list[Outbox]) -> None:
+        """The hub's `send_nowait`: queue the frame, and leave waking the sender to `flush()`.
+
+        The outbox puts itself on `flushes` (once) when its sender is waiting, so that the hub
+        can flush every touched client after a whole batch of events, not after each one.
+        """
+        if self._close_reason is not None:
+            raise OutboxClosed(self._close_reason)
+        frames = self._frames
+        if len(frames) >= self.capacity and not self._make_room():
+            raise SlowConsumer
+        frames.append(frame)
+        if len(frames) > self.high_water:
+            self.high_water = len(frames)
+        if self._waiter and not self._flush_pending:
+            self._flush_pending = True
+            flushes.append(self)
+
+    def attach_direct_writer(self, writer: DirectWriter) -> None:
+        """Let `flush()` write to the socket itself while the sender is idle."""
+        self._direct = writer
+
+    def flush(self) -> None:
+        """Hand what is queued to the client: written at once if the socket takes it all and
+        the sender is idle (no task switch at all), otherwise by waking the sender."""
+        self._flush_pending = False
+        frames = self._frames
+        if not frames or self._close_reason is not None or not self._waiter:
+            return
+        if self._direct is not None and not self.dropped and not self._partial_head:
+            data = b"".join(frame.data for frame in frames)
+            written = self._direct(data)
+            if written == len(data):
+                frames.clear()
+                return
+            if written:
+                frames.clear()
+                frames.append(Frame(data[written:], PARTIAL_FRAME))
+                self._partial_head = True
+        self._waiter.unpark()
+
     def send_beyond_capacity(self, frame: Frame) -> None:
         """Queue a frame the client must get whatever the bound (welcome, replay, replies)."""
         if self._close_reason is not None:
@@ -104,7 +153,12 @@ class Outbox:
 
     def _make_room(self) -> bool:
         if self.policy == "drop_oldest":
-            self._frames.popleft()
+            if self._partial_head:
+                if len(self._frames) < 2:
+                    return False
+                del self._frames[1]
+            else:
+                self._frames.popleft()
             self.dropped += 1
             return True
         if self.policy == "conflate":
@@ -142,6 +196,7 @@ class Outbox:
             raise OutboxClosed(self._close_reason)
         batch = list(self._frames)
         self._frames.clear()
+        self._partial_head = False
         return batch
 
     def take_dropped(self) -> int:

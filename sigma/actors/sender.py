@@ -59,6 +59,28 @@ async def write_frames(ws: WebSocketConnection, data: bytes) -> None:
         raise ClientGone(str(exc) or type(exc).__name__) from None
 
 
+def try_write_now(ws: WebSocketConnection, fault: FaultPoint | None, data: bytes) -> int:
+    """Write to the socket without waiting, if nobody is writing; how many bytes went out.
+
+    The hub's shortcut (`Outbox.flush`) for an idle sender. Never raises: 0 means "leave it
+    to the sender", which also finds any error itself. Off while `sender.write` is armed, so
+    every write passes the fault point.
+    """
+    if ws.closed is not None or (fault is not None and fault.armed):
+        return 0
+    lock = ws._stream_lock
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        return 0
+    try:
+        return _write_now(ws._stream, data)
+    except ClientGone:
+        return 0
+    finally:
+        lock.release()
+
+
 def _write_now(stream: trio.abc.Stream, data: bytes) -> int:
     """Write what the socket takes without blocking; 0 when it is not a socket or is full."""
     transport = getattr(stream, "inner", stream)
