@@ -24,7 +24,6 @@ client that stopped reading can never hold a session open.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 from sigma.actors.hub import UNDELIVERABLE, Command, HubMessage, Join, Leave
 from sigma.actors.hub_state import Client, reply_frame
 from sigma.actors.outbox import Outbox, OutboxClosed, SlowClientPolicy
-from sigma.actors.sender import ClientGone, pump, try_write_now
+from sigma.actors.sender import ClientGone, direct_writer, pump
 from sigma.auth import Authenticator, Claims, TokenRejected
 from sigma.faults import FaultPoint
 from sigma.limits import MessageRateLimit, Verdict
@@ -162,9 +161,9 @@ class ClientSession:
                         Join(self._client(), self._resume.since, self._resume.epoch)
                     )
                     task_status.started(self.client_id)
-                    self.outbox.attach_direct_writer(
-                        functools.partial(try_write_now, ws, self._write_fault)
-                    )
+                    writer = direct_writer(ws, self._write_fault)
+                    if writer is not None:
+                        self.outbox.attach_direct_writer(writer)
                     await self._serve(ws)
                     ws_nursery.cancel_scope.cancel()
             finally:

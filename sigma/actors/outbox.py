@@ -132,7 +132,7 @@ class Outbox:
         if not frames or self._close_reason is not None or not self._waiter:
             return
         if self._direct is not None and not self.dropped and not self._partial_head:
-            data = b"".join(frame.data for frame in frames)
+            data = frames[0].data if len(frames) == 1 else b"".join(f.data for f in frames)
             written = self._direct(data)
             if written == len(data):
                 frames.clear()

@@ -23,7 +23,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from sigma.actors.hub_state import reply_frame
-from sigma.actors.outbox import Outbox, OutboxClosed
+from sigma.actors.outbox import DirectWriter, Outbox, OutboxClosed
 from sigma.faults import FaultPoint
 from sigma.protocol import missed_events_notice
 
@@ -59,26 +59,31 @@ async def write_frames(ws: WebSocketConnection, data: bytes) -> None:
         raise ClientGone(str(exc) or type(exc).__name__) from None
 
 
-def try_write_now(ws: WebSocketConnection, fault: FaultPoint | None, data: bytes) -> int:
-    """Write to the socket without waiting, if nobody is writing; how many bytes went out.
+def direct_writer(ws: WebSocketConnection, fault: FaultPoint | None) -> DirectWriter | None:
+    """The hub's shortcut (`Outbox.flush`) for an idle sender: write without waiting.
 
-    The hub's shortcut (`Outbox.flush`) for an idle sender. Never raises: 0 means "leave it
-    to the sender", which also finds any error itself. Off while `sender.write` is armed, so
-    every write passes the fault point.
+    Returns a function that writes what the socket takes at once and says how many bytes went
+    out, or None when the connection is not over a socket. The function never raises: 0 means
+    "leave it to the sender", which also finds any error itself. It writes nothing while the
+    connection's stream lock is held (trio-websocket or the sender is mid-write: checking is
+    enough, as nothing can take the lock between the check and this synchronous write) or while
+    `sender.write` is armed, so that every write then passes the fault point.
     """
-    if ws.closed is not None or (fault is not None and fault.armed):
-        return 0
+    transport = getattr(ws._stream, "inner", ws._stream)
+    if not isinstance(transport, trio.SocketStream):
+        return None
+    sock = transport.socket  # its fileno() is asked each time: -1 once closed, never reused
     lock = ws._stream_lock
-    try:
-        lock.acquire_nowait()
-    except trio.WouldBlock:
-        return 0
-    try:
-        return _write_now(ws._stream, data)
-    except ClientGone:
-        return 0
-    finally:
-        lock.release()
+
+    def write(data: bytes) -> int:
+        if lock.locked() or ws.closed is not None or (fault is not None and fault.armed):
+            return 0
+        try:
+            return os.write(sock.fileno(), data)
+        except OSError:
+            return 0
+
+    return write
 
 
 def _write_now(stream: trio.abc.Stream, data: bytes) -> int:
