@@ -35,7 +35,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 
 from sigma.actors.hub import UNDELIVERABLE, Command, HubMessage, Join, Leave
 from sigma.actors.hub_state import Client, reply_frame
-from sigma.actors.outbox import Outbox, OutboxClosed, SlowClientPolicy
+from sigma.actors.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
 from sigma.actors.sender import ClientGone, direct_writer, pump
 from sigma.auth import Authenticator, Claims, TokenRejected
 from sigma.faults import FaultPoint
@@ -117,7 +117,9 @@ class ClientSession:
     ) -> None:
         self.client_id = client_id
         self.settings = settings
-        self.outbox = Outbox(settings.queue_size, settings.slow_client_policy)
+        self.outbox = Outbox(
+            settings.queue_size, settings.slow_client_policy, on_close=self._start_closing_clock
+        )
         self.finished = trio.Event()
         self._stream = stream
         self._hub = hub
@@ -196,7 +198,6 @@ class ClientSession:
         async with trio.open_nursery() as io:
             io.start_soon(self._read_frames, ws)
             io.start_soon(self._ping_peer, ws)
-            io.start_soon(self._bound_closing_time)
             if self._auth is not None:
                 io.start_soon(self._expire_token)
             with self._closing:
@@ -218,8 +219,8 @@ class ClientSession:
             aborted=self._closing.cancelled_caught,
         )
 
-    async def _bound_closing_time(self) -> None:
-        await self.outbox.wait_closed()
+    def _start_closing_clock(self, _: CloseReason) -> None:
+        """From the moment the outbox closes, the session has `close_timeout_s` to finish."""
         self._closing.deadline = trio.current_time() + self.settings.close_timeout_s
 
     async def _expire_token(self) -> None:

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from sigma.actors.outbox import Frame, Outbox, OutboxClosed, SlowConsumer
+from sigma.actors.outbox import CloseReason, Frame, Outbox, OutboxClosed, SlowConsumer
 
 
 def frame(n: int, key: str | None = None) -> Frame:
@@ -79,14 +79,15 @@ def test_conflate_cuts_off_when_nothing_is_superseded() -> None:
 
 
 async def test_close_wakes_the_receiver_and_discards_frames() -> None:
-    outbox = Outbox(capacity=2)
+    closes: list[CloseReason] = []
+    outbox = Outbox(capacity=2, on_close=closes.append)
     outbox.send_nowait(frame(1))
     outbox.close(4008, "slow consumer")
     outbox.close(1000, "ignored: first close wins")
     with pytest.raises(OutboxClosed) as raised:
         await outbox.receive_batch()
     assert raised.value.reason.code == 4008
-    assert (await outbox.wait_closed()).reason == "slow consumer"
+    assert closes == [CloseReason(4008, "slow consumer")]  # told once, on the first close
     with pytest.raises(OutboxClosed):
         outbox.send_nowait(frame(2))
 

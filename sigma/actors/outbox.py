@@ -64,7 +64,13 @@ class OutboxClosed(Exception):
 class Outbox:
     """A bounded queue of frames with one producer side (the hub) and one consumer (a sender)."""
 
-    def __init__(self, capacity: int, policy: SlowClientPolicy = "disconnect") -> None:
+    def __init__(
+        self,
+        capacity: int,
+        policy: SlowClientPolicy = "disconnect",
+        *,
+        on_close: Callable[[CloseReason], None] | None = None,
+    ) -> None:
         self.capacity = capacity
         self.policy = policy
         self.dropped = 0
@@ -72,7 +78,7 @@ class Outbox:
         self.high_water = 0
         self._frames: deque[Frame] = deque()
         self._waiter = trio.lowlevel.ParkingLot()
-        self._closed_event = trio.Event()
+        self._on_close = on_close
         self._close_reason: CloseReason | None = None
         self._direct: DirectWriter | None = None
         self._flush_pending = False
@@ -205,16 +211,11 @@ class Outbox:
         return dropped
 
     def close(self, code: int, reason: str) -> None:
-        """Close the outbox; the first close wins. Wakes the sender and `wait_closed()`."""
+        """Close the outbox; the first close wins. Wakes the sender and calls `on_close`."""
         if self._close_reason is not None:
             return
         self._close_reason = CloseReason(code, reason)
         self._frames.clear()
         self._waiter.unpark_all()
-        self._closed_event.set()
-
-    async def wait_closed(self) -> CloseReason:
-        """Wait until the outbox is closed and say why."""
-        await self._closed_event.wait()
-        assert self._close_reason is not None
-        return self._close_reason
+        if self._on_close is not None:
+            self._on_close(self._close_reason)
