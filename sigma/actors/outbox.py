@@ -2,11 +2,15 @@
 
 A trio memory channel cannot drop its oldest item, replace a stale snapshot, or hand its reader
 everything queued in one call, and it costs a scheduler round trip per item. `Outbox` is the
-channel-shaped object that can: the hub calls `send_nowait()` (never awaits a client), the
-sender awaits `receive_batch()` and writes all queued frames at once.
+channel-shaped object that can. The hub `offer()`s each event (never awaiting a client) and,
+once per inbox message, `flush()`es every outbox it touched: when the client's sender is idle
+and its socket takes the bytes at once, the flush writes them itself through the session's
+direct writer, with no task switch at all; otherwise it wakes the sender, which awaits
+`receive_batch()` and writes every queued frame in one go. Replies that do not come from the hub
+use `send_nowait()` / `send_beyond_capacity()`, which wake the sender at once.
 
 Policies when the queue is full:
-- `disconnect`: `send_nowait` raises `SlowConsumer`; the hub closes the client with 4008.
+- `disconnect`: `offer` raises `SlowConsumer`; the hub closes the client with 4008.
 - `drop_oldest`: the oldest queued event is dropped and counted; the sender tells the client how
   many it missed before its next frames.
 - `conflate`: queued snapshots (`system_status`, `storage_update`, `agent_status`) that a newer

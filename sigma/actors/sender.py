@@ -5,11 +5,13 @@ Exits: normally when the outbox is closed (`OutboxClosed`); with `ClientGone` wh
 broke.
 
 Frames arrive already encoded by the hub (server frames are unmasked and uncompressed, so their
-bytes are the same for every client). A batch is joined and written with one `send_all`, under
-trio-websocket's per-connection stream lock, so writes never interleave with the library's own
-pongs and close frames. This is the one place that reaches into trio-websocket's internals: it
-offers no public way to write prepared frames, and one `send_message` await per frame costs
-several times the throughput.
+bytes are the same for every client). A batch is joined and written under trio-websocket's
+per-connection stream lock, so writes never interleave with the library's own pongs and close
+frames: first with one non-blocking system call, then, for what the socket did not take, with an
+awaited `send_all`. `direct_writer` gives the hub the same non-blocking write for an idle
+sender. This is the one place that reaches into trio-websocket's internals: it offers no public
+way to write prepared frames, and one `send_message` await per frame costs several times the
+throughput.
 
 Fault point `sender.write` (`sigma.faults`) is passed before each batch is written: `raise`
 crashes the session, `drop` cuts the connection as if the client had vanished (`ClientGone`).
