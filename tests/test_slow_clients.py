@@ -14,7 +14,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request
 from wsproto.frame_protocol import FrameDecoder
 
-from sigma.config import HubConfig
+from sigma.config import HeartbeatConfig, HubConfig
 
 EVENT_PAD = "x" * 1500
 
@@ -141,3 +141,19 @@ async def test_drop_oldest_tells_the_client_how_many_it_missed() -> None:
         assert seqs == sorted(seqs) and seqs[-1] == 400
         assert stack.sessions.count_children().active == 1
         await stream.aclose()
+
+
+async def test_a_client_that_never_answers_pings_is_closed_in_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = make_config(heartbeat=HeartbeatConfig(ping_interval_s=5.0, ping_timeout_s=2.0))
+    async with running_stack(config) as stack:
+        idle_tasks = await settled_task_count(stack)
+        silent = await open_stalled_client(stack.gateway.port)  # never reads, never pongs
+        await eventually(lambda: active_sessions(stack) == 1)
+        joined_at = trio.current_time()
+        await eventually(lambda: active_sessions(stack) == 0, timeout_s=30)
+        closed_after = trio.current_time() - joined_at
+        assert 5.0 + 2.0 <= closed_after <= 5.0 + 2.0 + 1.5  # ping, timeout, close deadline
+        assert await settled_task_count(stack) == idle_tasks
+        await silent.aclose()
