@@ -173,7 +173,7 @@ def latency_summary(latencies_s: Sequence[float]) -> dict[str, float | int | Non
 
 
 def count_tasks() -> int:
-    """Every task in this trio run (as tests/test_slow_clients.py counts them)."""
+    """Every task in this trio run: what leak checks compare before and after."""
     pending = [trio.lowlevel.current_root_task()]
     total = 0
     while pending:

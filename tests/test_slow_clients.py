@@ -9,6 +9,7 @@ import orjson
 import trio
 import trio.testing
 from conftest import Stack, eventually, make_config, running_stack
+from reliability import count_tasks
 from trio_websocket import open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request
@@ -28,18 +29,6 @@ async def settled_task_count(stack: Stack) -> int:
 
 def active_sessions(stack: Stack) -> int:
     return stack.sessions.count_children().active
-
-
-def count_tasks() -> int:
-    """Every task in this trio run."""
-    pending = [trio.lowlevel.current_root_task()]
-    total = 0
-    while pending:
-        task = pending.pop()
-        total += 1
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return total
 
 
 async def open_stalled_client(port: int) -> trio.SocketStream:

@@ -101,14 +101,7 @@ class Outbox:
 
         Raises `SlowConsumer` when the client must be cut off, `OutboxClosed` once closed.
         """
-        if self._close_reason is not None:
-            raise OutboxClosed(self._close_reason)
-        frames = self._frames
-        if len(frames) >= self.capacity and not self._make_room():
-            raise SlowConsumer
-        frames.append(frame)
-        if len(frames) > self.high_water:
-            self.high_water = len(frames)
+        self._enqueue(frame)
         if self._waiter:
             self._waiter.unpark()
 
@@ -118,6 +111,12 @@ class Outbox:
         The outbox puts itself on `flushes` (once) when its sender is waiting, so that the hub
         can flush every touched client after a whole batch of events, not after each one.
         """
+        self._enqueue(frame)
+        if self._waiter and not self._flush_pending:
+            self._flush_pending = True
+            flushes.append(self)
+
+    def _enqueue(self, frame: Frame) -> None:
         if self._close_reason is not None:
             raise OutboxClosed(self._close_reason)
         frames = self._frames
@@ -126,9 +125,6 @@ class Outbox:
         frames.append(frame)
         if len(frames) > self.high_water:
             self.high_water = len(frames)
-        if self._waiter and not self._flush_pending:
-            self._flush_pending = True
-            flushes.append(self)
 
     def attach_direct_writer(self, writer: DirectWriter) -> None:
         """Let `flush()` write to the socket itself while the sender is idle."""
