@@ -10,12 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
 
 import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
+from supervision_observer import HANG_GUARD_S, Observer
 
 from sigma.config import SupervisorConfig
 from sigma.errors import RestartIntensityExceeded, StartFailed, TooManyChildren
@@ -41,50 +41,12 @@ from sigma.supervisor import (
     describe_exit,
 )
 
-E = TypeVar("E", bound=SupervisionEvent)
 Log = list[tuple[str, str]]
 
 NO_JITTER = Backoff(min_s=0.1, max_s=5.0, factor=0.0, reset_after_s=30.0)
-HANG_GUARD_S = 3600.0  # virtual seconds: only a hang gets this far on the autojump clock
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-class Observer:
-    """Reads the supervision events, remembering every one it has seen."""
-
-    def __init__(self, size: int = 1000) -> None:
-        self.send, self._receive = trio.open_memory_channel[SupervisionEvent](size)
-        self.seen: list[SupervisionEvent] = []
-
-    async def wait_for(self, kind: type[E], **fields: object) -> E:
-        """Read events until one of `kind` whose attributes equal `fields`; return it."""
-        with trio.fail_after(HANG_GUARD_S):
-            while True:
-                event = await self._receive.receive()
-                self.seen.append(event)
-                if isinstance(event, kind) and all(
-                    getattr(event, name) == value for name, value in fields.items()
-                ):
-                    return event
-
-    def drain(self) -> list[SupervisionEvent]:
-        """Take in whatever events are waiting, and return all seen so far."""
-        while True:
-            try:
-                self.seen.append(self._receive.receive_nowait())
-            except trio.WouldBlock:
-                return self.seen
-
-    def of(self, kind: type[E], **fields: object) -> list[E]:
-        """The events seen so far of `kind` whose attributes equal `fields`."""
-        return [
-            event
-            for event in self.drain()
-            if isinstance(event, kind)
-            and all(getattr(event, name) == value for name, value in fields.items())
-        ]
 
 
 class Worker:

@@ -11,12 +11,13 @@ import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio.testing
+from supervision_observer import HANG_GUARD_S, Observer
 
 from sigma.actors.heartbeat import run_heartbeat
 from sigma.actors.hub import HubMessage, run_hub
@@ -44,8 +45,6 @@ from sigma.supervisor import (
 )
 from sigma.watchdog import wait_until_hung
 
-E = TypeVar("E", bound=SupervisionEvent)
-HANG_GUARD_S = 3600.0  # virtual seconds: only a hang gets this far on the autojump clock
 WATCHDOG_S = 10.0
 NO_JITTER = Backoff(min_s=0.1, max_s=5.0, factor=0.0, reset_after_s=30.0)
 
@@ -54,37 +53,6 @@ def policy(strategy: Strategy = Strategy.ONE_FOR_ONE, **options: Any) -> Supervi
     settings: dict[str, Any] = {"max_restarts": 100, "max_seconds": 10.0, "backoff": NO_JITTER}
     settings.update(options)
     return SupervisorPolicy(strategy, **settings)
-
-
-class Observer:
-    """Reads the supervision events, remembering every one it has seen."""
-
-    def __init__(self) -> None:
-        self.send, self._receive = trio.open_memory_channel[SupervisionEvent](1000)
-        self.seen: list[SupervisionEvent] = []
-
-    async def wait_for(self, kind: type[E], **fields: object) -> E:
-        with trio.fail_after(HANG_GUARD_S):
-            while True:
-                event = await self._receive.receive()
-                self.seen.append(event)
-                if isinstance(event, kind) and all(
-                    getattr(event, name) == value for name, value in fields.items()
-                ):
-                    return event
-
-    def of(self, kind: type[E], **fields: object) -> list[E]:
-        while True:
-            try:
-                self.seen.append(self._receive.receive_nowait())
-            except trio.WouldBlock:
-                break
-        return [
-            event
-            for event in self.seen
-            if isinstance(event, kind)
-            and all(getattr(event, name) == value for name, value in fields.items())
-        ]
 
 
 @asynccontextmanager
