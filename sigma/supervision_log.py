@@ -1,12 +1,12 @@
-"""Turns the supervision event stream into the log lines operators read.
+"""Turns supervision events into the log lines operators read.
 
-Reads: the tree's `SupervisionEvent` channel. Exits: when every send end is closed.
+`log_supervision_event` is called for every event by the tree's supervision consumer
+(`sigma.app`), which also counts them for metrics.
 """
 
 from __future__ import annotations
 
 import structlog
-import trio
 
 from sigma.supervision_types import (
     ChildExited,
@@ -72,9 +72,3 @@ def log_supervision_event(event: SupervisionEvent) -> None:
             )
         case _:
             log.info("Supervision event", event_repr=repr(event))
-
-
-async def log_supervision_events(events: trio.MemoryReceiveChannel[SupervisionEvent]) -> None:
-    """Log every supervision event until the channel ends."""
-    async for event in events:
-        log_supervision_event(event)

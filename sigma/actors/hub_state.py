@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -26,7 +25,6 @@ from sigma.protocol import (
     Subscribe,
     Unsubscribe,
     encode,
-    error_reply,
     subscriptions_reply,
     welcome,
 )
@@ -253,15 +251,3 @@ class HubState:
                 message.id,
             )
         return wanted
-
-    def subscriber_count(self, event_types: Iterable[str]) -> int:
-        """How many clients receive at least one of `event_types` (for tests and metrics)."""
-        ids: set[str] = set()
-        for event_type in event_types:
-            ids.update(self._by_type[event_type])
-        return len(ids)
-
-
-def error_frame(code: ErrorCode, message: str) -> Frame:
-    """A ready `error` frame, for replies that do not pass through the hub."""
-    return reply_frame(error_reply(code, message))
