@@ -47,6 +47,11 @@ BUCKET_NS = 10_000
 N_BUCKETS = 1_000_000
 """Histogram covers 0 .. 10 s; anything slower lands in the last bucket (max is kept exactly)."""
 RECV_BYTES = 256 * 1024
+"""One read takes at most this much, into a buffer the worker reuses.
+
+Reading with `recv(RECV_BYTES)` instead would allocate 256 KiB per call; glibc serves that with
+`mmap`, and the page faults, `mremap` and TLB shootdowns that follow cost the worker as much
+kernel time as the reads themselves, and in a way that varies from run to run."""
 MAX_HANDSHAKES_IN_FLIGHT = 64
 STALLED_RCVBUF_BYTES = 4096
 
@@ -264,6 +269,7 @@ def run_worker(plan: WorkerPlan, shared: Shared, results: Pipe) -> None:
     parent = os.getppid()
     born = time.monotonic()
     ep = select.epoll()
+    buffer = memoryview(bytearray(RECV_BYTES))
     conns: dict[int, ClientConn] = {}
     pending: set[int] = set()  # connections not yet ready (handshake or welcome outstanding)
     to_open = plan.connections
@@ -296,7 +302,7 @@ def run_worker(plan: WorkerPlan, shared: Shared, results: Pipe) -> None:
                 conn = conns[fd]
                 if conn.state == ClientConn.OPEN:
                     try:
-                        data = conn.sock.recv(RECV_BYTES)
+                        data = buffer[: conn.sock.recv_into(buffer)].tobytes()
                     except BlockingIOError:
                         continue
                     except OSError as exc:
