@@ -23,6 +23,8 @@ REJECT_NOTICE_INTERVAL_S = 1.0
 class TokenBucket:
     """`rate_per_s` tokens a second, at most `burst` saved up; starts full."""
 
+    __slots__ = ("_tokens", "_updated", "burst", "rate_per_s")
+
     def __init__(self, rate_per_s: float, burst: float, now: float) -> None:
         if rate_per_s <= 0 or burst <= 0:
             raise ValueError("rate_per_s and burst must be > 0")
@@ -68,6 +70,8 @@ class MessageRateLimit:
     excess frames arrive faster than that, the verdict is `CLOSE`. A `rate_per_s` of 0 turns
     the limit off.
     """
+
+    __slots__ = ("_abuse", "_bucket", "_next_notice", "enabled", "rejected")
 
     def __init__(
         self,
@@ -132,6 +136,8 @@ class AddressLimit:
 
 class Lease:
     """One counted session from one address; `release()` gives it back exactly once."""
+
+    __slots__ = ("_owner", "address")
 
     def __init__(self, owner: AddressLimit, address: str) -> None:
         self.address = address

@@ -44,7 +44,7 @@ from sigma.supervision_types import (
 from sigma.watchdog import Liveness, wait_until_hung
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ChildRecord:
     """The supervisor's record of one child across its incarnations."""
 

@@ -14,6 +14,7 @@ def frame(n: int, key: str | None = None) -> Frame:
         data=str(n).encode(),
         event_type="system_status" if key else "notification",
         snapshot_key=key,
+        droppable=True,
     )
 
 
@@ -58,6 +59,26 @@ async def test_drop_oldest_keeps_newest_and_counts() -> None:
     assert [f.data for f in await outbox.receive_batch()] == [b"3", b"4"]
     assert outbox.take_dropped() == 3
     assert outbox.take_dropped() == 0
+
+
+async def test_drop_oldest_drops_events_never_replies_or_pings() -> None:
+    outbox = Outbox(capacity=3, policy="drop_oldest")
+    outbox.send_nowait(Frame(b"ping", "ping"))
+    outbox.send_nowait(frame(1))
+    outbox.send_nowait(Frame(b"pong", "pong"))
+    outbox.send_nowait(frame(2))  # full: drops event 1, the oldest event
+    outbox.send_nowait(frame(3))  # drops event 2
+    assert [f.data for f in await outbox.receive_batch()] == [b"ping", b"pong", b"3"]
+    assert outbox.take_dropped() == 2
+
+
+def test_drop_oldest_cuts_off_when_only_replies_are_queued() -> None:
+    outbox = Outbox(capacity=2, policy="drop_oldest")
+    outbox.send_nowait(Frame(b"pong", "pong"))
+    outbox.send_nowait(Frame(b"ping", "ping"))
+    with pytest.raises(SlowConsumer):
+        outbox.send_nowait(frame(1))
+    assert len(outbox) == 2
 
 
 async def test_conflate_keeps_the_newest_snapshot_per_key() -> None:
@@ -149,3 +170,25 @@ async def test_flush_wakes_the_sender_when_the_socket_takes_nothing() -> None:
         outbox.offer(frame(7), flushes)
         outbox.flush()
     assert [f.data for f in got[0]] == [b"7"]
+
+
+async def test_only_one_task_may_wait_for_batches() -> None:
+    outbox = Outbox(capacity=2)
+    got: list[list[Frame]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(parked_sender, outbox, got)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await outbox.receive_batch()
+        outbox.send_nowait(frame(1))
+    assert [f.data for f in got[0]] == [b"1"]
+
+
+async def test_a_cancelled_wait_leaves_the_outbox_usable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = Outbox(capacity=2)
+    with trio.move_on_after(1):
+        await outbox.receive_batch()
+    outbox.send_nowait(frame(2))
+    assert [f.data for f in await outbox.receive_batch()] == [b"2"]

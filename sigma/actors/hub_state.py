@@ -35,10 +35,19 @@ SLOW_CONSUMER_CODE = 4008
 _server_frames = FrameProtocol(client=False, extensions=[])
 
 
-def build_frame(payload: bytes, event_type: str, snapshot_key: str | None = None) -> Frame:
-    """Wrap encoded JSON in one unmasked WebSocket text frame, the same bytes for every client."""
+def build_frame(
+    payload: bytes, event_type: str, snapshot_key: str | None = None, *, event: bool = False
+) -> Frame:
+    """Wrap encoded JSON in one unmasked WebSocket text frame, the same bytes for every client.
+
+    `event`: the frame is a numbered event, which the `drop_oldest` policy may drop.
+    """
     data = bytes(_server_frames.send_data(payload.decode(), fin=True))
-    return Frame(data=data, event_type=event_type, snapshot_key=snapshot_key)
+    return Frame(data=data, event_type=event_type, snapshot_key=snapshot_key, droppable=event)
+
+
+PING_FRAME = Frame(data=bytes(_server_frames.ping()), event_type="ping")
+"""A WebSocket ping with no payload: the keep-alive sweep queues it to quiet clients."""
 
 
 def reply_frame(reply: Reply) -> Frame:
@@ -54,7 +63,7 @@ def snapshot_key_of(event: Event) -> str | None:
     return f"{event.type}:{entity}" if entity is not None else event.type
 
 
-@dataclass
+@dataclass(slots=True)
 class Client:
     """What the hub knows of one connected client."""
 
@@ -113,7 +122,7 @@ class HubState:
         self.last_seq += 1
         seq = self.last_seq
         numbered = event.model_copy(update={"seq": seq})
-        frame = build_frame(encode(numbered), event.type, snapshot_key_of(event))
+        frame = build_frame(encode(numbered), event.type, snapshot_key_of(event), event=True)
         self._history.append((seq, frame))
         subscribers = self._by_type[event.type]
         gone: list[str] = []
@@ -148,7 +157,8 @@ class HubState:
         """
         if client.outbox.close_reason is not None:
             return None
-        client.subscriptions = client.subscriptions & client.allowed
+        if not client.subscriptions <= client.allowed:
+            client.subscriptions = client.subscriptions & client.allowed
         recovered, backlog = self._resume(client, since, epoch)
         client.outbox.send_beyond_capacity(
             reply_frame(

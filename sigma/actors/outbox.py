@@ -12,7 +12,8 @@ use `send_nowait()` / `send_beyond_capacity()`, which wake the sender at once.
 Policies when the queue is full:
 - `disconnect`: `offer` raises `SlowConsumer`; the hub closes the client with 4008.
 - `drop_oldest`: the oldest queued event is dropped and counted; the sender tells the client how
-  many it missed before its next frames.
+  many it missed before its next frames. Replies, pings and the rest of a frame already begun
+  are never dropped.
 - `conflate`: queued snapshots (`system_status`, `storage_update`, `agent_status`) that a newer
   snapshot of the same key supersedes are removed; if that frees nothing the client is cut off
   as under `disconnect`.
@@ -20,7 +21,6 @@ Policies when the queue is full:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -43,6 +43,8 @@ class Frame:
     event_type: str
     snapshot_key: str | None = None
     """Frames with the same non-None key are snapshots of one thing; the newest supersedes."""
+    droppable: bool = False
+    """An event `drop_oldest` may drop (replies, pings and partial frames are not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,20 @@ class OutboxClosed(Exception):
 class Outbox:
     """A bounded queue of frames with one producer side (the hub) and one consumer (a sender)."""
 
+    __slots__ = (
+        "_close_reason",
+        "_direct",
+        "_flush_pending",
+        "_frames",
+        "_on_close",
+        "_partial_head",
+        "_receiver",
+        "capacity",
+        "dropped",
+        "high_water",
+        "policy",
+    )
+
     def __init__(
         self,
         capacity: int,
@@ -80,8 +96,9 @@ class Outbox:
         self.dropped = 0
         """Events dropped since the sender last took a batch (`drop_oldest`, `conflate`)."""
         self.high_water = 0
-        self._frames: deque[Frame] = deque()
-        self._waiter = trio.lowlevel.ParkingLot()
+        self._frames: list[Frame] = []
+        self._receiver: trio.lowlevel.Task | None = None
+        """The sender's task while it waits in `receive_batch`."""
         self._on_close = on_close
         self._close_reason: CloseReason | None = None
         self._direct: DirectWriter | None = None
@@ -102,8 +119,7 @@ class Outbox:
         Raises `SlowConsumer` when the client must be cut off, `OutboxClosed` once closed.
         """
         self._enqueue(frame)
-        if self._waiter:
-            self._waiter.unpark()
+        self._wake_receiver()
 
     def offer(self, frame: Frame, flushes: list[Outbox]) -> None:
         """The hub's `send_nowait`: queue the frame, and leave waking the sender to `flush()`.
@@ -112,7 +128,7 @@ class Outbox:
         can flush every touched client after a whole batch of events, not after each one.
         """
         self._enqueue(frame)
-        if self._waiter and not self._flush_pending:
+        if self._receiver is not None and not self._flush_pending:
             self._flush_pending = True
             flushes.append(self)
 
@@ -135,7 +151,7 @@ class Outbox:
         the sender is idle (no task switch at all), otherwise by waking the sender."""
         self._flush_pending = False
         frames = self._frames
-        if not frames or self._close_reason is not None or not self._waiter:
+        if not frames or self._close_reason is not None or self._receiver is None:
             return
         if self._direct is not None and not self.dropped and not self._partial_head:
             data = frames[0].data if len(frames) == 1 else b"".join(f.data for f in frames)
@@ -147,43 +163,41 @@ class Outbox:
                 frames.clear()
                 frames.append(Frame(data[written:], PARTIAL_FRAME))
                 self._partial_head = True
-        self._waiter.unpark()
+        self._wake_receiver()
 
     def send_beyond_capacity(self, frame: Frame) -> None:
         """Queue a frame the client must get whatever the bound (welcome, replay, replies)."""
         if self._close_reason is not None:
             raise OutboxClosed(self._close_reason)
         self._frames.append(frame)
-        if self._waiter:
-            self._waiter.unpark()
+        self._wake_receiver()
 
     def _make_room(self) -> bool:
         if self.policy == "drop_oldest":
-            if self._partial_head:
-                if len(self._frames) < 2:
-                    return False
-                del self._frames[1]
-            else:
-                self._frames.popleft()
-            self.dropped += 1
-            return True
+            frames = self._frames
+            for index, frame in enumerate(frames):
+                if frame.droppable:
+                    del frames[index]
+                    self.dropped += 1
+                    return True
+            return False
         if self.policy == "conflate":
             return self._conflate() > 0
         return False
 
     def _conflate(self) -> int:
         newest_seen: set[str] = set()
-        kept: deque[Frame] = deque()
+        kept: list[Frame] = []
         for frame in reversed(self._frames):
             key = frame.snapshot_key
             if key is not None:
                 if key in newest_seen:
                     continue
                 newest_seen.add(key)
-            kept.appendleft(frame)
+            kept.append(frame)
+        kept.reverse()
         removed = len(self._frames) - len(kept)
-        self._frames.clear()
-        self._frames.extend(kept)
+        self._frames[:] = kept
         self.dropped += removed
         return removed
 
@@ -197,13 +211,29 @@ class Outbox:
         if self._frames or self._close_reason is not None:
             await trio.lowlevel.checkpoint()
         while not self._frames and self._close_reason is None:
-            await self._waiter.park()
+            await self._wait()
         if self._close_reason is not None:
             raise OutboxClosed(self._close_reason)
-        batch = list(self._frames)
-        self._frames.clear()
+        batch, self._frames = self._frames, []
         self._partial_head = False
         return batch
+
+    async def _wait(self) -> None:
+        if self._receiver is not None:
+            raise trio.BusyResourceError("another task is already receiving from this outbox")
+        self._receiver = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._receiver = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake_receiver(self) -> None:
+        receiver = self._receiver
+        if receiver is not None:
+            self._receiver = None
+            trio.lowlevel.reschedule(receiver)
 
     def take_dropped(self) -> int:
         """Return and reset the count of events dropped since the last call."""
@@ -216,6 +246,6 @@ class Outbox:
             return
         self._close_reason = CloseReason(code, reason)
         self._frames.clear()
-        self._waiter.unpark_all()
+        self._wake_receiver()
         if self._on_close is not None:
             self._on_close(self._close_reason)
