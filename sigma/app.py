@@ -5,7 +5,9 @@ Children of the root supervisor, started in this order and stopped in reverse:
     engine (when embedded) -> hub -> sessions (dynamic) -> gateway -> poller -> heartbeat
 
 So on shutdown the producers stop first, then the gateway stops accepting, then every client
-session closes with 1001, then the hub, then the engine.
+session closes with 1001, then the hub, then the engine. Like the hub's numbering, the table of
+live sessions that the gateway's keep-alive sweep pings (`sigma.keepalive`) is made once here,
+so that sessions outliving a gateway restart stay watched.
 
 The actors with loops of their own (hub, poller, heartbeat) are watched (`ChildSpec.watchdog_s`):
 each may stay busy and silent for three of its natural periods, and never less than
@@ -30,8 +32,9 @@ from sigma.actors.rpc_poller import run_poller
 from sigma.config import Config, PollerConfig
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults
-from sigma.gateway import GatewayHandle, run_gateway
+from sigma.gateway import GatewayHandle, new_keepalive, run_gateway
 from sigma.health import HealthBoard
+from sigma.keepalive import KeepAlive
 from sigma.metrics import Metrics
 from sigma.supervision_log import log_supervision_event
 from sigma.supervision_tee import SupervisionTee
@@ -136,12 +139,18 @@ async def _run_gateway(
     metrics: Metrics,
     endpoints: Endpoints,
     faults: Faults,
+    keepalive: KeepAlive,
     *,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with trio.open_nursery() as nursery:
         handle: GatewayHandle = await nursery.start(
-            functools.partial(run_gateway, faults=faults), config, hub, sessions, health, metrics
+            functools.partial(run_gateway, faults=faults, keepalive=keepalive),
+            config,
+            hub,
+            sessions,
+            health,
+            metrics,
         )
         endpoints.gateway = handle
         task_status.started(handle)
@@ -207,7 +216,7 @@ def build_tree(
         ChildSpec(
             "gateway",
             _run_gateway,
-            (config, hub_send, sessions, health, metrics, endpoints, faults),
+            (config, hub_send, sessions, health, metrics, endpoints, faults, new_keepalive(config)),
             shutdown_timeout_s=shutdown_s,
         ),
         ChildSpec(

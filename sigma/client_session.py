@@ -1,24 +1,29 @@
 """One WebSocket client from handshake to close: handshake, reader, sender, pings and close.
 
-A session runs as a temporary child of the gateway's dynamic supervisor. Inside it:
+A session runs as a temporary child of the gateway's dynamic supervisor, in as few tasks as
+trio-websocket allows, because every task and cancel scope costs memory on every connection:
+- the session's own task: the handshake, then the sender (`sigma.actors.sender.Sender`), which
+  writes whatever the hub queues in the outbox (through the `sender.write` fault point, when the
+  gateway hands one over);
 - trio-websocket's reader task (it parses incoming frames and answers pings);
 - `_read_frames`: decodes client frames; pings and bad frames are answered here, subscription
   commands go to the hub;
-- the sender (`sigma.actors.sender.pump`): writes whatever the hub queues in the outbox (through
-  the `sender.write` fault point, when the gateway hands one over);
-- `_ping_peer`: protocol pings every `ping_interval_s`; no pong in `ping_timeout_s` closes.
-- `_expire_token` (with `[auth] mode = "jwt"`): closes with 4001 when the token's `exp` passes;
-  a `refresh` frame with a good token for the same subject moves that deadline.
+- `_expire_token`, only with `[auth] mode = "jwt"`: closes with 4001 when the token's `exp`
+  passes; a `refresh` frame with a good token for the same subject moves that deadline.
+Protocol pings are not a task of the session's: one `sigma.keepalive.KeepAlive` sweep watches
+every session (`heard_at`, `send_ping`, `close_silent`).
 
 Client frames are metered by `sigma.limits.MessageRateLimit` before they are even decoded:
 frames past the budget are dropped with a paced `rate_limited` reply, sustained abuse closes
 with 4029.
 
 Every way a session ends goes through one door: its outbox is closed with a close code (by the
-hub for a slow consumer, by the reader when the peer closed, by `stop()` on shutdown). From then
-on the session has `close_timeout_s` to finish the write in flight and send its close frame;
-past that the stream is aborted. Shutdown is therefore a deadline on a cancel scope, and a
-client that stopped reading can never hold a session open.
+hub for a slow consumer or a hub restart, by the reader when the peer closed, by the keep-alive
+sweep). From then on the session has `close_timeout_s` to finish the write in flight and send
+its close frame; past that the stream is aborted. Shutdown cancels the session's task; it then
+closes the outbox with 1001 itself and, in a shielded scope bounded by the same timeout, writes
+the close frame and waits for the client to hang up, unless a cancelled write left the framing
+torn (then the stream is aborted). A client that stopped reading can never hold a session open.
 """
 
 from __future__ import annotations
@@ -32,14 +37,18 @@ from typing import Any
 import structlog
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from wsproto.events import CloseConnection
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from sigma.actors.hub import UNDELIVERABLE, Command, HubMessage, Join, Leave
-from sigma.actors.hub_state import Client, reply_frame
+from sigma.actors.hub_state import PING_FRAME, Client, reply_frame
 from sigma.actors.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
-from sigma.actors.sender import ClientGone, direct_writer, pump
+from sigma.actors.sender import ClientGone, Sender, direct_writer, write_frames
 from sigma.auth import Authenticator, Claims, TokenRejected
 from sigma.faults import FaultPoint
-from sigma.limits import MessageRateLimit, Verdict
+from sigma.http import ReplayStream
+from sigma.keepalive import KeepAlive
+from sigma.limits import Lease, MessageRateLimit, Verdict
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     ErrorCode,
@@ -58,9 +67,11 @@ log = structlog.get_logger("sigma.session")
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 PING_TIMEOUT_CODE = 1011
+INTERNAL_ERROR_CODE = 1011
 TOKEN_EXPIRED_CODE = 4001
 RATE_LIMITED_CODE = 4029
 TRIO_WEBSOCKET_QUEUE_SIZE = 4
+WebSocketProtocolError = (LocalProtocolError, RemoteProtocolError)
 
 
 @dataclass(frozen=True)
@@ -72,8 +83,6 @@ class SessionSettings:
     max_frame_bytes: int
     handshake_timeout_s: float
     close_timeout_s: float
-    ping_interval_s: float
-    ping_timeout_s: float
     messages_per_s: float = 0.0  # 0: client frames are not rate limited
     message_burst: int = 1
     abuse_excess_frames: int = 1
@@ -102,35 +111,58 @@ class ResumeRequest:
 
 
 class ClientSession:
-    """One connected client. Create it, then run `run_session` (or `run`) under a nursery."""
+    """One connected client. Create it, then run `run` as a supervised child."""
+
+    __slots__ = (
+        "_auth",
+        "_hub",
+        "_keepalive",
+        "_lease",
+        "_rate",
+        "_resume",
+        "_scope",
+        "_sender",
+        "_stream",
+        "_token_expiry",
+        "_write_fault",
+        "client_id",
+        "outbox",
+        "settings",
+    )
 
     def __init__(
         self,
         client_id: str,
-        stream: trio.abc.Stream,
+        stream: ReplayStream,
         settings: SessionSettings,
         hub: trio.MemorySendChannel[HubMessage],
         resume: ResumeRequest,
         *,
         auth: SessionAuth | None = None,
         write_fault: FaultPoint | None = None,
+        keepalive: KeepAlive | None = None,
+        lease: Lease | None = None,
     ) -> None:
+        """`lease` is the session's place in the per-address count, given back when it ends."""
         self.client_id = client_id
         self.settings = settings
         self.outbox = Outbox(
             settings.queue_size, settings.slow_client_policy, on_close=self._start_closing_clock
         )
-        self.finished = trio.Event()
         self._stream = stream
         self._hub = hub
         self._resume = resume
         self._auth = auth
         self._write_fault = write_fault
-        self._scope = trio.CancelScope(shield=True)
-        self._closing = trio.CancelScope()
+        self._keepalive = keepalive
+        self._lease = lease
+        self._sender: Sender | None = None
+        # The scope everything the session does runs in (its nursery's) once it runs; its
+        # deadline is the closing clock.
+        self._scope: trio.CancelScope | None = None
         # The token's deadline in trio time, fixed now (at the handshake) from its `exp`.
-        self._token_expiry = trio.CancelScope(
-            deadline=(trio.current_time() + auth.remaining_s()) if auth else math.inf
+        self._token_expiry = (
+            trio.CancelScope(deadline=trio.current_time() + auth.remaining_s()) if auth else None
         )
         self._rate = MessageRateLimit(
             rate_per_s=settings.messages_per_s,
@@ -139,42 +171,97 @@ class ClientSession:
             abuse_window_s=settings.abuse_window_s,
             now=trio.current_time(),
         )
-        self._log = log.bind(client_id=client_id)
-
-    def stop(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> None:
-        """Ask the session to close with `code` within its close timeout; safe to call twice."""
-        self.outbox.close(code, reason)
-        self._scope.deadline = min(
-            self._scope.deadline, trio.current_time() + self.settings.close_timeout_s
-        )
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Complete the handshake, join the hub, serve until closed; `started(client_id)`.
 
-        Resource handling: shielded from outside cancellation (use `stop()`, which bounds the
-        rest with a deadline); always closes the stream and tells the hub it left.
+        Resource handling: always closes the stream and tells the hub it left. Cancelled from
+        outside (shutdown, or its supervisor stopping it), it still closes with 1001, bounded
+        by the close timeout (see the module docstring).
         Error handling: a failed or slow handshake raises before `started()`.
         """
-        with self._scope:
-            try:
-                async with trio.open_nursery() as ws_nursery:
-                    ws = await self._handshake(ws_nursery)
-                    await self._hub.send(
-                        Join(self._client(), self._resume.since, self._resume.epoch)
-                    )
-                    task_status.started(self.client_id)
-                    writer = direct_writer(ws, self._write_fault)
-                    if writer is not None:
-                        self.outbox.attach_direct_writer(writer)
-                    await self._serve(ws)
-                    ws_nursery.cancel_scope.cancel()
-            finally:
-                self.outbox.close(GOING_AWAY, "session ended")
-                # Best effort: the hub also drops closed outboxes on its next delivery.
-                with contextlib.suppress(*UNDELIVERABLE):
-                    self._hub.send_nowait(Leave(self.client_id))
-                await trio.aclose_forcefully(self._stream)
-                self.finished.set()
+        ws: WebSocketConnection | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                ws = await self._handshake(nursery)
+                await self._hub.send(Join(self._client(), self._resume.since, self._resume.epoch))
+                task_status.started(self.client_id)
+                sender = self._start_serving(nursery, ws)
+                try:
+                    await sender.run()
+                except ClientGone as exc:
+                    self.outbox.close(GOING_AWAY, "client gone")
+                    log.debug("Client socket gone", client_id=self.client_id, error=str(exc))
+                else:
+                    close = self.outbox.close_reason
+                    assert close is not None
+                    await ws.aclose(close.code, close.reason)
+                nursery.cancel_scope.cancel()
+        finally:
+            await self._finish(ws)
+
+    def _start_serving(self, nursery: trio.Nursery, ws: WebSocketConnection) -> Sender:
+        """Start reading client frames (and the token clock); return the sender to run."""
+        nursery.start_soon(self._read_frames, ws)
+        if self._token_expiry is not None:
+            nursery.start_soon(self._expire_token, self._token_expiry)
+        if self._keepalive is not None:
+            self._keepalive.add(self)
+        writer = direct_writer(ws, self._write_fault)
+        if writer is not None:
+            self.outbox.attach_direct_writer(writer)
+        sender = self._sender = Sender(ws, self.outbox, self._write_fault)
+        return sender
+
+    async def _finish(self, ws: WebSocketConnection | None) -> None:
+        out_of_time = self._scope is not None and trio.current_time() >= self._scope.deadline
+        interrupted = self.outbox.close_reason is None  # neither side asked to close
+        if interrupted:
+            if _being_cancelled():
+                self.outbox.close(GOING_AWAY, "server shutting down")
+            else:
+                self.outbox.close(INTERNAL_ERROR_CODE, "internal error")
+        if self._keepalive is not None:
+            self._keepalive.discard(self)
+        if self._lease is not None:
+            self._lease.release()
+        # Best effort: the hub also drops closed outboxes on its next delivery.
+        with contextlib.suppress(*UNDELIVERABLE):
+            self._hub.send_nowait(Leave(self.client_id))
+        with trio.CancelScope(shield=True) as cleanup:
+            cleanup.deadline = trio.current_time() + self.settings.close_timeout_s
+            close = self.outbox.close_reason
+            sender = self._sender
+            if interrupted and ws is not None and sender is not None and not sender.torn:
+                assert close is not None
+                await self._say_goodbye(ws, close)
+            await trio.aclose_forcefully(self._stream)
+        log.debug(
+            "Client session closed",
+            client_id=self.client_id,
+            code=close.code if close else None,
+            reason=close.reason if close else None,
+            aborted=out_of_time or cleanup.cancelled_caught,
+        )
+
+    async def _say_goodbye(self, ws: WebSocketConnection, close: CloseReason) -> None:
+        """The closing handshake, by hand (trio-websocket's reader is gone by now).
+
+        Sends the close frame, reads until the client's close frame arrives (ignoring anything
+        before it), and returns; the caller then closes the TCP connection, as RFC 6455 wants
+        the server to do first.
+        """
+        protocol = ws._wsproto
+        with contextlib.suppress(
+            ClientGone, trio.BrokenResourceError, trio.ClosedResourceError, *WebSocketProtocolError
+        ):
+            await write_frames(ws, protocol.send(CloseConnection(close.code, close.reason)))
+            while not any(isinstance(event, CloseConnection) for event in protocol.events()):
+                data = await self._stream.receive_some()
+                if not data:
+                    return
+                protocol.receive_data(data)
 
     def _client(self) -> Client:
         return Client(
@@ -194,40 +281,34 @@ class ClientSession:
             )
             return await request.accept()
 
-    async def _serve(self, ws: WebSocketConnection) -> None:
-        async with trio.open_nursery() as io:
-            io.start_soon(self._read_frames, ws)
-            io.start_soon(self._ping_peer, ws)
-            if self._auth is not None:
-                io.start_soon(self._expire_token)
-            with self._closing:
-                try:
-                    await pump(ws, self.outbox, self._write_fault)
-                except ClientGone as exc:
-                    self.outbox.close(GOING_AWAY, "client gone")
-                    self._log.debug("Client socket gone", error=str(exc))
-                else:
-                    close = self.outbox.close_reason
-                    assert close is not None
-                    await ws.aclose(close.code, close.reason)
-            io.cancel_scope.cancel()
-        close = self.outbox.close_reason
-        self._log.debug(
-            "Client session closed",
-            code=close.code if close else None,
-            reason=close.reason if close else None,
-            aborted=self._closing.cancelled_caught,
-        )
-
     def _start_closing_clock(self, _: CloseReason) -> None:
         """From the moment the outbox closes, the session has `close_timeout_s` to finish."""
-        self._closing.deadline = trio.current_time() + self.settings.close_timeout_s
+        if self._scope is not None:
+            self._scope.deadline = trio.current_time() + self.settings.close_timeout_s
 
-    async def _expire_token(self) -> None:
-        with self._token_expiry:
+    # --- keep-alive (`sigma.keepalive.Peer`) ---------------------------------------------------
+
+    def heard_at(self) -> float:
+        """When bytes last arrived from the client (trio time)."""
+        return self._stream.received_at
+
+    def send_ping(self) -> None:
+        """Queue a WebSocket ping; the client's pong shows in `heard_at`."""
+        with contextlib.suppress(OutboxClosed):
+            self.outbox.send_beyond_capacity(PING_FRAME)
+
+    def close_silent(self) -> None:
+        """Close with 1011: the client did not answer its ping."""
+        log.info("Client did not answer ping", client_id=self.client_id)
+        self.outbox.close(PING_TIMEOUT_CODE, "ping timeout")
+
+    # --- client frames -------------------------------------------------------------------------
+
+    async def _expire_token(self, expiry: trio.CancelScope) -> None:
+        with expiry:
             await trio.sleep_forever()
-        if self._token_expiry.cancelled_caught:
-            self._log.info("Client token expired")
+        if expiry.cancelled_caught:
+            log.info("Client token expired", client_id=self.client_id)
             self.outbox.close(TOKEN_EXPIRED_CODE, "token expired")
 
     async def _read_frames(self, ws: WebSocketConnection) -> None:
@@ -240,7 +321,10 @@ class ClientSession:
                 elif verdict is Verdict.REJECT_AND_TELL:
                     self._tell_rate_limited()
                 elif verdict is Verdict.CLOSE:
-                    self._log.info("Client closed for sustained abuse of the rate limit")
+                    log.info(
+                        "Client closed for sustained abuse of the rate limit",
+                        client_id=self.client_id,
+                    )
                     self.outbox.close(RATE_LIMITED_CODE, "rate limited")
                     return
         except ConnectionClosed as closed:
@@ -296,42 +380,16 @@ class ClientSession:
                 message.id,
             )
         self._auth = replace(self._auth, claims=claims)
-        self._token_expiry.deadline = trio.current_time() + self._auth.remaining_s()
-        self._log.debug("Client token refreshed", expires_at=claims.expires_at)
+        if self._token_expiry is not None:
+            self._token_expiry.deadline = trio.current_time() + self._auth.remaining_s()
+        log.debug("Client token refreshed", client_id=self.client_id, expires_at=claims.expires_at)
         return token_refreshed(datetime.fromtimestamp(claims.expires_at, UTC), message.id)
 
     def _reply(self, reply: Any) -> None:
         with contextlib.suppress(OutboxClosed):
             self.outbox.send_beyond_capacity(reply_frame(reply))
 
-    async def _ping_peer(self, ws: WebSocketConnection) -> None:
-        if math.isinf(self.settings.ping_interval_s):
-            return
-        while True:
-            await trio.sleep(self.settings.ping_interval_s)
-            with trio.move_on_after(self.settings.ping_timeout_s) as waited:
-                try:
-                    await ws.ping()
-                except ConnectionClosed:
-                    return
-            if waited.cancelled_caught:
-                self._log.info("Client did not answer ping", timeout_s=self.settings.ping_timeout_s)
-                self.outbox.close(PING_TIMEOUT_CODE, "ping timeout")
-                return
 
-
-async def run_session(
-    session: ClientSession, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Run `session` as a supervised child: cancellation becomes a graceful 1001 close.
-
-    The session itself is shielded; when this task is cancelled (shutdown, or terminate by the
-    supervisor) it calls `session.stop()`, which closes with 1001 within the close timeout.
-    """
-    async with trio.open_nursery() as nursery:
-        client_id = await nursery.start(session.run)
-        task_status.started(client_id)
-        try:
-            await session.finished.wait()
-        finally:
-            session.stop()
+def _being_cancelled() -> bool:
+    """Whether the calling task is inside a cancelled (and unshielded) scope."""
+    return trio.current_effective_deadline() == -math.inf

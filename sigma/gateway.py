@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from sigma.actors.hub import HubMessage, Publish
 from sigma.auth import Authenticator
-from sigma.client_session import ClientSession, ResumeRequest, SessionSettings, run_session
+from sigma.client_session import ClientSession, ResumeRequest, SessionSettings
 from sigma.config import Config
 from sigma.errors import TooManyChildren
 from sigma.fault_admin import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
@@ -37,7 +37,8 @@ from sigma.faults import Faults
 from sigma.handshake import authenticate, check_origin, check_websocket_handshake, remote_address
 from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
-from sigma.limits import AddressLimit, Lease
+from sigma.keepalive import KeepAlive
+from sigma.limits import AddressLimit
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
 from sigma.protocol import CORE_EVENT_TYPES, EventType, make_event
 from sigma.supervisor import ChildSpec, DynamicSupervisor, Restart
@@ -97,6 +98,7 @@ class Gateway:
         health: HealthBoard,
         metrics: Metrics | None = None,
         faults: Faults | None = None,
+        keepalive: KeepAlive | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -104,14 +106,13 @@ class Gateway:
         self.health = health
         self.metrics = metrics
         self.faults = faults or Faults()
+        self.keepalive = keepalive or new_keepalive(config)
         self.session_settings = SessionSettings(
             queue_size=config.hub.queue_size,
             slow_client_policy=config.hub.slow_client_policy,
             max_frame_bytes=config.gateway.max_frame_bytes,
             handshake_timeout_s=config.gateway.handshake_timeout_s,
             close_timeout_s=CLOSE_TIMEOUT_S,
-            ping_interval_s=config.heartbeat.ping_interval_s,
-            ping_timeout_s=config.heartbeat.ping_timeout_s,
             messages_per_s=config.limits.messages_per_s,
             message_burst=config.limits.burst,
             abuse_excess_frames=config.limits.abuse_excess_frames,
@@ -270,11 +271,12 @@ class Gateway:
             resume,
             auth=auth,
             write_fault=self.faults.point("sender.write"),
+            keepalive=self.keepalive,
+            lease=lease,
         )
         spec = ChildSpec(
             id=client_id,
-            start=_run_leased_session,
-            args=(session, lease),
+            start=session.run,
             restart=Restart.TEMPORARY,
             shutdown_timeout_s=CLOSE_TIMEOUT_S + 1.0,
         )
@@ -293,17 +295,9 @@ class Gateway:
         return True
 
 
-async def _run_leased_session(
-    session: ClientSession,
-    lease: Lease,
-    *,
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """`run_session`, giving the session's place in the per-address count back when it ends."""
-    try:
-        await run_session(session, task_status=task_status)
-    finally:
-        lease.release()
+def new_keepalive(config: Config) -> KeepAlive:
+    """The live-session table for `[heartbeat] ping_interval_s` and `ping_timeout_s`."""
+    return KeepAlive(config.heartbeat.ping_interval_s, config.heartbeat.ping_timeout_s)
 
 
 def _since_of(request: HttpRequest) -> int | None:
@@ -327,22 +321,26 @@ async def run_gateway(
     metrics: Metrics | None = None,
     *,
     faults: Faults | None = None,
+    keepalive: KeepAlive | None = None,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on `[gateway] host:port` and serve every connection until cancelled.
 
     `started()` receives a `GatewayHandle` once the socket listens (port 0 picks a free port).
     `/metrics` renders `metrics`, and answers 404 without it. `faults` is the tree's fault
-    registry: the sessions' `sender.write` point, and what `/admin/faults` arms.
+    registry: the sessions' `sender.write` point, and what `/admin/faults` arms. `keepalive` is
+    the table of live sessions whose pings this gateway's sweep sends; pass the tree's, so that
+    sessions outliving a gateway restart stay watched (a new table when not given).
     Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
     """
-    gateway = Gateway(config, hub, sessions, health, metrics, faults)
+    gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive)
     listeners = await trio.open_tcp_listeners(config.gateway.port, host=config.gateway.host)
     port = listeners[0].socket.getsockname()[1]
     log.info("Gateway listening", url=f"ws://{config.gateway.host}:{port}/ws")
     async with trio.open_nursery() as nursery:
         for listener in listeners:
             nursery.start_soon(accept_forever, listener, gateway.handle_connection, nursery)
+        nursery.start_soon(gateway.keepalive.run)
         task_status.started(GatewayHandle(config.gateway.host, port))
 
 

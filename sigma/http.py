@@ -111,12 +111,17 @@ class HttpRequest:
 class ReplayStream(trio.abc.Stream):
     """A stream that first yields `prefix`, then whatever `inner` receives.
 
-    Lets a WebSocket library read an upgrade request that h11 has already consumed.
+    Lets a WebSocket library read an upgrade request that h11 has already consumed. It also
+    notes when bytes last arrived (`received_at`, trio time), which is how a session knows its
+    client is alive.
     """
+
+    __slots__ = ("_inner", "_prefix", "received_at")
 
     def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
         self._inner = inner
         self._prefix = prefix
+        self.received_at = trio.current_time()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return buffered bytes first, then read from the wrapped stream."""
@@ -125,7 +130,9 @@ class ReplayStream(trio.abc.Stream):
             chunk, self._prefix = self._prefix[:size], self._prefix[size:]
             await trio.lowlevel.checkpoint()
             return chunk
-        return bytes(await self._inner.receive_some(max_bytes))
+        data = bytes(await self._inner.receive_some(max_bytes))
+        self.received_at = trio.current_time()
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write to the wrapped stream."""

@@ -6,16 +6,18 @@ import socket
 from typing import Any
 
 import orjson
+import pytest
 import trio
 import trio.testing
 from conftest import Stack, eventually, make_config, running_stack
 from reliability import count_tasks
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request
-from wsproto.frame_protocol import FrameDecoder
+from wsproto.frame_protocol import FrameDecoder, Opcode
 
 from sigma.config import HeartbeatConfig, HubConfig
+from sigma.gateway import CLOSE_TIMEOUT_S
 
 EVENT_PAD = "x" * 1500
 
@@ -101,6 +103,48 @@ async def test_stalled_client_blocked_in_a_write_is_aborted_within_a_second() ->
         assert trio.current_time() - cut_at < 1.5
         assert await settled_task_count(stack) == idle_tasks
         await stalled.aclose()
+
+
+async def test_a_session_stopped_mid_write_is_aborted_at_once_without_a_close_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = make_config(hub=HubConfig(queue_size=10_000))  # never cut off as a slow consumer
+    async with running_stack(config) as stack:
+        idle_tasks = await settled_task_count(stack)
+        stalled = await open_stalled_client(stack.gateway.port)
+        await eventually(lambda: active_sessions(stack) == 1, timeout_s=5)
+        await publish(stack, 400)  # ~600 KB: far more than the socket takes, so a write waits
+        [session] = stack.sessions.which_children()
+        stopped_at = trio.current_time()
+        await stack.sessions.terminate_child(session.id)
+        # Aborted, not waiting out the close timeout for a close frame that cannot be sent.
+        assert trio.current_time() - stopped_at < CLOSE_TIMEOUT_S / 2
+        assert await settled_task_count(stack) == idle_tasks
+        received = b""
+        with trio.move_on_after(5):
+            while chunk := await stalled.receive_some(65536):
+                received += chunk
+        decoder = FrameDecoder(client=True, extensions=[])
+        decoder.receive_bytes(received[received.index(b"\r\n\r\n") + 4 :])
+        opcodes = []
+        while (frame := decoder.process_buffer()) is not None:
+            opcodes.append(frame.opcode)
+        assert opcodes and Opcode.CLOSE not in opcodes  # cut off mid-frame: no close frame
+        await stalled.aclose()
+
+
+async def test_a_session_stopped_between_writes_closes_with_1001() -> None:
+    async with running_stack() as stack, open_websocket_url(stack.ws_url) as ws:
+        await ws.get_message()  # the welcome
+        [session] = stack.sessions.which_children()
+        await stack.sessions.terminate_child(session.id)
+        with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
+            await ws.get_message()
+        assert (closed.value.reason.code, closed.value.reason.reason) == (
+            1001,
+            "server shutting down",
+        )
+        assert stack.hub.state.clients == {}
 
 
 def decode_all(data: bytes) -> list[dict[str, Any]]:

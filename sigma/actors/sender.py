@@ -25,7 +25,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from sigma.actors.hub_state import reply_frame
-from sigma.actors.outbox import DirectWriter, Outbox, OutboxClosed
+from sigma.actors.outbox import DirectWriter, Frame, Outbox, OutboxClosed
 from sigma.faults import FaultPoint
 from sigma.protocol import missed_events_notice
 
@@ -101,25 +101,45 @@ def _write_now(stream: trio.abc.Stream, data: bytes) -> int:
         raise ClientGone(exc.strerror or type(exc).__name__) from None
 
 
-async def pump(ws: WebSocketConnection, outbox: Outbox, fault: FaultPoint | None = None) -> None:
-    """Send everything the hub queues for this client until the outbox is closed.
+class Sender:
+    """Sends everything the hub queues for one client until the outbox is closed.
 
     `fault` is the `sender.write` fault point (see the module docstring).
-
-    Error handling: returns when the outbox is closed; raises `ClientGone` when the socket
-    breaks. Cancellation may stop it in the middle of a write, after which the connection's
-    framing is unknown and the caller must abort the stream rather than send a close frame.
     """
-    point = fault or FaultPoint("sender.write")
-    while True:
-        try:
-            batch = await outbox.receive_batch()
-        except OutboxClosed:
-            return
-        dropped = outbox.take_dropped()
+
+    __slots__ = ("_fault", "_outbox", "_ws", "torn")
+
+    def __init__(
+        self, ws: WebSocketConnection, outbox: Outbox, fault: FaultPoint | None = None
+    ) -> None:
+        self._ws = ws
+        self._outbox = outbox
+        self._fault = fault or FaultPoint("sender.write")
+        self.torn = False
+        """A write was cut off part-way (cancelled): the connection's framing is lost."""
+
+    async def run(self) -> None:
+        """Write each batch the outbox hands over, until it is closed.
+
+        Error handling: returns when the outbox is closed; raises `ClientGone` when the socket
+        breaks. Cancellation may stop it in the middle of a write, which leaves `torn` set: the
+        caller must then abort the stream rather than send a close frame.
+        """
+        receive_batch = self._outbox.receive_batch
+        while True:
+            try:
+                # No local names the batch: it must not stay alive while the sender waits.
+                await self._write_batch(await receive_batch())
+            except OutboxClosed:
+                return
+
+    async def _write_batch(self, batch: list[Frame]) -> None:
+        dropped = self._outbox.take_dropped()
         chunks = [frame.data for frame in batch]
         if dropped:
             chunks.insert(0, reply_frame(missed_events_notice(dropped)).data)
-        if point.armed and await point.hit():
+        if self._fault.armed and await self._fault.hit():
             raise ClientGone("fault injected at sender.write: connection cut")
-        await write_frames(ws, b"".join(chunks))
+        self.torn = True
+        await write_frames(self._ws, b"".join(chunks))
+        self.torn = False
