@@ -22,8 +22,8 @@ hub for a slow consumer or a hub restart, by the reader when the peer closed, by
 sweep). From then on the session has `close_timeout_s` to finish the write in flight and send
 its close frame; past that the stream is aborted. Shutdown cancels the session's task; it then
 closes the outbox with 1001 itself and, in a shielded scope bounded by the same timeout, writes
-the close frame and waits for the client to hang up, unless a cancelled write left the framing
-torn (then the stream is aborted). A client that stopped reading can never hold a session open.
+the close frame and waits for the client's, unless a cancelled write left the framing torn (then
+the stream is aborted at once). A client that stopped reading can never hold a session open.
 """
 
 from __future__ import annotations
