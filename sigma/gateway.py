@@ -40,7 +40,7 @@ from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
 from sigma.keepalive import KeepAlive
 from sigma.limits import AddressLimit
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
-from sigma.protocol import CORE_EVENT_TYPES, EventType, make_event
+from sigma.protocol import CORE_EVENT_TYPES, EventType, make_checked_event
 from sigma.supervisor import ChildSpec, DynamicSupervisor, Restart
 
 log = structlog.get_logger("sigma.gateway")
@@ -210,7 +210,7 @@ class Gateway:
             raise HttpError(400, "invalid_body", f"{where}: {first['msg']}") from None
         items = parsed if isinstance(parsed, list) else [parsed]
         reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
-        events = tuple(make_event(item.type, item.data) for item in items)
+        events = tuple(make_checked_event(item.type, item.data) for item in items)
         await self.hub.send(Publish(events, reply_send))
         with trio.fail_after(self.config.gateway.handshake_timeout_s):
             seqs = await reply_receive.receive()

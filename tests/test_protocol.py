@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -17,6 +17,8 @@ from sigma.protocol import (
     Unsubscribe,
     decode_client_frame,
     encode,
+    encode_event,
+    make_checked_event,
     make_event,
     welcome,
 )
@@ -72,6 +74,30 @@ def test_event_encoding_has_iso_timestamp_with_offset_and_seq() -> None:
     assert wire["seq"] == 3
     assert wire["data"] == {"cpu_usage": 12.5}
     assert datetime.fromisoformat(wire["timestamp"]).utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"cpu_usage": 12.5, "cores": [1.0, 99.9], "host": "h\u00e9", "load": None, "ok": True},
+        {"nested": {"deep": [{"a": 1}, {"b": [2, 3]}]}, "big": 2**62, "neg": -0.0},
+        {"at": datetime(2026, 1, 28, 12, 0, tzinfo=UTC), "tags": ("a", "b")},
+        {"kinds": {"x", "y"}},  # a set: orjson cannot, pydantic can
+        {},
+    ],
+)
+def test_encode_event_gives_the_bytes_of_the_numbered_copy(data: dict[str, object]) -> None:
+    event = make_event("notification", data)
+    assert encode_event(event, 7) == encode(event.model_copy(update={"seq": 7}))
+
+
+def test_a_checked_event_encodes_like_a_validated_one() -> None:
+    checked = make_checked_event("notification", {"n": 1})
+    validated = make_event("notification", {"n": 1}).model_copy(
+        update={"timestamp": checked.timestamp}
+    )
+    assert checked.seq is None
+    assert encode_event(checked, 1) == encode_event(validated, 1)
 
 
 def test_welcome_lists_sorted_subscriptions_and_contract_fields() -> None:

@@ -25,6 +25,7 @@ from sigma.protocol import (
     Subscribe,
     Unsubscribe,
     encode,
+    encode_event,
     subscriptions_reply,
     welcome,
 )
@@ -121,8 +122,9 @@ class HubState:
         """Number `event`, keep it for resume, and offer it to every subscribed client."""
         self.last_seq += 1
         seq = self.last_seq
-        numbered = event.model_copy(update={"seq": seq})
-        frame = build_frame(encode(numbered), event.type, snapshot_key_of(event), event=True)
+        frame = build_frame(
+            encode_event(event, seq), event.type, snapshot_key_of(event), event=True
+        )
         self._history.append((seq, frame))
         subscribers = self._by_type[event.type]
         gone: list[str] = []
