@@ -14,7 +14,8 @@ way to write prepared frames, and one `send_message` await per frame costs sever
 throughput.
 
 Fault point `sender.write` (`sigma.faults`) is passed before each batch is written: `raise`
-crashes the session, `drop` cuts the connection as if the client had vanished (`ClientGone`).
+crashes the session (its client gets 1011), `drop` cuts the connection as if the client had
+vanished (`ClientGone`).
 """
 
 from __future__ import annotations
