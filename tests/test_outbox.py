@@ -143,6 +143,46 @@ async def test_flush_writes_straight_to_an_idle_client_and_wakes_nobody() -> Non
         nursery.cancel_scope.cancel()
 
 
+async def test_deliver_now_writes_an_idle_clients_frame_without_queueing_it() -> None:
+    outbox = Outbox(capacity=8)
+    written: list[bytes] = []
+    outbox.attach_direct_writer(lambda data: written.append(data) or len(data))
+    flushes: list[Outbox] = []
+    got: list[list[Frame]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(parked_sender, outbox, got)
+        await trio.testing.wait_all_tasks_blocked()
+        outbox.deliver_now(frame(1), flushes)
+        await trio.testing.wait_all_tasks_blocked()
+        assert written == [b"1"] and flushes == [] and got == [] and len(outbox) == 0
+        assert outbox.high_water == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_deliver_now_queues_the_unwritten_rest_first_and_wakes_the_sender() -> None:
+    outbox = Outbox(capacity=8)
+    outbox.attach_direct_writer(lambda data: 1)
+    got: list[list[Frame]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(parked_sender, outbox, got)
+        await trio.testing.wait_all_tasks_blocked()
+        flushes: list[Outbox] = []
+        outbox.deliver_now(frame(234), flushes)
+        outbox.send_nowait(frame(5))
+    assert [f.data for f in got[0]] == [b"34", b"5"]
+    assert flushes == []
+
+
+async def test_deliver_now_queues_behind_what_is_already_queued() -> None:
+    outbox = Outbox(capacity=8)
+    written: list[bytes] = []
+    outbox.attach_direct_writer(lambda data: written.append(data) or len(data))
+    outbox.send_nowait(frame(1))  # nobody is receiving yet
+    flushes: list[Outbox] = []
+    outbox.deliver_now(frame(2), flushes)
+    assert written == [] and [f.data for f in await outbox.receive_batch()] == [b"1", b"2"]
+
+
 async def test_partial_direct_write_leaves_the_rest_first_and_never_drops_it() -> None:
     outbox = Outbox(capacity=2, policy="drop_oldest")
     outbox.attach_direct_writer(lambda data: 1)

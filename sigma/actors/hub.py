@@ -139,7 +139,8 @@ class HubActor:
     def _act(self, message: HubMessage) -> None:
         match message:
             case Publish(events, reply):
-                seqs = tuple(self._broadcast(event) for event in events)
+                alone = len(events) == 1
+                seqs = tuple(self._broadcast(event, alone=alone) for event in events)
                 if reply is not None:
                     with contextlib.suppress(*UNDELIVERABLE):
                         reply.send_nowait(seqs)
@@ -149,7 +150,7 @@ class HubActor:
                     "client_count": len(self.state.clients),
                     "last_seq": self.state.last_seq,
                 }
-                self._broadcast(make_event("heartbeat", data))
+                self._broadcast(make_event("heartbeat", data), alone=True)
                 if self._metrics is not None:
                     self._metrics.heartbeat_sent()
             case Join(client, since, epoch):
@@ -173,8 +174,8 @@ class HubActor:
             case Command(client_id, command):
                 self.state.command(client_id, command)
 
-    def _broadcast(self, event: Event) -> int:
-        outcome = self.state.broadcast(event)
+    def _broadcast(self, event: Event, *, alone: bool = False) -> int:
+        outcome = self.state.broadcast(event, alone=alone)
         if self._metrics is not None:
             self._metrics.count_broadcast(event.type, outcome.sent_to)
         if self._debug:

@@ -118,8 +118,12 @@ class HubState:
 
     # --- events ---------------------------------------------------------------------------
 
-    def broadcast(self, event: Event) -> Broadcast:
-        """Number `event`, keep it for resume, and offer it to every subscribed client."""
+    def broadcast(self, event: Event, *, alone: bool = False) -> Broadcast:
+        """Number `event`, keep it for resume, and offer it to every subscribed client.
+
+        `alone`: no other event comes with it before the next `flush()`, so there is nothing
+        to coalesce it with, and an idle client's socket gets it at once.
+        """
         self.last_seq += 1
         seq = self.last_seq
         frame = build_frame(
@@ -128,9 +132,13 @@ class HubState:
         self._history.append((seq, frame))
         subscribers = self._by_type[event.type]
         gone: list[str] = []
+        flushes = self._flushes
         for client in subscribers.values():
             try:
-                client.outbox.offer(frame, self._flushes)
+                if alone:
+                    client.outbox.deliver_now(frame, flushes)
+                else:
+                    client.outbox.offer(frame, flushes)
             except SlowConsumer:
                 self.slow_disconnects += 1
                 client.outbox.close(SLOW_CONSUMER_CODE, "slow consumer")

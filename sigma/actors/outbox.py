@@ -132,6 +132,30 @@ class Outbox:
             self._flush_pending = True
             flushes.append(self)
 
+    def deliver_now(self, frame: Frame, flushes: list[Outbox]) -> None:
+        """`offer` and `flush` in one step, for an event with nothing to be coalesced with.
+
+        An idle client whose socket takes the whole frame gets it at once, and nothing is
+        queued; otherwise the frame is offered as usual.
+        """
+        if (
+            self._direct is not None
+            and self._receiver is not None
+            and not self._frames
+            and not self.dropped
+            and self._close_reason is None
+        ):
+            data = frame.data
+            written = self._direct(data)
+            if written == len(data):
+                return
+            if written:
+                self._frames.append(Frame(data[written:], PARTIAL_FRAME))
+                self._partial_head = True
+                self._wake_receiver()
+                return
+        self.offer(frame, flushes)
+
     def _enqueue(self, frame: Frame) -> None:
         if self._close_reason is not None:
             raise OutboxClosed(self._close_reason)
