@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -142,12 +143,17 @@ class ClientSession:
         write_fault: FaultPoint | None = None,
         keepalive: KeepAlive | None = None,
         lease: Lease | None = None,
+        on_drop: Callable[[int], None] | None = None,
     ) -> None:
-        """`lease` is the session's place in the per-address count, given back when it ends."""
+        """`lease` is the session's place in the per-address count, given back when it ends;
+        `on_drop` hears how many events the queue policy dropped, each time it drops some."""
         self.client_id = client_id
         self.settings = settings
         self.outbox = Outbox(
-            settings.queue_size, settings.slow_client_policy, on_close=self._start_closing_clock
+            settings.queue_size,
+            settings.slow_client_policy,
+            on_close=self._start_closing_clock,
+            on_drop=on_drop,
         )
         self._stream = stream
         self._hub = hub

@@ -15,6 +15,7 @@ per-address connection limits (503), counted here.
 from __future__ import annotations
 
 import errno
+import functools
 import hmac
 import os
 import uuid
@@ -107,6 +108,11 @@ class Gateway:
         self.metrics = metrics
         self.faults = faults or Faults()
         self.keepalive = keepalive or new_keepalive(config)
+        self._count_drops = (
+            functools.partial(metrics.count_queue_drops, config.hub.slow_client_policy)
+            if metrics is not None
+            else None
+        )
         self.session_settings = SessionSettings(
             queue_size=config.hub.queue_size,
             slow_client_policy=config.hub.slow_client_policy,
@@ -273,6 +279,7 @@ class Gateway:
             write_fault=self.faults.point("sender.write"),
             keepalive=self.keepalive,
             lease=lease,
+            on_drop=self._count_drops,
         )
         spec = ChildSpec(
             id=client_id,

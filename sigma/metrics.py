@@ -15,7 +15,8 @@ Metric (type, labels): what it counts.
 - `sigma_events_published_total` (counter, `type`): events the hub broadcast.
 - `sigma_events_delivered_total` (counter): each broadcast adds the clients it was queued for.
 - `sigma_events_dropped_total` (counter, `reason`): events a client did not get;
-  `slow_consumer` counts one per client whose full queue got it cut off.
+  `slow_consumer` counts one per client whose full queue got it cut off; `drop_oldest` and
+  `conflate` count every event those policies removed from a full queue.
 - `sigma_slow_client_disconnects_total` (counter): clients closed with 4008.
 - `sigma_client_queue_high_water_messages` (gauge): the deepest any client's queue has been.
 - `sigma_heartbeat_age_seconds` (gauge): since the hub last broadcast a heartbeat (or since
@@ -50,6 +51,7 @@ METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The `content-type` of `Metrics.render()`'s output."""
 
 SLOW_CONSUMER = "slow_consumer"
+QUEUE_DROP_POLICIES = ("drop_oldest", "conflate")
 
 
 class HubView(Protocol):
@@ -79,7 +81,7 @@ class Metrics:
         self._past_high_water = 0
         self._published: Tally[str] = Tally(dict.fromkeys(EVENT_TYPES, 0))
         self._delivered = 0
-        self._dropped: Tally[str] = Tally({SLOW_CONSUMER: 0})
+        self._dropped: Tally[str] = Tally(dict.fromkeys((SLOW_CONSUMER, *QUEUE_DROP_POLICIES), 0))
         self._slow_disconnects = 0
         self._last_heartbeat_at: float | None = None
         self.restarts = Counter(
@@ -129,6 +131,10 @@ class Metrics:
         """`clients` were cut off because their queue was full, each losing the event."""
         self._slow_disconnects += clients
         self._dropped[SLOW_CONSUMER] += clients
+
+    def count_queue_drops(self, policy: str, events: int) -> None:
+        """`policy` (`drop_oldest`, `conflate`) removed `events` from a client's full queue."""
+        self._dropped[policy] += events
 
     def heartbeat_sent(self) -> None:
         """The hub broadcast a heartbeat now."""

@@ -83,7 +83,8 @@ async def test_a_fresh_scrape_parses_and_every_series_starts_at_zero(
     for event_type in EVENT_TYPES:
         assert value(samples, "sigma_events_published_total", type=event_type) == 0
     assert value(samples, "sigma_events_delivered_total") == 0
-    assert value(samples, "sigma_events_dropped_total", reason="slow_consumer") == 0
+    for reason in ("slow_consumer", "drop_oldest", "conflate"):
+        assert value(samples, "sigma_events_dropped_total", reason=reason) == 0
     assert value(samples, "sigma_slow_client_disconnects_total") == 0
     assert value(samples, "sigma_clients_connected") == 0
     assert value(samples, "sigma_client_queue_high_water_messages") == 0

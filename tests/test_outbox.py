@@ -81,6 +81,19 @@ def test_drop_oldest_cuts_off_when_only_replies_are_queued() -> None:
     assert len(outbox) == 2
 
 
+def test_each_drop_is_reported_with_how_many_events_went() -> None:
+    reported: list[int] = []
+    oldest = Outbox(capacity=2, policy="drop_oldest", on_drop=reported.append)
+    for n in range(4):
+        oldest.send_nowait(frame(n))
+    conflating = Outbox(capacity=3, policy="conflate", on_drop=reported.append)
+    for n in range(3):
+        conflating.send_nowait(frame(n, key="system_status"))
+    conflating.send_nowait(frame(3, key="system_status"))  # full: the two older snapshots go
+    assert reported == [1, 1, 2]
+    assert oldest.dropped == 2 and conflating.dropped == 2
+
+
 async def test_conflate_keeps_the_newest_snapshot_per_key() -> None:
     outbox = Outbox(capacity=3, policy="conflate")
     outbox.send_nowait(frame(1, key="system_status"))

@@ -170,9 +170,12 @@ async def test_drop_oldest_tells_the_client_how_many_it_missed() -> None:
         messages = decode_all(body)
         notices = [m for m in messages if m["data"].get("kind") == "events_dropped"]
         seqs = [m["seq"] for m in messages if m["seq"] is not None]
-        assert notices and sum(n["data"]["dropped"] for n in notices) + len(seqs) == 400
+        missed = sum(n["data"]["dropped"] for n in notices)
+        assert notices and missed + len(seqs) == 400
         assert seqs == sorted(seqs) and seqs[-1] == 400
         assert stack.sessions.count_children().active == 1
+        scrape = (await stack.http.get("/metrics")).text
+        assert f'sigma_events_dropped_total{{reason="drop_oldest"}} {missed:.1f}' in scrape
         await stream.aclose()
 
 

@@ -76,6 +76,7 @@ class Outbox:
         "_flush_pending",
         "_frames",
         "_on_close",
+        "_on_drop",
         "_partial_head",
         "_receiver",
         "capacity",
@@ -90,7 +91,10 @@ class Outbox:
         policy: SlowClientPolicy = "disconnect",
         *,
         on_close: Callable[[CloseReason], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_close` is called once, when the outbox closes; `on_drop` with the number of
+        events each time the policy drops some to make room."""
         self.capacity = capacity
         self.policy = policy
         self.dropped = 0
@@ -100,6 +104,7 @@ class Outbox:
         self._receiver: trio.lowlevel.Task | None = None
         """The sender's task while it waits in `receive_batch`."""
         self._on_close = on_close
+        self._on_drop = on_drop
         self._close_reason: CloseReason | None = None
         self._direct: DirectWriter | None = None
         self._flush_pending = False
@@ -198,16 +203,24 @@ class Outbox:
 
     def _make_room(self) -> bool:
         if self.policy == "drop_oldest":
-            frames = self._frames
-            for index, frame in enumerate(frames):
-                if frame.droppable:
-                    del frames[index]
-                    self.dropped += 1
-                    return True
+            removed = self._drop_oldest_event()
+        elif self.policy == "conflate":
+            removed = self._conflate()
+        else:
             return False
-        if self.policy == "conflate":
-            return self._conflate() > 0
-        return False
+        if removed:
+            self.dropped += removed
+            if self._on_drop is not None:
+                self._on_drop(removed)
+        return removed > 0
+
+    def _drop_oldest_event(self) -> int:
+        frames = self._frames
+        for index, frame in enumerate(frames):
+            if frame.droppable:
+                del frames[index]
+                return 1
+        return 0
 
     def _conflate(self) -> int:
         newest_seen: set[str] = set()
@@ -222,7 +235,6 @@ class Outbox:
         kept.reverse()
         removed = len(self._frames) - len(kept)
         self._frames[:] = kept
-        self.dropped += removed
         return removed
 
     async def receive_batch(self) -> list[Frame]:
