@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -137,15 +140,32 @@ async def parked_sender(outbox: Outbox, got: list[list[Frame]]) -> None:
     got.append(await outbox.receive_batch())
 
 
-async def test_flush_writes_straight_to_an_idle_client_and_wakes_nobody() -> None:
-    outbox = Outbox(capacity=8)
-    written: list[bytes] = []
-    outbox.attach_direct_writer(lambda data: written.append(data) or len(data))
-    flushes: list[Outbox] = []
+@asynccontextmanager
+async def sender_parked_on(outbox: Outbox) -> AsyncIterator[list[list[Frame]]]:
+    """A sender task waiting in `receive_batch`; yields the list its batch will be put in.
+
+    On exit the sender takes what it was woken for, or stops waiting if it was not woken.
+    """
     got: list[list[Frame]] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(parked_sender, outbox, got)
         await trio.testing.wait_all_tasks_blocked()
+        yield got
+        nursery.cancel_scope.cancel()
+
+
+def recording_outbox() -> tuple[Outbox, list[bytes]]:
+    """An outbox whose direct writer takes every byte and records each write."""
+    outbox = Outbox(capacity=8)
+    written: list[bytes] = []
+    outbox.attach_direct_writer(lambda data: written.append(data) or len(data))
+    return outbox, written
+
+
+async def test_flush_writes_straight_to_an_idle_client_and_wakes_nobody() -> None:
+    outbox, written = recording_outbox()
+    flushes: list[Outbox] = []
+    async with sender_parked_on(outbox) as got:
         outbox.offer(frame(1), flushes)
         outbox.offer(frame(2), flushes)
         assert flushes == [outbox]  # listed once, however many frames
@@ -153,32 +173,22 @@ async def test_flush_writes_straight_to_an_idle_client_and_wakes_nobody() -> Non
             pending.flush()
         await trio.testing.wait_all_tasks_blocked()
         assert written == [b"12"] and got == [] and len(outbox) == 0
-        nursery.cancel_scope.cancel()
 
 
 async def test_deliver_now_writes_an_idle_clients_frame_without_queueing_it() -> None:
-    outbox = Outbox(capacity=8)
-    written: list[bytes] = []
-    outbox.attach_direct_writer(lambda data: written.append(data) or len(data))
+    outbox, written = recording_outbox()
     flushes: list[Outbox] = []
-    got: list[list[Frame]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(parked_sender, outbox, got)
-        await trio.testing.wait_all_tasks_blocked()
+    async with sender_parked_on(outbox) as got:
         outbox.deliver_now(frame(1), flushes)
         await trio.testing.wait_all_tasks_blocked()
         assert written == [b"1"] and flushes == [] and got == [] and len(outbox) == 0
         assert outbox.high_water == 0
-        nursery.cancel_scope.cancel()
 
 
 async def test_deliver_now_queues_the_unwritten_rest_first_and_wakes_the_sender() -> None:
     outbox = Outbox(capacity=8)
     outbox.attach_direct_writer(lambda data: 1)
-    got: list[list[Frame]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(parked_sender, outbox, got)
-        await trio.testing.wait_all_tasks_blocked()
+    async with sender_parked_on(outbox) as got:
         flushes: list[Outbox] = []
         outbox.deliver_now(frame(234), flushes)
         outbox.send_nowait(frame(5))
@@ -187,9 +197,7 @@ async def test_deliver_now_queues_the_unwritten_rest_first_and_wakes_the_sender(
 
 
 async def test_deliver_now_queues_behind_what_is_already_queued() -> None:
-    outbox = Outbox(capacity=8)
-    written: list[bytes] = []
-    outbox.attach_direct_writer(lambda data: written.append(data) or len(data))
+    outbox, written = recording_outbox()
     outbox.send_nowait(frame(1))  # nobody is receiving yet
     flushes: list[Outbox] = []
     outbox.deliver_now(frame(2), flushes)
@@ -199,10 +207,7 @@ async def test_deliver_now_queues_behind_what_is_already_queued() -> None:
 async def test_partial_direct_write_leaves_the_rest_first_and_never_drops_it() -> None:
     outbox = Outbox(capacity=2, policy="drop_oldest")
     outbox.attach_direct_writer(lambda data: 1)
-    got: list[list[Frame]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(parked_sender, outbox, got)
-        await trio.testing.wait_all_tasks_blocked()
+    async with sender_parked_on(outbox) as got:
         flushes: list[Outbox] = []
         outbox.offer(frame(34), flushes)
         outbox.flush()
@@ -215,10 +220,7 @@ async def test_partial_direct_write_leaves_the_rest_first_and_never_drops_it() -
 async def test_flush_wakes_the_sender_when_the_socket_takes_nothing() -> None:
     outbox = Outbox(capacity=8)
     outbox.attach_direct_writer(lambda data: 0)
-    got: list[list[Frame]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(parked_sender, outbox, got)
-        await trio.testing.wait_all_tasks_blocked()
+    async with sender_parked_on(outbox) as got:
         flushes: list[Outbox] = []
         outbox.offer(frame(7), flushes)
         outbox.flush()
@@ -227,10 +229,7 @@ async def test_flush_wakes_the_sender_when_the_socket_takes_nothing() -> None:
 
 async def test_only_one_task_may_wait_for_batches() -> None:
     outbox = Outbox(capacity=2)
-    got: list[list[Frame]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(parked_sender, outbox, got)
-        await trio.testing.wait_all_tasks_blocked()
+    async with sender_parked_on(outbox) as got:
         with pytest.raises(trio.BusyResourceError):
             await outbox.receive_batch()
         outbox.send_nowait(frame(1))
