@@ -29,8 +29,8 @@ import trio
 
 from sigma.actors.hub import HubActor, Publish
 from sigma.actors.hub_state import Client, build_frame, reply_frame
-from sigma.actors.outbox import Frame, Outbox
-from sigma.actors.sender import Sender, write_frames
+from sigma.actors.outbox import PARTIAL_FRAME, Frame, Outbox
+from sigma.actors.sender import Sender, StreamLock
 from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
 from sigma.log import configure_logging
@@ -122,11 +122,10 @@ class DiscardingStream:
 
 
 class FakeConnection:
-    """What `write_frames` touches of a trio-websocket connection."""
+    """What `Sender` touches of a trio-websocket connection."""
 
     def __init__(self, stream: DiscardingStream) -> None:
         self.closed = None
-        self._stream_lock = trio.StrictFIFOLock()
         self._stream = stream
 
 
@@ -134,13 +133,12 @@ class UncheckedSender(Sender):
     """`Sender` with its batch write as of this writing, without the fault check."""
 
     async def _write_batch(self, batch: list[Frame]) -> None:
-        dropped = self._outbox.take_dropped()
         chunks = [frame.data for frame in batch]
+        dropped = self._outbox.take_dropped()
         if dropped:
-            chunks.insert(0, reply_frame(missed_events_notice(dropped)).data)
-        self.torn = True
-        await write_frames(self._ws, b"".join(chunks))
-        self.torn = False
+            notice = reply_frame(missed_events_notice(dropped)).data
+            chunks.insert(1 if batch[0].event_type == PARTIAL_FRAME else 0, notice)
+        await self.write(b"".join(chunks))
 
 
 def sender_run(checked: bool) -> Callable[[int], float]:
@@ -153,7 +151,7 @@ def sender_run(checked: bool) -> Callable[[int], float]:
             point: FaultPoint = Faults().point("sender.write")
             started = time.perf_counter_ns()
             sender = Sender if checked else UncheckedSender
-            await sender(ws, outbox, point).run()  # type: ignore[arg-type]
+            await sender(ws, outbox, StreamLock(), point).run()  # type: ignore[arg-type]
             return time.perf_counter_ns() - started
 
         return trio.run(main)

@@ -44,7 +44,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from sigma.actors.hub import UNDELIVERABLE, Command, HubMessage, Join, Leave
 from sigma.actors.hub_state import PING_FRAME, Client, reply_frame
 from sigma.actors.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
-from sigma.actors.sender import ClientGone, Sender, direct_writer, write_frames
+from sigma.actors.sender import ClientGone, Sender, take_over_stream_lock
 from sigma.auth import Authenticator, Claims, TokenRejected
 from sigma.faults import FaultPoint
 from sigma.http import ReplayStream
@@ -67,6 +67,7 @@ log = structlog.get_logger("sigma.session")
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+ABNORMAL_CLOSURE = 1006
 PING_TIMEOUT_CODE = 1011
 INTERNAL_ERROR_CODE = 1011
 TOKEN_EXPIRED_CODE = 4001
@@ -190,10 +191,10 @@ class ClientSession:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
-                ws = await self._handshake(nursery)
+                ws, sender = await self._handshake(nursery)
                 await self._hub.send(Join(self._client(), self._resume.since, self._resume.epoch))
                 task_status.started(self.client_id)
-                sender = self._start_serving(nursery, ws)
+                self._start_serving(nursery, ws, sender)
                 try:
                     await sender.run()
                 except ClientGone as exc:
@@ -207,24 +208,25 @@ class ClientSession:
         finally:
             await self._finish(ws)
 
-    def _start_serving(self, nursery: trio.Nursery, ws: WebSocketConnection) -> Sender:
-        """Start reading client frames (and the token clock); return the sender to run."""
+    def _start_serving(
+        self, nursery: trio.Nursery, ws: WebSocketConnection, sender: Sender
+    ) -> None:
+        """Start reading client frames (and the token clock); let the hub write directly."""
         nursery.start_soon(self._read_frames, ws)
         if self._token_expiry is not None:
             nursery.start_soon(self._expire_token, self._token_expiry)
         if self._keepalive is not None:
             self._keepalive.add(self)
-        writer = direct_writer(ws, self._write_fault)
-        if writer is not None:
-            self.outbox.attach_direct_writer(writer)
-        sender = self._sender = Sender(ws, self.outbox, self._write_fault)
-        return sender
+        if sender.can_write_now:
+            self.outbox.attach_direct_writer(sender.write_now)
 
     async def _finish(self, ws: WebSocketConnection | None) -> None:
         out_of_time = self._scope is not None and trio.current_time() >= self._scope.deadline
         interrupted = self.outbox.close_reason is None  # neither side asked to close
         if interrupted:
-            if _being_cancelled():
+            if ws is None:
+                self.outbox.close(ABNORMAL_CLOSURE, "the handshake did not complete")
+            elif _being_cancelled():
                 self.outbox.close(GOING_AWAY, "server shutting down")
             else:
                 self.outbox.close(INTERNAL_ERROR_CODE, "internal error")
@@ -239,9 +241,9 @@ class ClientSession:
             cleanup.deadline = trio.current_time() + self.settings.close_timeout_s
             close = self.outbox.close_reason
             sender = self._sender
-            if interrupted and ws is not None and sender is not None and not sender.torn:
+            if interrupted and ws is not None and sender is not None and not sender.mid_frame:
                 assert close is not None
-                await self._say_goodbye(ws, close)
+                await self._say_goodbye(ws, sender, close)
             await trio.aclose_forcefully(self._stream)
         log.debug(
             "Client session closed",
@@ -251,7 +253,9 @@ class ClientSession:
             aborted=out_of_time or cleanup.cancelled_caught,
         )
 
-    async def _say_goodbye(self, ws: WebSocketConnection, close: CloseReason) -> None:
+    async def _say_goodbye(
+        self, ws: WebSocketConnection, sender: Sender, close: CloseReason
+    ) -> None:
         """The closing handshake, by hand (trio-websocket's reader is gone by now).
 
         Sends the close frame, reads until the client's close frame arrives (ignoring anything
@@ -262,7 +266,7 @@ class ClientSession:
         with contextlib.suppress(
             ClientGone, trio.BrokenResourceError, trio.ClosedResourceError, *WebSocketProtocolError
         ):
-            await write_frames(ws, protocol.send(CloseConnection(close.code, close.reason)))
+            await sender.write(protocol.send(CloseConnection(close.code, close.reason)))
             while not any(isinstance(event, CloseConnection) for event in protocol.events()):
                 data = await self._stream.receive_some()
                 if not data:
@@ -277,7 +281,7 @@ class ClientSession:
             subscriptions=self._resume.allowed,
         )
 
-    async def _handshake(self, nursery: trio.Nursery) -> WebSocketConnection:
+    async def _handshake(self, nursery: trio.Nursery) -> tuple[WebSocketConnection, Sender]:
         with trio.fail_after(self.settings.handshake_timeout_s):
             request = await wrap_server_stream(
                 nursery,
@@ -285,7 +289,10 @@ class ClientSession:
                 message_queue_size=TRIO_WEBSOCKET_QUEUE_SIZE,
                 max_message_size=self.settings.max_frame_bytes,
             )
-            return await request.accept()
+            ws = await request.accept()
+            lock = await take_over_stream_lock(ws)
+        self._sender = Sender(ws, self.outbox, lock, self._write_fault)
+        return ws, self._sender
 
     def _start_closing_clock(self, _: CloseReason) -> None:
         """From the moment the outbox closes, the session has `close_timeout_s` to finish."""
@@ -301,7 +308,7 @@ class ClientSession:
     def send_ping(self) -> None:
         """Queue a WebSocket ping; the client's pong shows in `heard_at`."""
         with contextlib.suppress(OutboxClosed):
-            self.outbox.send_beyond_capacity(PING_FRAME)
+            self.outbox.send_first(PING_FRAME)
 
     def close_silent(self) -> None:
         """Close with 1011: the client did not answer its ping."""

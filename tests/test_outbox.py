@@ -244,3 +244,15 @@ async def test_a_cancelled_wait_leaves_the_outbox_usable(
         await outbox.receive_batch()
     outbox.send_nowait(frame(2))
     assert [f.data for f in await outbox.receive_batch()] == [b"2"]
+
+
+async def test_a_control_frame_goes_first_but_after_the_rest_of_a_begun_frame() -> None:
+    outbox = Outbox(capacity=8)
+    outbox.send_nowait(frame(1))
+    outbox.send_first(Frame(b"ping", "ping"))
+    assert [f.data for f in await outbox.receive_batch()] == [b"ping", b"1"]
+    outbox.attach_direct_writer(lambda data: 1)
+    async with sender_parked_on(outbox) as got:
+        outbox.deliver_now(frame(23), [])  # the socket took "2": "3" is owed
+        outbox.send_first(Frame(b"ping", "ping"))
+    assert [f.data for f in got[0]] == [b"3", b"ping"]

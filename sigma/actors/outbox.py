@@ -194,6 +194,17 @@ class Outbox:
                 self._partial_head = True
         self._wake_receiver()
 
+    def send_first(self, frame: Frame) -> None:
+        """Queue a control frame (a ping) ahead of everything but the rest of a begun frame.
+
+        So that a client whose queue is full still gets it without waiting for the queue.
+        Raises `OutboxClosed` once closed.
+        """
+        if self._close_reason is not None:
+            raise OutboxClosed(self._close_reason)
+        self._frames.insert(1 if self._partial_head else 0, frame)
+        self._wake_receiver()
+
     def send_beyond_capacity(self, frame: Frame) -> None:
         """Queue a frame the client must get whatever the bound (welcome, replay, replies)."""
         if self._close_reason is not None:
@@ -242,13 +253,15 @@ class Outbox:
 
         Always passes one scheduling point: parking when the queue is empty, or yielding once
         when it is not (which also lets more frames gather into the batch).
-        Raises `OutboxClosed` once closed; frames still queued then are discarded.
+        Raises `OutboxClosed` once closed, after handing over the rest of a frame already begun
+        (the only thing a close keeps: the connection's framing depends on it).
         """
         if self._frames or self._close_reason is not None:
             await trio.lowlevel.checkpoint()
         while not self._frames and self._close_reason is None:
             await self._wait()
-        if self._close_reason is not None:
+        if not self._frames:
+            assert self._close_reason is not None
             raise OutboxClosed(self._close_reason)
         batch, self._frames = self._frames, []
         self._partial_head = False
@@ -281,7 +294,7 @@ class Outbox:
         if self._close_reason is not None:
             return
         self._close_reason = CloseReason(code, reason)
-        self._frames.clear()
+        del self._frames[1 if self._partial_head else 0 :]
         self._wake_receiver()
         if self._on_close is not None:
             self._on_close(self._close_reason)
