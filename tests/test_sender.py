@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
+import pytest
 import trio
 import trio.testing
 from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode
@@ -30,7 +31,7 @@ class FakeConnection:
     """What `Sender` reads of a trio-websocket connection."""
 
     _stream: trio.SocketStream
-    closed: None = None
+    closed: object = None
 
 
 def event(n: int, size: int = 10) -> bytes:
@@ -138,3 +139,22 @@ async def test_a_close_keeps_the_rest_of_a_frame_for_the_sender() -> None:
         frames = await wire.read_all()
         assert [payload for _, payload in frames] == [event(1, BIG)]
         assert not wire.sender.mid_frame and not wire.lock.locked()
+
+
+async def test_the_rest_of_a_frame_goes_out_even_once_the_client_started_closing() -> None:
+    outbox = Outbox(capacity=8)
+    async with wired(outbox) as wire:
+        outbox.deliver_now(numbered(1, BIG), [])
+        wire.sender._ws.closed = "the client's close frame arrived"  # type: ignore[attr-defined]
+        frames = await wire.read_all()
+        assert [payload for _, payload in frames] == [event(1, BIG)]
+
+
+async def test_a_write_of_trio_websockets_that_failed_counts_as_mid_frame() -> None:
+    outbox = Outbox(capacity=8)
+    async with wired(outbox) as wire:
+        assert not wire.sender.mid_frame
+        with pytest.raises(trio.BrokenResourceError):
+            async with wire.lock:  # what trio-websocket's `_send` does; its write fails
+                raise trio.BrokenResourceError
+        assert wire.sender.mid_frame and not wire.lock.locked()

@@ -46,13 +46,16 @@ class StreamLock:
     """The connection's write lock, held by whoever writes; unlike trio's locks, no task owns it.
 
     So the hub can take it when it leaves a frame half-written, and the sender release it once
-    the frame is complete. It has what trio-websocket uses of a lock (`async with`).
+    the frame is complete. It has what trio-websocket uses of a lock (`async with`), and notes
+    when a write made under `async with` ended in an error or a cancellation (`cut`): such a
+    write, a pong or a close reply of trio-websocket's, may have stopped inside its frame.
     """
 
-    __slots__ = ("_semaphore",)
+    __slots__ = ("_semaphore", "cut")
 
     def __init__(self) -> None:
         self._semaphore = trio.Semaphore(1, max_value=1)
+        self.cut = False
 
     def locked(self) -> bool:
         """Whether somebody is writing (or owes the rest of a frame)."""
@@ -73,7 +76,9 @@ class StreamLock:
     async def __aenter__(self) -> None:
         await self.acquire()
 
-    async def __aexit__(self, *_: object) -> None:
+    async def __aexit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        if error_type is not None:
+            self.cut = True
         self.release()
 
 
@@ -115,7 +120,8 @@ class Sender:
         # Its fileno() is asked at each write: -1 once closed, never another connection's.
         self._sock = transport.socket if isinstance(transport, trio.SocketStream) else None
         self._holding = False
-        """The hub wrote part of a frame and took the lock: the rest is ours to write."""
+        """The sender holds the stream lock: it took it to write, or the hub took it and left
+        it the rest of a frame to write."""
         self.torn = False
         """A write was cut off part-way (cancelled): the connection's framing is lost."""
 
@@ -126,8 +132,9 @@ class Sender:
 
     @property
     def mid_frame(self) -> bool:
-        """Whether the stream stopped inside a frame: nothing but an abort can follow."""
-        return self.torn or self._holding
+        """Whether the stream may have stopped inside a frame, ours or trio-websocket's:
+        nothing but an abort can follow."""
+        return self.torn or self._holding or self._lock.cut
 
     def write_now(self, data: bytes) -> int:
         """The hub's write (`Outbox.flush`, `deliver_now`) while the sender is idle.
@@ -185,9 +192,10 @@ class Sender:
         socket is closed or broken.
         """
         ws = self._ws
-        if ws.closed is not None:
-            raise ClientGone(f"connection already closed ({ws.closed.code})")
         if not self._holding:
+            # Owing the rest of a frame, write it even so: a dead socket shows as an error.
+            if ws.closed is not None:
+                raise ClientGone(f"connection already closed ({ws.closed.code})")
             try:
                 self._lock.acquire_nowait()
             except trio.WouldBlock:
