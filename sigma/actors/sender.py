@@ -193,7 +193,8 @@ class Sender:
         """
         ws = self._ws
         if not self._holding:
-            # Owing the rest of a frame, write it even so: a dead socket shows as an error.
+            # Checked only here: the rest of a frame the hub began goes out even to a client
+            # that is closing (a dead socket shows as an error below).
             if ws.closed is not None:
                 raise ClientGone(f"connection already closed ({ws.closed.code})")
             try:
