@@ -150,13 +150,9 @@ class Outbox:
             and not self.dropped
             and self._close_reason is None
         ):
-            data = frame.data
-            written = self._direct(data)
-            if written == len(data):
+            if self._write_directly(frame.data):
                 return
-            if written:
-                self._frames.append(Frame(data[written:], PARTIAL_FRAME))
-                self._partial_head = True
+            if self._partial_head:
                 self._wake_receiver()
                 return
         self.offer(frame, flushes)
@@ -184,15 +180,25 @@ class Outbox:
             return
         if self._direct is not None and not self.dropped and not self._partial_head:
             data = frames[0].data if len(frames) == 1 else b"".join(f.data for f in frames)
-            written = self._direct(data)
-            if written == len(data):
-                frames.clear()
+            if self._write_directly(data):
                 return
-            if written:
-                frames.clear()
-                frames.append(Frame(data[written:], PARTIAL_FRAME))
-                self._partial_head = True
         self._wake_receiver()
+
+    def _write_directly(self, data: bytes) -> bool:
+        """Give `data`, everything queued (or a frame not yet queued), to the direct writer.
+
+        True when it all went out: the queue is then empty. When only some did, the rest
+        replaces the queue as its partial head; when none did, the queue is left as it was.
+        """
+        assert self._direct is not None
+        written = self._direct(data)
+        if written == len(data):
+            self._frames.clear()
+            return True
+        if written:
+            self._frames[:] = [Frame(data[written:], PARTIAL_FRAME)]
+            self._partial_head = True
+        return False
 
     def send_first(self, frame: Frame) -> None:
         """Queue a control frame (a ping) ahead of everything but the rest of a begun frame.
