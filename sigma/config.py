@@ -23,7 +23,7 @@ from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from sigma.errors import ConfigError
+from sigma.errors import ConfigError, dotted_location, first_error
 from sigma.faults import FaultSpec
 
 CONFIG_ENV_VAR = "SIGMA_CONFIG"
@@ -348,13 +348,12 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise ConfigError(f"{source}: {describe_error(first)}") from None
+        raise ConfigError(f"{source}: {describe_error(first_error(exc))}") from None
 
 
 def describe_error(error: ErrorDetails) -> str:
     """Turn one pydantic error into `key.path: reason`, in words an operator expects."""
-    location = ".".join(str(part) for part in error["loc"])
+    location = dotted_location(error)
     context = error.get("ctx") or {}
     given = error.get("input")
     kind = error["type"]

@@ -3,9 +3,15 @@
 - `ConfigError`: the operator's configuration is wrong.
 - `RemoteError` and subclasses: something outside the process misbehaved (a peer, the engine).
 - `SupervisorError` and subclasses: the supervision tree gave up.
+
+Plus three readers of pydantic's `ValidationError`, which every place that turns bad input
+into a one-line message starts from: `first_error`, `dotted_location`, `stated_reason`.
 """
 
 from __future__ import annotations
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 
 class SigmaError(Exception):
@@ -45,3 +51,18 @@ class RestartIntensityExceeded(SupervisorError):
 
 class TooManyChildren(SupervisorError):
     """A dynamic supervisor refused a child because it already runs `max_children`."""
+
+
+def first_error(exc: ValidationError) -> ErrorDetails:
+    """The first of the errors pydantic found: the one a one-line message reports."""
+    return exc.errors(include_url=False)[0]
+
+
+def dotted_location(error: ErrorDetails, *, skip: int = 0) -> str:
+    """Where `error` is, as `key.path` (empty at the top level), without `skip` leading parts."""
+    return ".".join(str(part) for part in error["loc"][skip:])
+
+
+def stated_reason(error: ErrorDetails) -> str:
+    """What a validator's own `ValueError` said, or else pydantic's message."""
+    return str(error.get("ctx", {}).get("error", error["msg"]))

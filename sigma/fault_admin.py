@@ -23,6 +23,7 @@ import structlog
 from pydantic import ValidationError
 
 from sigma.config import is_loopback
+from sigma.errors import dotted_location, first_error, stated_reason
 from sigma.faults import FAULT_POINTS, Faults, FaultSpec
 from sigma.http import HttpError
 
@@ -78,9 +79,8 @@ def parse_fault(body: bytes) -> FaultSpec:
     try:
         return FaultSpec.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        reason = str(first.get("ctx", {}).get("error", first["msg"]))
+        first = first_error(exc)
+        where, reason = dotted_location(first), stated_reason(first)
         raise HttpError(400, "invalid_fault", f"{where}: {reason}" if where else reason) from None
 
 

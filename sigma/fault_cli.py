@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
+from sigma.errors import dotted_location, first_error, stated_reason
 from sigma.faults import FAULT_POINTS, FaultSpec
 
 EXIT_OK = 0
@@ -122,9 +123,8 @@ def _spec_of(args: argparse.Namespace) -> FaultSpec:
     try:
         return FaultSpec.model_validate(fields)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        message = str(first.get("ctx", {}).get("error", first["msg"]))
+        first = first_error(exc)
+        where, message = dotted_location(first), stated_reason(first)
         raise FaultCommandError(
             f"bad fault: {where + ': ' if where else ''}{message}", EXIT_USAGE
         ) from None

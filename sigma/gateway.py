@@ -32,7 +32,7 @@ from sigma.actors.hub import HubMessage, Publish
 from sigma.auth import Authenticator
 from sigma.client_session import ClientSession, ResumeRequest, SessionSettings
 from sigma.config import Config
-from sigma.errors import TooManyChildren
+from sigma.errors import TooManyChildren, dotted_location, first_error
 from sigma.fault_admin import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.faults import Faults
 from sigma.handshake import authenticate, check_origin, check_websocket_handshake, remote_address
@@ -211,9 +211,10 @@ class Gateway:
         except orjson.JSONDecodeError as exc:
             raise HttpError(400, "invalid_json", str(exc)) from None
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise HttpError(400, "invalid_body", f"{where}: {first['msg']}") from None
+            first = first_error(exc)
+            raise HttpError(
+                400, "invalid_body", f"{dotted_location(first)}: {first['msg']}"
+            ) from None
         items = parsed if isinstance(parsed, list) else [parsed]
         reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
         events = tuple(make_checked_event(item.type, item.data) for item in items)

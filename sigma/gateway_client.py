@@ -36,7 +36,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from sigma.errors import RemoteError
+from sigma.errors import RemoteError, dotted_location, first_error
 from sigma.protocol import Event, Reply, ServerMessage
 
 DEFAULT_URL = "ws://127.0.0.1:12080/ws"
@@ -210,8 +210,8 @@ def describe_close(closed: ConnectionClosed) -> str:
 
 
 def _first_error(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False)[0]
-    location = ".".join(str(part) for part in first["loc"])
+    first = first_error(exc)
+    location = dotted_location(first)
     return f"{location}: {first['msg']}" if location else first["msg"]
 
 

@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sigma import __version__
+from sigma.errors import dotted_location, first_error
 
 EventType = Literal[
     "agent_status",
@@ -277,8 +278,8 @@ def decode_client_frame(frame: str | bytes) -> ClientMessage:
 
 
 def _violation_from(exc: ValidationError, request_id: RequestId) -> ProtocolViolation:
-    first = exc.errors(include_url=False)[0]
-    location = ".".join(str(part) for part in first["loc"][1:])
+    first = first_error(exc)
+    location = dotted_location(first, skip=1)  # the first part names the action's model
     if first["type"] == "literal_error" and location.startswith("types."):
         unknown = str(first["input"])[:64]
         return ProtocolViolation(

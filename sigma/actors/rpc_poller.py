@@ -45,7 +45,13 @@ from sigma import __version__
 from sigma.actors.change_tracker import TRACKED_METHODS, ChangeTracker, EngineLink
 from sigma.actors.hub import HubMessage, Publish
 from sigma.config import PollerConfig
-from sigma.errors import EngineProtocolError, EngineUnavailable
+from sigma.errors import (
+    EngineProtocolError,
+    EngineUnavailable,
+    dotted_location,
+    first_error,
+    stated_reason,
+)
 from sigma.faults import FaultPoint, Faults
 from sigma.health import HealthBoard
 from sigma.metrics import Metrics
@@ -140,10 +146,10 @@ def decode_reply(body: bytes, request_id: int, *, http_status: int = 200) -> Rpc
 
 
 def _describe(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False)[0]
+    first = first_error(exc)
     if first["type"] == "value_error":
-        return str(first.get("ctx", {}).get("error", first["msg"]))
-    location = ".".join(str(part) for part in first["loc"]) or "reply"
+        return stated_reason(first)
+    location = dotted_location(first) or "reply"
     return f"{location}: {first['msg']} (got {first.get('input')!r:.80})"
 
 

@@ -46,6 +46,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from sigma.errors import dotted_location
 from sigma.faults import FaultPoint, InjectedFault
 
 log = structlog.get_logger(__name__)
@@ -193,7 +194,7 @@ def describe_validation_error(exc: PydanticValidationError) -> str:
     """Pydantic's errors as `key.path: reason; ...`, e.g. `path: Field required`."""
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
-        location = ".".join(str(part) for part in error["loc"]) or "params"
+        location = dotted_location(error) or "params"
         parts.append(f"{location}: {error['msg']}")
     return "; ".join(parts)
 
