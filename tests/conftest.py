@@ -10,17 +10,20 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 import trio
+from wsproto.frame_protocol import FrameDecoder
 
 from sigma.actors.hub import HubActor, HubMessage, run_hub
+from sigma.actors.outbox import Frame
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.faults import Faults
 from sigma.gateway import GatewayHandle, run_gateway
@@ -96,6 +99,46 @@ def make_config(**sections: Any) -> Config:
     }
     base.update(sections)
     return Config(**base)
+
+
+def tree_config(
+    tmp_path: Path, *layers: Mapping[str, Mapping[str, Any]], **overrides: Mapping[str, Any]
+) -> Config:
+    """The whole tree (`sigma.app.serve`) on free ports, with its engine's data in `tmp_path`,
+    polling every few tenths of a second and beating every 0.5 s.
+
+    Each of `layers`, then `overrides`, replaces keys section by section.
+    """
+    raw: dict[str, Any] = {
+        "gateway": {"port": 0},
+        "engine": {"port": 0, "data_dir": str(tmp_path / "data")},
+        "poller": {
+            "timeout_s": 1.0,
+            "retry_min_s": 0.05,
+            "retry_max_s": 0.2,
+            "intervals_s": {
+                "system.status": 0.3,
+                "storage.status": 0.5,
+                "agents.list": 0.3,
+                "compression.jobs.list": 0.1,
+            },
+        },
+        "heartbeat": {"interval_s": 0.5},
+    }
+    for layer in (*layers, overrides):
+        for section, values in layer.items():
+            raw[section] = {**raw.get(section, {}), **values}
+    return Config.model_validate(raw)
+
+
+def decode_frames(frames: Iterable[Frame]) -> list[dict[str, Any]]:
+    """The JSON messages in a run of server frames (as queued in an outbox)."""
+    decoder = FrameDecoder(client=True, extensions=[])
+    decoder.receive_bytes(b"".join(frame.data for frame in frames))
+    messages = []
+    while (frame := decoder.process_buffer()) is not None:
+        messages.append(orjson.loads(frame.payload))
+    return messages
 
 
 @pytest.fixture

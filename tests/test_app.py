@@ -13,34 +13,13 @@ from typing import Any
 import httpx
 import orjson
 import trio
+from conftest import tree_config
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from sigma.app import RunningApp, serve
 from sigma.config import Config, EngineConfig
 from sigma.engine.server import run_engine
 from sigma.supervision_types import ChildExited, ChildStarted
-
-
-def app_config(tmp_path: Path, **overrides: Any) -> Config:
-    raw: dict[str, Any] = {
-        "gateway": {"port": 0},
-        "engine": {"port": 0, "data_dir": str(tmp_path / "data")},
-        "poller": {
-            "timeout_s": 1.0,
-            "retry_min_s": 0.05,
-            "retry_max_s": 0.2,
-            "intervals_s": {
-                "system.status": 0.3,
-                "storage.status": 0.5,
-                "agents.list": 0.3,
-                "compression.jobs.list": 0.1,
-            },
-        },
-        "heartbeat": {"interval_s": 0.5},
-    }
-    for section, values in overrides.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return Config.model_validate(raw)
 
 
 @asynccontextmanager
@@ -73,7 +52,7 @@ async def rpc(url: str, method: str, params: dict[str, Any]) -> Any:
 
 
 async def test_serve_alone_delivers_system_status_within_one_poll_interval(tmp_path: Path) -> None:
-    config = app_config(tmp_path, poller={"intervals_s": {"system.status": 1.0}})
+    config = tree_config(tmp_path, poller={"intervals_s": {"system.status": 1.0}})
     async with running_app(config) as app:
         assert app.endpoints.gateway is not None
         async with open_websocket_url(app.endpoints.gateway.ws_url) as ws:
@@ -87,7 +66,7 @@ async def test_serve_alone_delivers_system_status_within_one_poll_interval(tmp_p
 
 
 async def test_compression_job_end_to_end(tmp_path: Path) -> None:
-    config = app_config(tmp_path)
+    config = tree_config(tmp_path)
     payload = b"sigma compresses real files " * 40_000
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "input.txt").write_bytes(payload)
@@ -130,8 +109,10 @@ async def test_engine_outage_shows_as_connection_errors_and_recovers_without_gat
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    engine_config = app_config(tmp_path).engine.model_copy(update={"port": port})
-    config = app_config(tmp_path, engine={"embedded": False, "url": f"http://127.0.0.1:{port}/rpc"})
+    engine_config = tree_config(tmp_path).engine.model_copy(update={"port": port})
+    config = tree_config(
+        tmp_path, engine={"embedded": False, "url": f"http://127.0.0.1:{port}/rpc"}
+    )
     first_engine, second_engine = trio.CancelScope(), trio.CancelScope()
     async with trio.open_nursery() as nursery:
         await nursery.start(run_engine_in, first_engine, engine_config)
@@ -162,7 +143,7 @@ async def test_engine_outage_shows_as_connection_errors_and_recovers_without_gat
 async def test_serve_arms_the_configured_faults_and_tees_its_supervision_events(
     tmp_path: Path,
 ) -> None:
-    config = app_config(
+    config = tree_config(
         tmp_path,
         faults={"points": [{"point": "heartbeat.tick", "action": "raise", "once": True}]},
         supervisor={"backoff": {"min_s": 0.01, "max_s": 0.02}},

@@ -13,7 +13,6 @@ import trio
 import trio.testing
 from conftest import eventually, make_config, running_stack
 from trio_websocket import ConnectionClosed, open_websocket_url
-from wsproto.frame_protocol import FrameDecoder
 
 from sigma.actors.heartbeat import run_heartbeat
 from sigma.actors.hub import HubMessage, Join, Publish, run_hub
@@ -32,15 +31,6 @@ from sigma.protocol import make_event
 
 def spec(point: str, action: str, **trigger: Any) -> FaultSpec:
     return FaultSpec.model_validate({"point": point, "action": action, **trigger})
-
-
-def decode(frames: list[Any]) -> list[dict[str, Any]]:
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(b"".join(frame.data for frame in frames))
-    messages = []
-    while (frame := decoder.process_buffer()) is not None:
-        messages.append(orjson.loads(frame.payload))
-    return messages
 
 
 # --- poller.call --------------------------------------------------------------------------------

@@ -10,10 +10,9 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-import orjson
 import trio
 import trio.testing
-from wsproto.frame_protocol import FrameDecoder
+from conftest import decode_frames
 
 from sigma.actors.heartbeat import heartbeat_data, run_heartbeat
 from sigma.actors.hub import HubMessage, Join, run_hub
@@ -26,15 +25,6 @@ from sigma.supervisor import Backoff, ChildSpec, Supervisor, SupervisorPolicy
 HANG_GUARD_S = 3600.0
 
 
-def decode(frames: list[Any]) -> list[dict[str, Any]]:
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(b"".join(frame.data for frame in frames))
-    messages = []
-    while (frame := decoder.process_buffer()) is not None:
-        messages.append(orjson.loads(frame.payload))
-    return messages
-
-
 async def receive_heartbeats(outbox: Outbox, count: int) -> list[tuple[float, dict[str, Any]]]:
     """The next `count` heartbeats in `outbox`, each with the (virtual) time it arrived."""
     received: list[tuple[float, dict[str, Any]]] = []
@@ -42,7 +32,7 @@ async def receive_heartbeats(outbox: Outbox, count: int) -> list[tuple[float, di
         while len(received) < count:
             batch = await outbox.receive_batch()
             now = trio.current_time()
-            received += [(now, m) for m in decode(batch) if m["type"] == "heartbeat"]
+            received += [(now, m) for m in decode_frames(batch) if m["type"] == "heartbeat"]
     return received[:count]
 
 

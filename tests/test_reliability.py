@@ -29,7 +29,7 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from conftest import API_KEY, Stack, eventually, make_config, running_stack
+from conftest import API_KEY, Stack, eventually, make_config, running_stack, tree_config
 from reliability import (
     Publisher,
     Tracker,
@@ -63,33 +63,20 @@ ACTOR_KINDS: dict[str, tuple[str, str | None, float]] = {
 }
 
 
+RELIABILITY_SECTIONS: dict[str, dict[str, Any]] = {
+    "api": {"key": API_KEY},
+    "heartbeat": {"interval_s": 0.1, "ping_interval_s": 3600.0},
+    "supervisor": {
+        "max_restarts": 10_000,
+        "max_seconds": 10.0,
+        "backoff": {"min_s": 0.01, "max_s": 0.05, "reset_after_s": 0.5},
+    },
+}
+
+
 def reliability_config(tmp_path: Path, **overrides: dict[str, Any]) -> Config:
     """The whole tree on free ports, polling and beating fast, restarting fast and often."""
-    raw: dict[str, Any] = {
-        "gateway": {"port": 0},
-        "engine": {"port": 0, "data_dir": str(tmp_path / "data")},
-        "api": {"key": API_KEY},
-        "poller": {
-            "timeout_s": 1.0,
-            "retry_min_s": 0.05,
-            "retry_max_s": 0.2,
-            "intervals_s": {
-                "system.status": 0.3,
-                "storage.status": 0.5,
-                "agents.list": 0.3,
-                "compression.jobs.list": 0.1,
-            },
-        },
-        "heartbeat": {"interval_s": 0.1, "ping_interval_s": 3600.0},
-        "supervisor": {
-            "max_restarts": 10_000,
-            "max_seconds": 10.0,
-            "backoff": {"min_s": 0.01, "max_s": 0.05, "reset_after_s": 0.5},
-        },
-    }
-    for section, values in overrides.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return Config.model_validate(raw)
+    return tree_config(tmp_path, RELIABILITY_SECTIONS, **overrides)
 
 
 @asynccontextmanager
