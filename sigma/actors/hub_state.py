@@ -133,12 +133,10 @@ class HubState:
         subscribers = self._by_type[event.type]
         gone: list[str] = []
         flushes = self._flushes
+        hand_over = Outbox.deliver_now if alone else Outbox.offer
         for client in subscribers.values():
             try:
-                if alone:
-                    client.outbox.deliver_now(frame, flushes)
-                else:
-                    client.outbox.offer(frame, flushes)
+                hand_over(client.outbox, frame, flushes)
             except SlowConsumer:
                 self.slow_disconnects += 1
                 client.outbox.close(SLOW_CONSUMER_CODE, "slow consumer")
