@@ -9,7 +9,7 @@ Three measurements, each timed with the point disarmed ("checked") and with the 
 - `check`: the bare `if point.armed:` against an empty loop body;
 - `hub`: the hub's loop body (`HubActor.handle` of one `Publish` to one client, whose queue is
   emptied every 1000 events), as `_serve` runs it, preceded or not by the `hub.publish` check;
-- `sender`: the real `sigma.actors.sender.Sender` (which passes the `sender.write` point) against
+- `sender`: the real `sigma.gateway.sender.Sender` (which passes the `sender.write` point) against
   a subclass whose batch write is a copy without the check, writing one frame per batch to a
   stream that discards it.
 
@@ -27,10 +27,10 @@ from collections.abc import Callable
 
 import trio
 
-from sigma.actors.hub import HubActor, Publish
-from sigma.actors.hub_state import Client, build_frame, reply_frame
-from sigma.actors.outbox import PARTIAL_FRAME, Frame, Outbox
-from sigma.actors.sender import Sender, StreamLock
+from sigma.hub.actor import HubActor, Publish
+from sigma.hub.state import Client, build_frame, reply_frame
+from sigma.hub.outbox import PARTIAL_FRAME, Frame, Outbox
+from sigma.gateway.sender import Sender, StreamLock
 from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
 from sigma.log import configure_logging

@@ -1,5 +1,5 @@
 """`python -m sigma`: the same as the `sigma` console script."""
 
-from sigma.cli import main
+from sigma.cli.main import main
 
 raise SystemExit(main())

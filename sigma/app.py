@@ -6,7 +6,7 @@ Children of the root supervisor, started in this order and stopped in reverse:
 
 So on shutdown the producers stop first, then the gateway stops accepting, then every client
 session closes with 1001, then the hub, then the engine. Like the hub's numbering, the table of
-live sessions that the gateway's keep-alive sweep pings (`sigma.keepalive`) is made once here,
+live sessions that the gateway's keep-alive sweep pings (`sigma.gateway.keepalive`) is made once here,
 so that sessions outliving a gateway restart stay watched.
 
 The actors with loops of their own (hub, poller, heartbeat) are watched (`ChildSpec.watchdog_s`):
@@ -26,19 +26,19 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from sigma.actors.heartbeat import run_heartbeat
-from sigma.actors.hub import HubMessage, new_hub_state, run_hub
-from sigma.actors.rpc_poller import run_poller
+from sigma.heartbeat import run_heartbeat
+from sigma.hub.actor import HubMessage, new_hub_state, run_hub
+from sigma.poller.actor import run_poller
 from sigma.config import Config, PollerConfig
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults
-from sigma.gateway import GatewayHandle, new_keepalive, run_gateway
+from sigma.gateway.server import GatewayHandle, new_keepalive, run_gateway
 from sigma.health import HealthBoard
-from sigma.keepalive import KeepAlive
+from sigma.gateway.keepalive import KeepAlive
 from sigma.metrics import Metrics
-from sigma.supervision_log import log_supervision_event
-from sigma.supervision_tee import SupervisionTee
-from sigma.supervisor import (
+from sigma.supervision.observe import log_supervision_event
+from sigma.supervision.tee import SupervisionTee
+from sigma.supervision.supervisor import (
     ChildSpec,
     DynamicSupervisor,
     SupervisionEvent,

@@ -169,7 +169,9 @@ class AuthConfig(Section):
             return self
         if self.public_key_file is None:
             raise ValueError(f'mode = "jwt" with {self.algorithm} needs public_key_file')
-        from sigma.auth import load_public_key  # sigma.auth needs this module's types
+        from sigma.gateway.auth import (
+            load_public_key,
+        )  # sigma.gateway.auth needs this module's types
 
         try:
             load_public_key(self.public_key_file, self.algorithm)

@@ -43,7 +43,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from sigma.protocol import EVENT_TYPES
-from sigma.supervision_types import ChildHung, RestartScheduled, SupervisionEvent
+from sigma.supervision.spec import ChildHung, RestartScheduled, SupervisionEvent
 
 __all__ = ["METRICS_CONTENT_TYPE", "HubView", "Metrics", "restart_reason_label"]
 
@@ -55,7 +55,7 @@ QUEUE_DROP_POLICIES = ("drop_oldest", "conflate")
 
 
 class HubView(Protocol):
-    """What a scrape asks of the running hub (`sigma.actors.hub.HubActor` is one)."""
+    """What a scrape asks of the running hub (`sigma.hub.actor.HubActor` is one)."""
 
     def client_count(self) -> int:
         """How many clients are connected now."""

@@ -22,14 +22,14 @@ import pytest
 import trio
 from wsproto.frame_protocol import FrameDecoder
 
-from sigma.actors.hub import HubActor, HubMessage, run_hub
-from sigma.actors.outbox import Frame
+from sigma.hub.actor import HubActor, HubMessage, run_hub
+from sigma.hub.outbox import Frame
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.faults import Faults
-from sigma.gateway import GatewayHandle, run_gateway
+from sigma.gateway.server import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
 from sigma.metrics import Metrics
-from sigma.supervisor import DynamicSupervisor
+from sigma.supervision.supervisor import DynamicSupervisor
 
 API_KEY = "test-key"
 RELIABILITY_REPORT_ENV = "SIGMA_RELIABILITY_REPORT"

@@ -21,7 +21,7 @@ import trio
 from conftest import API_KEY
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from sigma.supervision_types import ChildExited, ChildStarted, SupervisionEvent
+from sigma.supervision.spec import ChildExited, ChildStarted, SupervisionEvent
 
 RESUMABLE_CLOSE_CODES = frozenset({1006, 1011, 1012})
 """Abnormal close (no close frame), internal error, service restart: reconnect and resume."""

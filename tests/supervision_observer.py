@@ -6,7 +6,7 @@ from typing import TypeVar
 
 import trio
 
-from sigma.supervisor import SupervisionEvent
+from sigma.supervision.supervisor import SupervisionEvent
 
 E = TypeVar("E", bound=SupervisionEvent)
 HANG_GUARD_S = 3600.0  # virtual seconds: only a hang gets this far on the autojump clock

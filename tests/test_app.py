@@ -19,7 +19,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from sigma.app import RunningApp, serve
 from sigma.config import Config, EngineConfig
 from sigma.engine.server import run_engine
-from sigma.supervision_types import ChildExited, ChildStarted
+from sigma.supervision.spec import ChildExited, ChildStarted
 
 
 @asynccontextmanager

@@ -29,7 +29,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from sigma.cli import main
+from sigma.cli.main import main
 from sigma.config import AuthConfig, Config, parse_config
 from sigma.errors import ConfigError
 from sigma.log import configure_logging

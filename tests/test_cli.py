@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from sigma.cli import main
+from sigma.cli.main import main
 from sigma.config import Config, load_config
 
 REPO = Path(__file__).resolve().parent.parent

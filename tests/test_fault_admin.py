@@ -11,12 +11,12 @@ import trio
 import trio.testing
 from conftest import make_config, running_stack
 
-from sigma.cli import main
+from sigma.cli.main import main
 from sigma.config import FaultsConfig
 from sigma.faults import Faults
-from sigma.gateway import Gateway
+from sigma.gateway.server import Gateway
 from sigma.health import HealthBoard
-from sigma.supervisor import DynamicSupervisor
+from sigma.supervision.supervisor import DynamicSupervisor
 
 ADMIN = "/admin/faults"
 

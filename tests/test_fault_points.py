@@ -14,11 +14,11 @@ import trio.testing
 from conftest import eventually, make_config, running_stack
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from sigma.actors.heartbeat import run_heartbeat
-from sigma.actors.hub import HubMessage, Join, Publish, run_hub
-from sigma.actors.hub_state import Client
-from sigma.actors.outbox import Outbox
-from sigma.actors.rpc_poller import run_poller
+from sigma.heartbeat import run_heartbeat
+from sigma.hub.actor import HubMessage, Join, Publish, run_hub
+from sigma.hub.state import Client
+from sigma.hub.outbox import Outbox
+from sigma.poller.actor import run_poller
 from sigma.app import Endpoints
 from sigma.config import HeartbeatConfig, HubConfig, PollerConfig
 from sigma.engine.jsonrpc import INTERNAL_ERROR, CallDropped, Registry, dispatch

@@ -14,7 +14,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
 from sigma.config import HeartbeatConfig
-from sigma.keepalive import KeepAlive
+from sigma.gateway.keepalive import KeepAlive
 
 
 @dataclass(eq=False)

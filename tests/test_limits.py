@@ -12,7 +12,7 @@ from conftest import Stack, make_config, running_stack
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from sigma.config import Config, GatewayConfig, HubConfig, LimitsConfig
-from sigma.limits import AddressLimit, MessageRateLimit, TokenBucket, Verdict
+from sigma.gateway.limits import AddressLimit, MessageRateLimit, TokenBucket, Verdict
 
 WS_HEADERS = {
     "connection": "Upgrade",

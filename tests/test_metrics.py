@@ -19,17 +19,17 @@ from conftest import eventually, make_config, running_stack
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
-from sigma.actors.hub import HubActor, HubMessage, Join, Leave, Publish, PublishHeartbeat
-from sigma.actors.hub_state import Client
-from sigma.actors.outbox import Outbox
-from sigma.actors.rpc_poller import INVALID_REPLY, run_poller
+from sigma.hub.actor import HubActor, HubMessage, Join, Leave, Publish, PublishHeartbeat
+from sigma.hub.state import Client
+from sigma.hub.outbox import Outbox
+from sigma.poller.actor import INVALID_REPLY, run_poller
 from sigma.app import Endpoints, observe_supervision_events
 from sigma.config import HubConfig, PollerConfig
-from sigma.gateway import run_gateway
+from sigma.gateway.server import run_gateway
 from sigma.health import HealthBoard
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics, restart_reason_label
 from sigma.protocol import EVENT_TYPES, make_event
-from sigma.supervisor import (
+from sigma.supervision.supervisor import (
     Backoff,
     ChildHung,
     ChildSpec,

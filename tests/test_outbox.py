@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from sigma.actors.outbox import CloseReason, Frame, Outbox, OutboxClosed, SlowConsumer
+from sigma.hub.outbox import CloseReason, Frame, Outbox, OutboxClosed, SlowConsumer
 
 
 def frame(n: int, key: str | None = None) -> Frame:

@@ -14,18 +14,18 @@ import trio
 from conftest import Stack, make_config, running_stack
 from trio_websocket import WebSocketRequest, serve_websocket
 
-from sigma.actors.heartbeat import run_heartbeat
-from sigma.cli import main
+from sigma.heartbeat import run_heartbeat
+from sigma.cli.main import main
 from sigma.config import HeartbeatConfig
-from sigma.gateway_client import (
+from sigma.client.connection import (
     GatewayProtocolError,
     check_ws_url,
     decode_server_frame,
     read_welcome,
     resume_url,
 )
-from sigma.probe import check_parser, observe
-from sigma.probe_verdict import (
+from sigma.cli.probe import check_parser, observe
+from sigma.cli.probe_verdict import (
     BrokenContract,
     HeartbeatLimits,
     HeartbeatSeen,

@@ -46,7 +46,7 @@ from wsproto.events import Request
 from sigma.app import RunningApp, serve
 from sigma.config import Config, HubConfig
 from sigma.faults import Faults, FaultSpec
-from sigma.supervision_types import ChildHung, ChildStarted
+from sigma.supervision.spec import ChildHung, ChildStarted
 
 CLIENTS = 50
 SHORT_LOAD_S = 3.0

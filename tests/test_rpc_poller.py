@@ -17,9 +17,9 @@ import orjson
 import pytest
 import trio
 
-from sigma.actors.change_tracker import ChangeTracker, EngineLink
-from sigma.actors.hub import HubMessage, Publish
-from sigma.actors.rpc_poller import (
+from sigma.poller.changes import ChangeTracker, EngineLink
+from sigma.hub.actor import HubMessage, Publish
+from sigma.poller.actor import (
     INVALID_REPLY,
     EngineClient,
     PollSchedule,

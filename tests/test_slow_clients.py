@@ -17,7 +17,7 @@ from wsproto.events import Request
 from wsproto.frame_protocol import FrameDecoder, Opcode
 
 from sigma.config import HeartbeatConfig, HubConfig
-from sigma.gateway import CLOSE_TIMEOUT_S
+from sigma.gateway.server import CLOSE_TIMEOUT_S
 
 EVENT_PAD = "x" * 1500
 

@@ -1,4 +1,4 @@
-"""Tests of sigma.supervisor and the decisions it uses (sigma.restart_policy).
+"""Tests of sigma.supervision.supervisor and the decisions it uses (sigma.supervision.policy).
 
 Every async test takes `autojump_clock` (trio.testing.MockClock(autojump_threshold=0)), so time is
 virtual and jumps whenever every task waits: a test that hangs fails on its `fail_after` instead.
@@ -19,8 +19,8 @@ from supervision_observer import HANG_GUARD_S, Observer
 
 from sigma.config import SupervisorConfig
 from sigma.errors import RestartIntensityExceeded, StartFailed, TooManyChildren
-from sigma.restart_policy import restart_group, should_restart
-from sigma.supervisor import (
+from sigma.supervision.policy import restart_group, should_restart
+from sigma.supervision.supervisor import (
     Backoff,
     ChildCounts,
     ChildExited,
@@ -885,12 +885,12 @@ async def test_one_for_all_restarts_a_transient_that_had_returned(
     ]
 
 
-# --- the public types live in sigma.supervision_types; the watchdog works for dynamic children --
+# --- the public types live in sigma.supervision.spec; the watchdog works for dynamic children --
 
 
 def test_the_public_types_are_re_exported_unchanged() -> None:
-    import sigma.supervision_types as types
-    import sigma.supervisor as supervisor
+    import sigma.supervision.spec as types
+    import sigma.supervision.supervisor as supervisor
 
     for name in ["ChildSpec", "ChildInfo", "ChildCounts", "ChildHung", "SupervisionEvent"]:
         assert getattr(supervisor, name) is getattr(types, name)

@@ -1,4 +1,4 @@
-"""Tests of the actor watchdog: `sigma.watchdog` and how the supervisor acts on a hung child.
+"""Tests of the actor watchdog: `sigma.supervision.watchdog` and how the supervisor acts on a hung child.
 
 Async tests run on `autojump_clock`, so deadlines are exact virtual times and a test that hangs
 fails on its `fail_after` instead. Tests wait on supervision events, never on sleeps.
@@ -19,15 +19,15 @@ import trio
 import trio.testing
 from supervision_observer import HANG_GUARD_S, Observer
 
-from sigma.actors.heartbeat import run_heartbeat
-from sigma.actors.hub import HubMessage, run_hub
-from sigma.actors.rpc_poller import run_poller
+from sigma.heartbeat import run_heartbeat
+from sigma.hub.actor import HubMessage, run_hub
+from sigma.poller.actor import run_poller
 from sigma.app import Endpoints, build_tree, poller_period_s, watchdog_s
 from sigma.config import Config, HeartbeatConfig, HubConfig, PollerConfig
 from sigma.errors import RestartIntensityExceeded
 from sigma.health import HealthBoard
 from sigma.metrics import Metrics
-from sigma.supervisor import (
+from sigma.supervision.supervisor import (
     HUNG,
     Backoff,
     ChildExited,
@@ -43,7 +43,7 @@ from sigma.supervisor import (
     Supervisor,
     SupervisorPolicy,
 )
-from sigma.watchdog import wait_until_hung
+from sigma.supervision.watchdog import wait_until_hung
 
 WATCHDOG_S = 10.0
 NO_JITTER = Backoff(min_s=0.1, max_s=5.0, factor=0.0, reset_after_s=30.0)

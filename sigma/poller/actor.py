@@ -42,8 +42,8 @@ from pydantic import (
 )
 
 from sigma import __version__
-from sigma.actors.change_tracker import TRACKED_METHODS, ChangeTracker, EngineLink
-from sigma.actors.hub import HubMessage, Publish
+from sigma.poller.changes import TRACKED_METHODS, ChangeTracker, EngineLink
+from sigma.hub.actor import HubMessage, Publish
 from sigma.config import PollerConfig
 from sigma.errors import (
     EngineProtocolError,
@@ -56,7 +56,7 @@ from sigma.faults import FaultPoint, Faults
 from sigma.health import HealthBoard
 from sigma.metrics import Metrics
 from sigma.protocol import Event
-from sigma.watchdog import Liveness
+from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.poller")
 

@@ -2,12 +2,12 @@
 
 `Watcher.run` keeps one connection to the gateway: it connects, reads the welcome, narrows the
 subscriptions to `--types` (plus `heartbeat`), and feeds every decoded frame to a `WatchState`
-(`sigma.watch_state`, which decides everything: resume, gaps, what is shown). When the connection
+(`sigma.cli.watch.state`, which decides everything: resume, gaps, what is shown). When the connection
 ends or cannot be made it waits an exponential backoff (`Backoff`, reset by each welcome) and
 reconnects with `?since=<last seq>&epoch=<epoch>`, so a dropped connection is a gap-free pause
 and a server whose numbering restarted shows a marked GAP. It exits only when cancelled.
 
-The view (`sigma.watch_view`) is redrawn by its own task: a full-screen `rich.live.Live` on a
+The view (`sigma.cli.watch.view`) is redrawn by its own task: a full-screen `rich.live.Live` on a
 terminal, or, headless (`--no-live`, or stdout not a terminal), each log line printed as it
 happens and the whole view printed once at the end. `--max-seconds` bounds the run.
 
@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.live import Live
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from sigma.gateway_client import (
+from sigma.client.connection import (
     DEFAULT_URL,
     GatewayProtocolError,
     GatewayUnavailable,
@@ -39,11 +39,11 @@ from sigma.gateway_client import (
     receive_welcome,
     resume_url,
 )
-from sigma.probe import seconds_argument, url_argument
+from sigma.cli.probe import seconds_argument, url_argument
 from sigma.protocol import EVENT_TYPES
-from sigma.restart_policy import Backoff
-from sigma.watch_state import ALL_TYPES, LOG_SIZE, WatchState
-from sigma.watch_view import dashboard, log_line, snapshot
+from sigma.supervision.policy import Backoff
+from sigma.cli.watch.state import ALL_TYPES, LOG_SIZE, WatchState
+from sigma.cli.watch.view import dashboard, log_line, snapshot
 
 CONNECT_TIMEOUT_S = 10.0
 REFRESH_S = 0.25

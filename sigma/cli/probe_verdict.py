@@ -16,7 +16,7 @@ waits up to 2A for a heartbeat after the welcome, so it runs at most `--timeout`
 - UNKNOWN (3): a usage error, or the probe itself failed (a bug); also when the probe gave up
   before a heartbeat was even due (it never does on its own: it waits up to 2A).
 
-No I/O and no clock here: `sigma.probe` observes the gateway and builds an `Observation`;
+No I/O and no clock here: `sigma.cli.probe` observes the gateway and builds an `Observation`;
 `assess()` turns it into a `Verdict`, whose `status` is the exit status and whose `line()` is the
 output. `sigma check --help` shows the paragraphs above, from this docstring.
 """

@@ -15,8 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sigma.probe_verdict import Status
-from sigma.watch_state import Entity, LogKind, LogLine, Phase, WatchState
+from sigma.cli.probe_verdict import Status
+from sigma.cli.watch.state import Entity, LogKind, LogLine, Phase, WatchState
 
 LOG_STYLES: dict[LogKind, str] = {
     LogKind.EVENT: "",

@@ -35,12 +35,12 @@ from typing import Any
 import structlog
 import trio
 
-from sigma.actors.hub_state import Client, HubState
+from sigma.hub.state import Client, HubState
 from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
 from sigma.metrics import Metrics
 from sigma.protocol import Event, ListSubscriptions, Subscribe, Unsubscribe, make_event
-from sigma.watchdog import Liveness
+from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.hub")
 

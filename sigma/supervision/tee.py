@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import trio
 
-from sigma.supervision_types import SupervisionEvent
+from sigma.supervision.spec import SupervisionEvent
 
 
 class SupervisionTee:

@@ -16,11 +16,11 @@ from typing import Any
 
 import trio
 
-from sigma.actors.hub import HubMessage, PublishHeartbeat
+from sigma.hub.actor import HubMessage, PublishHeartbeat
 from sigma.config import HeartbeatConfig
 from sigma.faults import FaultPoint, Faults
 from sigma.protocol import utc_now_iso
-from sigma.watchdog import Liveness
+from sigma.supervision.watchdog import Liveness
 
 ActorStates = Callable[[], Mapping[str, str]]
 """Reads the tree's actors and their states, e.g. `{"hub": "running", "poller": "restarting"}`."""

@@ -3,7 +3,7 @@
 It connects to the gateway's WebSocket, checks the welcome, waits for one `heartbeat` event,
 prints ONE status line (`SIGMA OK - heartbeat seq=12 age=0.4s clients=3 | heartbeat_age=...`)
 and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN. Which state follows from what was observed
-is decided in `sigma.probe_verdict` (its docstring states the thresholds); this module only
+is decided in `sigma.cli.probe_verdict` (its docstring states the thresholds); this module only
 observes.
 
 It runs at most `--timeout` (connect, handshake and welcome) plus twice the maximum heartbeat
@@ -23,8 +23,8 @@ from typing import NoReturn
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from sigma import probe_verdict
-from sigma.gateway_client import (
+from sigma.cli import probe_verdict
+from sigma.client.connection import (
     DEFAULT_URL,
     GatewayProtocolError,
     GatewayUnavailable,
@@ -35,7 +35,7 @@ from sigma.gateway_client import (
     parse_timestamp,
     receive_welcome,
 )
-from sigma.probe_verdict import (
+from sigma.cli.probe_verdict import (
     BrokenContract,
     HeartbeatLimits,
     HeartbeatSeen,

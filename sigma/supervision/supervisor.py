@@ -6,13 +6,13 @@ delay, within a `RestartIntensity` budget), and stops them in reverse start orde
 `shutdown_timeout_s`. When the budget is spent it stops every child and raises
 `RestartIntensityExceeded`, which a parent supervisor handles like any other child failure.
 
-A child whose spec sets `watchdog_s` is also watched for liveness (`sigma.watchdog`): one that
+A child whose spec sets `watchdog_s` is also watched for liveness (`sigma.supervision.watchdog`): one that
 stays busy and silent past its deadline is announced with `ChildHung`, cancelled, and restarted as
 after an abnormal exit with reason "hung".
 
-The decisions live in `sigma.restart_policy` and `sigma.watchdog` (plain synchronous classes), the
-data types in `sigma.supervision_types` (all re-exported here), the machinery both supervisors
-share in `sigma.supervisor_core`; this module holds the two supervisors' own behaviour. They write
+The decisions live in `sigma.supervision.policy` and `sigma.supervision.watchdog` (plain synchronous classes), the
+data types in `sigma.supervision.spec` (all re-exported here), the machinery both supervisors
+share in `sigma.supervision._core`; this module holds the two supervisors' own behaviour. They write
 supervision events to an optional channel with `send_nowait` and never block on it, close it or
 log anything themselves.
 
@@ -30,14 +30,14 @@ from collections.abc import Sequence
 import trio
 
 from sigma.errors import StartFailed, TooManyChildren
-from sigma.restart_policy import (
+from sigma.supervision.policy import (
     Backoff,
     Restart,
     RestartIntensity,
     Strategy,
     SupervisorPolicy,
 )
-from sigma.supervision_types import (
+from sigma.supervision.spec import (
     HUNG,
     ChildCounts,
     ChildExited,
@@ -52,8 +52,8 @@ from sigma.supervision_types import (
     SupervisionEvent,
     describe_exit,
 )
-from sigma.supervisor_core import ChildRecord, SupervisorCore
-from sigma.watchdog import Liveness
+from sigma.supervision._core import ChildRecord, SupervisorCore
+from sigma.supervision.watchdog import Liveness
 
 __all__ = [
     "DEFAULT_POLICY",

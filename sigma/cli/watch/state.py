@@ -1,9 +1,9 @@
 """The view-model of `sigma watch`: everything the live view shows, as plain data.
 
-No I/O, no clock and no rich here: the network loop (`sigma.watch`) feeds `WatchState` with
+No I/O, no clock and no rich here: the network loop (`sigma.cli.watch.run`) feeds `WatchState` with
 connection events (`connecting`, `welcomed`, `disconnected`) and decoded messages (`received`,
 `malformed`), each stamped with `now_s` from `trio.current_time()`; the renderer
-(`sigma.watch_view`) only reads it.
+(`sigma.cli.watch.view`) only reads it.
 
 Sequence numbers: `last_seq` is the highest `seq` seen in the current epoch, of any type (the
 welcome's `last_seq` counts too); it is the `since` of the next reconnect. Events of types the
@@ -27,10 +27,10 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from sigma.gateway_client import Welcome
-from sigma.probe_verdict import HeartbeatLimits, Status
+from sigma.client.connection import Welcome
+from sigma.cli.probe_verdict import HeartbeatLimits, Status
 from sigma.protocol import EVENT_TYPES, Event, Reply, ServerMessage, Subscribe, Unsubscribe
-from sigma.watch_summary import clip, summarize
+from sigma.cli.watch.summary import clip, summarize
 
 JsonObject = dict[str, Any]
 

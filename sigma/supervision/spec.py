@@ -2,7 +2,7 @@
 
 Plain frozen dataclasses with no behaviour beyond validation, so that readers of the event stream
 (the log, the metrics) and writers of specs need not import the supervisor's machinery.
-`sigma.supervisor` re-exports every name here.
+`sigma.supervision.supervisor` re-exports every name here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
-from sigma.restart_policy import Restart
+from sigma.supervision.policy import Restart
 
 ChildState = Literal["starting", "running", "hung", "restarting", "stopping", "stopped"]
 """What a child is doing; `hung` while a watched child that missed its deadline is cancelled."""
@@ -28,7 +28,7 @@ class ChildSpec:
     supervisor (`supervisor=True`, `start=inner.run`) enough for its own children to stop.
 
     `watchdog_s`, when set, makes the child a watched one: `start` is also called with a keyword
-    argument `liveness=` (a `sigma.watchdog.Liveness`), and a child that neither beats nor says it
+    argument `liveness=` (a `sigma.supervision.watchdog.Liveness`), and a child that neither beats nor says it
     is idle for `watchdog_s` after `started()` is treated as hung: `ChildHung` is announced, the
     child is cancelled and then restarted as after an abnormal exit with reason "hung". Unwatched
     children (`None`, the default) get no `liveness` argument.

@@ -22,7 +22,7 @@ import trio
 from sigma import __version__
 from sigma.config import Config, load_config, parse_config, resolve_config_path
 from sigma.errors import ConfigError, SupervisorError
-from sigma.fault_cli import add_fault_commands, run_fault_command
+from sigma.cli.fault import add_fault_commands, run_fault_command
 from sigma.log import configure_logging
 
 log = structlog.get_logger("sigma.cli")
@@ -94,11 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `sigma` command; returns the process exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["check"]:  # a Nagios plugin: its usage errors exit 3 (UNKNOWN), not 2
-        from sigma.probe import check_main
+        from sigma.cli.probe import check_main
 
         return check_main(argv[1:])
     if argv[:1] == ["watch"]:
-        from sigma.watch import watch_main
+        from sigma.cli.watch.run import watch_main
 
         return watch_main(argv[1:])
     args = _parser().parse_args(argv)

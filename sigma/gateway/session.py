@@ -2,7 +2,7 @@
 
 A session runs as a temporary child of the gateway's dynamic supervisor, in as few tasks as
 trio-websocket allows, because every task and cancel scope costs memory on every connection:
-- the session's own task: the handshake, then the sender (`sigma.actors.sender.Sender`), which
+- the session's own task: the handshake, then the sender (`sigma.gateway.sender.Sender`), which
   writes whatever the hub queues in the outbox (through the `sender.write` fault point, when the
   gateway hands one over);
 - trio-websocket's reader task (it parses incoming frames and answers pings);
@@ -10,10 +10,10 @@ trio-websocket allows, because every task and cancel scope costs memory on every
   commands go to the hub;
 - `_expire_token`, only with `[auth] mode = "jwt"`: closes with 4001 when the token's `exp`
   passes; a `refresh` frame with a good token for the same subject moves that deadline.
-Protocol pings are not a task of the session's: one `sigma.keepalive.KeepAlive` sweep watches
+Protocol pings are not a task of the session's: one `sigma.gateway.keepalive.KeepAlive` sweep watches
 every session (`heard_at`, `send_ping`, `close_silent`).
 
-Client frames are metered by `sigma.limits.MessageRateLimit` before they are even decoded:
+Client frames are metered by `sigma.gateway.limits.MessageRateLimit` before they are even decoded:
 frames past the budget are dropped with a paced `rate_limited` reply, sustained abuse closes
 with 4029.
 
@@ -41,15 +41,15 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from sigma.actors.hub import UNDELIVERABLE, Command, HubMessage, Join, Leave
-from sigma.actors.hub_state import PING_FRAME, Client, reply_frame
-from sigma.actors.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
-from sigma.actors.sender import ClientGone, Sender, take_over_stream_lock
-from sigma.auth import Authenticator, Claims, TokenRejected
+from sigma.hub.actor import UNDELIVERABLE, Command, HubMessage, Join, Leave
+from sigma.hub.state import PING_FRAME, Client, reply_frame
+from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
+from sigma.gateway.sender import ClientGone, Sender, take_over_stream_lock
+from sigma.gateway.auth import Authenticator, Claims, TokenRejected
 from sigma.faults import FaultPoint
 from sigma.http import ReplayStream
-from sigma.keepalive import KeepAlive
-from sigma.limits import Lease, MessageRateLimit, Verdict
+from sigma.gateway.keepalive import KeepAlive
+from sigma.gateway.limits import Lease, MessageRateLimit, Verdict
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     ErrorCode,
@@ -299,7 +299,7 @@ class ClientSession:
         if self._scope is not None:
             self._scope.deadline = trio.current_time() + self.settings.close_timeout_s
 
-    # --- keep-alive (`sigma.keepalive.Peer`) ---------------------------------------------------
+    # --- keep-alive (`sigma.gateway.keepalive.Peer`) ---------------------------------------------------
 
     def heard_at(self) -> float:
         """When bytes last arrived from the client (trio time)."""

@@ -32,7 +32,7 @@ from typing import Any
 
 from sigma.errors import EngineProtocolError
 from sigma.protocol import Event, make_event
-from sigma.restart_policy import Backoff
+from sigma.supervision.policy import Backoff
 
 JsonObject = dict[str, Any]
 RecordId = str | int

@@ -8,7 +8,7 @@ connection is logged and ends that connection only.
 
 The upgrade is where the edge is guarded, in this order, each refusal a JSON error and nothing
 upgraded: a well-formed WebSocket handshake (400/426), an allowed `Origin` (403), a valid token
-with `[auth] mode = "jwt"` (401) (all in `sigma.handshake`), then room under the total and
+with `[auth] mode = "jwt"` (401) (all in `sigma.gateway.upgrade`), then room under the total and
 per-address connection limits (503), counted here.
 """
 
@@ -28,21 +28,26 @@ import structlog
 import trio
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from sigma.actors.hub import HubMessage, Publish
-from sigma.auth import Authenticator
-from sigma.client_session import ClientSession, ResumeRequest, SessionSettings
+from sigma.hub.actor import HubMessage, Publish
+from sigma.gateway.auth import Authenticator
+from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
 from sigma.config import Config
 from sigma.errors import TooManyChildren, dotted_location, first_error
-from sigma.fault_admin import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
+from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.faults import Faults
-from sigma.handshake import authenticate, check_origin, check_websocket_handshake, remote_address
+from sigma.gateway.upgrade import (
+    authenticate,
+    check_origin,
+    check_websocket_handshake,
+    remote_address,
+)
 from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
-from sigma.keepalive import KeepAlive
-from sigma.limits import AddressLimit
+from sigma.gateway.keepalive import KeepAlive
+from sigma.gateway.limits import AddressLimit
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
 from sigma.protocol import CORE_EVENT_TYPES, EventType, make_checked_event
-from sigma.supervisor import ChildSpec, DynamicSupervisor, Restart
+from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 
 log = structlog.get_logger("sigma.gateway")
 

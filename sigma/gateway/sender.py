@@ -32,8 +32,8 @@ import os
 import trio
 from trio_websocket import WebSocketConnection
 
-from sigma.actors.hub_state import reply_frame
-from sigma.actors.outbox import PARTIAL_FRAME, Frame, Outbox, OutboxClosed
+from sigma.hub.state import reply_frame
+from sigma.hub.outbox import PARTIAL_FRAME, Frame, Outbox, OutboxClosed
 from sigma.faults import FaultPoint
 from sigma.protocol import missed_events_notice
 

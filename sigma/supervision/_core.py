@@ -1,8 +1,8 @@
 """The machinery `Supervisor` and `DynamicSupervisor` share: one child's life, restarts, stops.
 
 `SupervisorCore` runs children in its nursery, records how each incarnation ends, applies the
-restart policy (`sigma.restart_policy`) and the watchdog (`sigma.watchdog`), and stops children
-within their shutdown timeouts. It is not used on its own; `sigma.supervisor` documents the
+restart policy (`sigma.supervision.policy`) and the watchdog (`sigma.supervision.watchdog`), and stops children
+within their shutdown timeouts. It is not used on its own; `sigma.supervision.supervisor` documents the
 behaviour.
 """
 
@@ -18,14 +18,14 @@ from typing import Self
 import trio
 
 from sigma.errors import RestartIntensityExceeded, SupervisorError
-from sigma.restart_policy import (
+from sigma.supervision.policy import (
     Restart,
     RestartIntensity,
     SupervisorPolicy,
     restart_group,
     should_restart,
 )
-from sigma.supervision_types import (
+from sigma.supervision.spec import (
     HUNG,
     ChildCounts,
     ChildExited,
@@ -41,7 +41,7 @@ from sigma.supervision_types import (
     SupervisionEvent,
     describe_exit,
 )
-from sigma.watchdog import Liveness, wait_until_hung
+from sigma.supervision.watchdog import Liveness, wait_until_hung
 
 
 @dataclass(eq=False, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import structlog
 from wsproto.frame_protocol import FrameProtocol
 
-from sigma.actors.outbox import SNAPSHOT_TYPES, Frame, Outbox, OutboxClosed, SlowConsumer
+from sigma.hub.outbox import SNAPSHOT_TYPES, Frame, Outbox, OutboxClosed, SlowConsumer
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     ErrorCode,

@@ -2,7 +2,7 @@
 
 The route exists only with `[faults] admin = true`; otherwise it answers 404 like any unknown
 path, whatever the method. When on, it answers loopback peers only (403 for anyone else), since
-an armed fault is an outage on demand. `sigma fault ...` (`sigma.fault_cli`) is its client.
+an armed fault is an outage on demand. `sigma fault ...` (`sigma.cli.fault`) is its client.
 
 - `GET /admin/faults`: 200 `{"points": [...]}`, every point with its state (`Faults.snapshot`).
 - `POST /admin/faults` with a `FaultSpec` as JSON, e.g. `{"point": "poller.call", "action":

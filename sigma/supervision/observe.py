@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import structlog
 
-from sigma.supervision_types import (
+from sigma.supervision.spec import (
     ChildExited,
     ChildHung,
     ChildStarted,

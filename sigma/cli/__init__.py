@@ -1,0 +1,3 @@
+from sigma.cli.main import main
+
+__all__ = ["main"]
