@@ -27,12 +27,12 @@ from collections.abc import Callable
 
 import trio
 
-from sigma.hub.actor import HubActor, Publish
-from sigma.hub.state import Client, build_frame, reply_frame
-from sigma.hub.outbox import PARTIAL_FRAME, Frame, Outbox
-from sigma.gateway.sender import Sender, StreamLock
 from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
+from sigma.gateway.sender import Sender, StreamLock
+from sigma.hub.actor import HubActor, Publish
+from sigma.hub.outbox import PARTIAL_FRAME, Frame, Outbox
+from sigma.hub.state import Client, build_frame, reply_frame
 from sigma.log import configure_logging
 from sigma.protocol import make_event, missed_events_notice
 

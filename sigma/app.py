@@ -26,18 +26,17 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import HubMessage, new_hub_state, run_hub
-from sigma.poller.actor import run_poller
 from sigma.config import Config, PollerConfig
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults
+from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.server import GatewayHandle, new_keepalive, run_gateway
 from sigma.health import HealthBoard
-from sigma.gateway.keepalive import KeepAlive
+from sigma.heartbeat import run_heartbeat
+from sigma.hub.actor import HubMessage, new_hub_state, run_hub
 from sigma.metrics import Metrics
+from sigma.poller.actor import run_poller
 from sigma.supervision.observe import log_supervision_event
-from sigma.supervision.tee import SupervisionTee
 from sigma.supervision.supervisor import (
     ChildSpec,
     DynamicSupervisor,
@@ -45,6 +44,7 @@ from sigma.supervision.supervisor import (
     Supervisor,
     SupervisorPolicy,
 )
+from sigma.supervision.tee import SupervisionTee
 
 log = structlog.get_logger("sigma.app")
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import trio
 
-from sigma.hub.actor import HubMessage, PublishHeartbeat
 from sigma.config import HeartbeatConfig
 from sigma.faults import FaultPoint, Faults
+from sigma.hub.actor import HubMessage, PublishHeartbeat
 from sigma.protocol import utc_now_iso
 from sigma.supervision.watchdog import Liveness
 

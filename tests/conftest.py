@@ -22,12 +22,12 @@ import pytest
 import trio
 from wsproto.frame_protocol import FrameDecoder
 
-from sigma.hub.actor import HubActor, HubMessage, run_hub
-from sigma.hub.outbox import Frame
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.faults import Faults
 from sigma.gateway.server import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
+from sigma.hub.actor import HubActor, HubMessage, run_hub
+from sigma.hub.outbox import Frame
 from sigma.metrics import Metrics
 from sigma.supervision.supervisor import DynamicSupervisor
 

@@ -14,11 +14,6 @@ import trio.testing
 from conftest import eventually, make_config, running_stack
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import HubMessage, Join, Publish, run_hub
-from sigma.hub.state import Client
-from sigma.hub.outbox import Outbox
-from sigma.poller.actor import run_poller
 from sigma.app import Endpoints
 from sigma.config import HeartbeatConfig, HubConfig, PollerConfig
 from sigma.engine.jsonrpc import INTERNAL_ERROR, CallDropped, Registry, dispatch
@@ -26,6 +21,11 @@ from sigma.engine.methods import HostMethods
 from sigma.engine.server import serve_connection
 from sigma.faults import Faults, FaultSpec, InjectedFault
 from sigma.health import HealthBoard
+from sigma.heartbeat import run_heartbeat
+from sigma.hub.actor import HubMessage, Join, Publish, run_hub
+from sigma.hub.outbox import Outbox
+from sigma.hub.state import Client
+from sigma.poller.actor import run_poller
 from sigma.protocol import make_event
 
 

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from sigma.gateway.auth import Authenticator, Claims, TokenRejected
 from sigma.config import AuthConfig, HubConfig, LimitsConfig
+from sigma.gateway.auth import Authenticator, Claims, TokenRejected
 from sigma.protocol import CORE_EVENT_TYPES, EVENT_TYPES, token_refreshed
 
 SECRET = "fuzzing-secret-that-is-long-enough-0123456789"

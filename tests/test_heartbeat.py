@@ -14,12 +14,12 @@ import trio
 import trio.testing
 from conftest import decode_frames
 
-from sigma.heartbeat import heartbeat_data, run_heartbeat
-from sigma.hub.actor import HubMessage, Join, run_hub
-from sigma.hub.state import Client
-from sigma.hub.outbox import Outbox
 from sigma.app import RootStates
 from sigma.config import HeartbeatConfig, HubConfig
+from sigma.heartbeat import heartbeat_data, run_heartbeat
+from sigma.hub.actor import HubMessage, Join, run_hub
+from sigma.hub.outbox import Outbox
+from sigma.hub.state import Client
 from sigma.supervision.supervisor import Backoff, ChildSpec, Supervisor, SupervisorPolicy
 
 HANG_GUARD_S = 3600.0

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameDecoder
 
-from sigma.hub.actor import HubActor, Join, Publish, PublishHeartbeat, run_hub
-from sigma.hub.state import Client, HubState
-from sigma.hub.outbox import Outbox
 from sigma.config import HubConfig
+from sigma.hub.actor import HubActor, Join, Publish, PublishHeartbeat, run_hub
+from sigma.hub.outbox import Outbox
+from sigma.hub.state import Client, HubState
 from sigma.protocol import CORE_EVENT_TYPES, EVENT_TYPES, Subscribe, Unsubscribe, make_event
 
 

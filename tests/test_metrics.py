@@ -19,15 +19,15 @@ from conftest import eventually, make_config, running_stack
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
-from sigma.hub.actor import HubActor, HubMessage, Join, Leave, Publish, PublishHeartbeat
-from sigma.hub.state import Client
-from sigma.hub.outbox import Outbox
-from sigma.poller.actor import INVALID_REPLY, run_poller
 from sigma.app import Endpoints, observe_supervision_events
 from sigma.config import HubConfig, PollerConfig
 from sigma.gateway.server import run_gateway
 from sigma.health import HealthBoard
+from sigma.hub.actor import HubActor, HubMessage, Join, Leave, Publish, PublishHeartbeat
+from sigma.hub.outbox import Outbox
+from sigma.hub.state import Client
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics, restart_reason_label
+from sigma.poller.actor import INVALID_REPLY, run_poller
 from sigma.protocol import EVENT_TYPES, make_event
 from sigma.supervision.supervisor import (
     Backoff,

@@ -14,16 +14,7 @@ import trio
 from conftest import Stack, make_config, running_stack
 from trio_websocket import WebSocketRequest, serve_websocket
 
-from sigma.heartbeat import run_heartbeat
 from sigma.cli.main import main
-from sigma.config import HeartbeatConfig
-from sigma.client.connection import (
-    GatewayProtocolError,
-    check_ws_url,
-    decode_server_frame,
-    read_welcome,
-    resume_url,
-)
 from sigma.cli.probe import check_parser, observe
 from sigma.cli.probe_verdict import (
     BrokenContract,
@@ -37,6 +28,15 @@ from sigma.cli.probe_verdict import (
     number,
     perf,
 )
+from sigma.client.connection import (
+    GatewayProtocolError,
+    check_ws_url,
+    decode_server_frame,
+    read_welcome,
+    resume_url,
+)
+from sigma.config import HeartbeatConfig
+from sigma.heartbeat import run_heartbeat
 from sigma.protocol import encode, welcome
 
 LIMITS = HeartbeatLimits(30.0)

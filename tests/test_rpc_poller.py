@@ -17,7 +17,11 @@ import orjson
 import pytest
 import trio
 
-from sigma.poller.changes import ChangeTracker, EngineLink
+from sigma.app import Endpoints
+from sigma.config import EngineConfig, PollerConfig
+from sigma.engine.server import run_engine
+from sigma.errors import EngineProtocolError, EngineUnavailable
+from sigma.health import HealthBoard
 from sigma.hub.actor import HubMessage, Publish
 from sigma.poller.actor import (
     INVALID_REPLY,
@@ -26,11 +30,7 @@ from sigma.poller.actor import (
     decode_reply,
     run_poller,
 )
-from sigma.app import Endpoints
-from sigma.config import EngineConfig, PollerConfig
-from sigma.engine.server import run_engine
-from sigma.errors import EngineProtocolError, EngineUnavailable
-from sigma.health import HealthBoard
+from sigma.poller.changes import ChangeTracker, EngineLink
 from sigma.protocol import Event
 
 MIB = 1024 * 1024

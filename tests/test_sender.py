@@ -18,9 +18,9 @@ import trio
 import trio.testing
 from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode
 
-from sigma.hub.state import PING_FRAME, build_frame
-from sigma.hub.outbox import Frame, Outbox
 from sigma.gateway.sender import Sender, StreamLock
+from sigma.hub.outbox import Frame, Outbox
+from sigma.hub.state import PING_FRAME, build_frame
 
 BIG = 256 * 1024  # far more than a socket pair buffers: the hub's write is always partial
 _frames = FrameProtocol(client=False, extensions=[])

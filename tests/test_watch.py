@@ -13,17 +13,17 @@ import trio
 from conftest import make_config, running_stack
 from rich.console import Console
 
-from sigma.heartbeat import run_heartbeat
 from sigma.cli.main import main
-from sigma.config import GatewayConfig, HeartbeatConfig
-from sigma.client.connection import Welcome
 from sigma.cli.probe_verdict import Status
-from sigma.protocol import EVENT_TYPES, Event, Reply, missed_events_notice, subscriptions_reply
-from sigma.supervision.policy import Backoff
 from sigma.cli.watch.run import Watcher, WatchOptions
 from sigma.cli.watch.state import LogKind, Phase, Resume, ResumePoint, WatchState
 from sigma.cli.watch.summary import summarize
 from sigma.cli.watch.view import dashboard, snapshot
+from sigma.client.connection import Welcome
+from sigma.config import GatewayConfig, HeartbeatConfig
+from sigma.heartbeat import run_heartbeat
+from sigma.protocol import EVENT_TYPES, Event, Reply, missed_events_notice, subscriptions_reply
+from sigma.supervision.policy import Backoff
 
 URL = "ws://127.0.0.1:1/ws"
 FAST_RETRY = Backoff(min_s=0.2, max_s=0.2, factor=0.0)

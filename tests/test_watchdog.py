@@ -19,14 +19,14 @@ import trio
 import trio.testing
 from supervision_observer import HANG_GUARD_S, Observer
 
-from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import HubMessage, run_hub
-from sigma.poller.actor import run_poller
 from sigma.app import Endpoints, build_tree, poller_period_s, watchdog_s
 from sigma.config import Config, HeartbeatConfig, HubConfig, PollerConfig
 from sigma.errors import RestartIntensityExceeded
 from sigma.health import HealthBoard
+from sigma.heartbeat import run_heartbeat
+from sigma.hub.actor import HubMessage, run_hub
 from sigma.metrics import Metrics
+from sigma.poller.actor import run_poller
 from sigma.supervision.supervisor import (
     HUNG,
     Backoff,

@@ -20,9 +20,9 @@ import structlog
 import trio
 
 from sigma import __version__
+from sigma.cli.fault import add_fault_commands, run_fault_command
 from sigma.config import Config, load_config, parse_config, resolve_config_path
 from sigma.errors import ConfigError, SupervisorError
-from sigma.cli.fault import add_fault_commands, run_fault_command
 from sigma.log import configure_logging
 
 log = structlog.get_logger("sigma.cli")

@@ -24,17 +24,6 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from sigma.cli import probe_verdict
-from sigma.client.connection import (
-    DEFAULT_URL,
-    GatewayProtocolError,
-    GatewayUnavailable,
-    check_ws_url,
-    connect,
-    decode_server_frame,
-    describe_close,
-    parse_timestamp,
-    receive_welcome,
-)
 from sigma.cli.probe_verdict import (
     BrokenContract,
     HeartbeatLimits,
@@ -46,6 +35,17 @@ from sigma.cli.probe_verdict import (
     Welcomed,
     assess,
     usage_error,
+)
+from sigma.client.connection import (
+    DEFAULT_URL,
+    GatewayProtocolError,
+    GatewayUnavailable,
+    check_ws_url,
+    connect,
+    decode_server_frame,
+    describe_close,
+    parse_timestamp,
+    receive_welcome,
 )
 from sigma.protocol import Event
 

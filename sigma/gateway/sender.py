@@ -32,9 +32,9 @@ import os
 import trio
 from trio_websocket import WebSocketConnection
 
-from sigma.hub.state import reply_frame
-from sigma.hub.outbox import PARTIAL_FRAME, Frame, Outbox, OutboxClosed
 from sigma.faults import FaultPoint
+from sigma.hub.outbox import PARTIAL_FRAME, Frame, Outbox, OutboxClosed
+from sigma.hub.state import reply_frame
 from sigma.protocol import missed_events_notice
 
 

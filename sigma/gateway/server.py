@@ -28,13 +28,14 @@ import structlog
 import trio
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from sigma.hub.actor import HubMessage, Publish
-from sigma.gateway.auth import Authenticator
-from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
 from sigma.config import Config
 from sigma.errors import TooManyChildren, dotted_location, first_error
-from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.faults import Faults
+from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
+from sigma.gateway.auth import Authenticator
+from sigma.gateway.keepalive import KeepAlive
+from sigma.gateway.limits import AddressLimit
+from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
 from sigma.gateway.upgrade import (
     authenticate,
     check_origin,
@@ -43,8 +44,7 @@ from sigma.gateway.upgrade import (
 )
 from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
-from sigma.gateway.keepalive import KeepAlive
-from sigma.gateway.limits import AddressLimit
+from sigma.hub.actor import HubMessage, Publish
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
 from sigma.protocol import CORE_EVENT_TYPES, EventType, make_checked_event
 from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart

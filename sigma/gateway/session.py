@@ -41,15 +41,15 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from sigma.hub.actor import UNDELIVERABLE, Command, HubMessage, Join, Leave
-from sigma.hub.state import PING_FRAME, Client, reply_frame
-from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
-from sigma.gateway.sender import ClientGone, Sender, take_over_stream_lock
-from sigma.gateway.auth import Authenticator, Claims, TokenRejected
 from sigma.faults import FaultPoint
-from sigma.http import ReplayStream
+from sigma.gateway.auth import Authenticator, Claims, TokenRejected
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import Lease, MessageRateLimit, Verdict
+from sigma.gateway.sender import ClientGone, Sender, take_over_stream_lock
+from sigma.http import ReplayStream
+from sigma.hub.actor import UNDELIVERABLE, Command, HubMessage, Join, Leave
+from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
+from sigma.hub.state import PING_FRAME, Client, reply_frame
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     ErrorCode,

@@ -35,9 +35,9 @@ from typing import Any
 import structlog
 import trio
 
-from sigma.hub.state import Client, HubState
 from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
+from sigma.hub.state import Client, HubState
 from sigma.metrics import Metrics
 from sigma.protocol import Event, ListSubscriptions, Subscribe, Unsubscribe, make_event
 from sigma.supervision.watchdog import Liveness

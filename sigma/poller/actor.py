@@ -42,8 +42,6 @@ from pydantic import (
 )
 
 from sigma import __version__
-from sigma.poller.changes import TRACKED_METHODS, ChangeTracker, EngineLink
-from sigma.hub.actor import HubMessage, Publish
 from sigma.config import PollerConfig
 from sigma.errors import (
     EngineProtocolError,
@@ -54,7 +52,9 @@ from sigma.errors import (
 )
 from sigma.faults import FaultPoint, Faults
 from sigma.health import HealthBoard
+from sigma.hub.actor import HubMessage, Publish
 from sigma.metrics import Metrics
+from sigma.poller.changes import TRACKED_METHODS, ChangeTracker, EngineLink
 from sigma.protocol import Event
 from sigma.supervision.watchdog import Liveness
 

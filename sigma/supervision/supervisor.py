@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import trio
 
 from sigma.errors import StartFailed, TooManyChildren
+from sigma.supervision._core import ChildRecord, SupervisorCore
 from sigma.supervision.policy import (
     Backoff,
     Restart,
@@ -52,7 +53,6 @@ from sigma.supervision.spec import (
     SupervisionEvent,
     describe_exit,
 )
-from sigma.supervision._core import ChildRecord, SupervisorCore
 from sigma.supervision.watchdog import Liveness
 
 __all__ = [

@@ -29,6 +29,9 @@ from rich.console import Console
 from rich.live import Live
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from sigma.cli.probe import seconds_argument, url_argument
+from sigma.cli.watch.state import ALL_TYPES, LOG_SIZE, WatchState
+from sigma.cli.watch.view import dashboard, log_line, snapshot
 from sigma.client.connection import (
     DEFAULT_URL,
     GatewayProtocolError,
@@ -39,11 +42,8 @@ from sigma.client.connection import (
     receive_welcome,
     resume_url,
 )
-from sigma.cli.probe import seconds_argument, url_argument
 from sigma.protocol import EVENT_TYPES
 from sigma.supervision.policy import Backoff
-from sigma.cli.watch.state import ALL_TYPES, LOG_SIZE, WatchState
-from sigma.cli.watch.view import dashboard, log_line, snapshot
 
 CONNECT_TIMEOUT_S = 10.0
 REFRESH_S = 0.25

@@ -27,10 +27,10 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from sigma.client.connection import Welcome
 from sigma.cli.probe_verdict import HeartbeatLimits, Status
-from sigma.protocol import EVENT_TYPES, Event, Reply, ServerMessage, Subscribe, Unsubscribe
 from sigma.cli.watch.summary import clip, summarize
+from sigma.client.connection import Welcome
+from sigma.protocol import EVENT_TYPES, Event, Reply, ServerMessage, Subscribe, Unsubscribe
 
 JsonObject = dict[str, Any]
 
