@@ -30,7 +30,8 @@ import trio
 from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
 from sigma.gateway.sender import Sender, StreamLock
-from sigma.hub.actor import HubActor, Publish
+from sigma.hub.actor import HubActor
+from sigma.hub.messages import Publish
 from sigma.hub.outbox import PARTIAL_FRAME, Frame, Outbox
 from sigma.hub.state import Client, build_frame, reply_frame
 from sigma.log import configure_logging

@@ -6,8 +6,8 @@ Children of the root supervisor, started in this order and stopped in reverse:
 
 So on shutdown the producers stop first, then the gateway stops accepting, then every client
 session closes with 1001, then the hub, then the engine. Like the hub's numbering, the table of
-live sessions that the gateway's keep-alive sweep pings (`sigma.gateway.keepalive`) is made once here,
-so that sessions outliving a gateway restart stay watched.
+live sessions that the gateway's keep-alive sweep pings (`sigma.gateway.keepalive`) is made once
+here, so that sessions outliving a gateway restart stay watched.
 
 The actors with loops of their own (hub, poller, heartbeat) are watched (`ChildSpec.watchdog_s`):
 each may stay busy and silent for three of its natural periods, and never less than
@@ -26,20 +26,23 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from sigma.config import Config, PollerConfig
+from sigma.backoff import Backoff
+from sigma.config import Config, PollerConfig, SupervisorConfig
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.server import GatewayHandle, new_keepalive, run_gateway
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import HubMessage, new_hub_state, run_hub
+from sigma.hub.actor import new_hub_state, run_hub
+from sigma.hub.messages import HubMessage
 from sigma.metrics import Metrics
 from sigma.poller.actor import run_poller
 from sigma.supervision.observe import log_supervision_event
 from sigma.supervision.supervisor import (
     ChildSpec,
     DynamicSupervisor,
+    Strategy,
     SupervisionEvent,
     Supervisor,
     SupervisorPolicy,
@@ -174,7 +177,7 @@ def build_tree(
     faults = faults or Faults()
     watchdog_min_s = config.supervisor.watchdog_min_s
     actor_states = RootStates()
-    policy = SupervisorPolicy.from_config(config.supervisor)
+    policy = supervisor_policy(config.supervisor)
     shutdown_s = config.supervisor.shutdown_timeout_s
     sessions = DynamicSupervisor(
         "sessions", max_children=config.gateway.max_connections, policy=policy, events=events
@@ -317,3 +320,19 @@ async def serve(
                 raise
             finally:
                 tree.cancel_scope.cancel()
+
+
+def supervisor_policy(config: SupervisorConfig) -> SupervisorPolicy:
+    """The supervision library's policy, built from the `[supervisor]` configuration section."""
+    backoff = config.backoff
+    return SupervisorPolicy(
+        strategy=Strategy(config.strategy),
+        max_restarts=config.max_restarts,
+        max_seconds=config.max_seconds,
+        backoff=Backoff(
+            min_s=backoff.min_s,
+            max_s=backoff.max_s,
+            factor=backoff.factor,
+            reset_after_s=backoff.reset_after_s,
+        ),
+    )

@@ -25,6 +25,7 @@ from pydantic_core import ErrorDetails
 
 from sigma.errors import ConfigError, dotted_location, first_error
 from sigma.faults import FaultSpec
+from sigma.keys import load_public_key
 
 CONFIG_ENV_VAR = "SIGMA_CONFIG"
 DEFAULT_CONFIG_NAME = "supervisor.toml"
@@ -169,10 +170,6 @@ class AuthConfig(Section):
             return self
         if self.public_key_file is None:
             raise ValueError(f'mode = "jwt" with {self.algorithm} needs public_key_file')
-        from sigma.gateway.auth import (
-            load_public_key,
-        )  # sigma.gateway.auth needs this module's types
-
         try:
             load_public_key(self.public_key_file, self.algorithm)
         except ValueError as exc:

@@ -18,7 +18,7 @@ import trio
 
 from sigma.config import HeartbeatConfig
 from sigma.faults import FaultPoint, Faults
-from sigma.hub.actor import HubMessage, PublishHeartbeat
+from sigma.hub.messages import HubMessage, PublishHeartbeat
 from sigma.protocol import utc_now_iso
 from sigma.supervision.watchdog import Liveness
 

@@ -7,31 +7,15 @@ points with `faults.arm(spec)` or `with faults.armed(spec): ...`.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
-import orjson
 import pytest
-import trio
-from wsproto.frame_protocol import FrameDecoder
 
-from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.faults import Faults
-from sigma.gateway.server import GatewayHandle, run_gateway
-from sigma.health import HealthBoard
-from sigma.hub.actor import HubActor, HubMessage, run_hub
-from sigma.hub.outbox import Frame
-from sigma.metrics import Metrics
-from sigma.supervision.supervisor import DynamicSupervisor
 
-API_KEY = "test-key"
 RELIABILITY_REPORT_ENV = "SIGMA_RELIABILITY_REPORT"
 DEFAULT_RELIABILITY_REPORT = "/tmp/sigma-reliability.json"
 _figures_key = pytest.StashKey[list[dict[str, Any]]]()
@@ -61,141 +45,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.line(f"(also in {path})")
 
 
-@dataclass
-class Stack:
-    """A running hub + sessions + gateway, with helpers to drive it like a backend would."""
-
-    config: Config
-    gateway: GatewayHandle
-    sessions: DynamicSupervisor
-    hub: HubActor
-    hub_send: trio.MemorySendChannel[HubMessage]
-    health: HealthBoard
-    http: httpx.AsyncClient
-    metrics: Metrics
-    faults: Faults
-
-    @property
-    def ws_url(self) -> str:
-        return self.gateway.ws_url
-
-    async def publish(self, events: list[dict[str, Any]] | dict[str, Any]) -> Any:
-        response = await self.http.post(
-            "/api/publish",
-            content=orjson.dumps(events),
-            headers={"authorization": f"Bearer {API_KEY}"},
-        )
-        assert response.status_code == 200, response.text
-        return response.json()
-
-
-def make_config(**sections: Any) -> Config:
-    """A config for tests: free port, publish API on, pings effectively off unless asked."""
-    base: dict[str, Any] = {
-        "gateway": GatewayConfig(port=0),
-        "api": ApiConfig(key=API_KEY),
-        "heartbeat": HeartbeatConfig(ping_interval_s=3600.0),
-        "hub": HubConfig(),
-    }
-    base.update(sections)
-    return Config(**base)
-
-
-def tree_config(
-    tmp_path: Path, *layers: Mapping[str, Mapping[str, Any]], **overrides: Mapping[str, Any]
-) -> Config:
-    """The whole tree (`sigma.app.serve`) on free ports, with its engine's data in `tmp_path`,
-    polling every few tenths of a second and beating every 0.5 s.
-
-    Each of `layers`, then `overrides`, replaces keys section by section.
-    """
-    raw: dict[str, Any] = {
-        "gateway": {"port": 0},
-        "engine": {"port": 0, "data_dir": str(tmp_path / "data")},
-        "poller": {
-            "timeout_s": 1.0,
-            "retry_min_s": 0.05,
-            "retry_max_s": 0.2,
-            "intervals_s": {
-                "system.status": 0.3,
-                "storage.status": 0.5,
-                "agents.list": 0.3,
-                "compression.jobs.list": 0.1,
-            },
-        },
-        "heartbeat": {"interval_s": 0.5},
-    }
-    for layer in (*layers, overrides):
-        for section, values in layer.items():
-            raw[section] = {**raw.get(section, {}), **values}
-    return Config.model_validate(raw)
-
-
-def decode_frames(frames: Iterable[Frame]) -> list[dict[str, Any]]:
-    """The JSON messages in a run of server frames (as queued in an outbox)."""
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(b"".join(frame.data for frame in frames))
-    messages = []
-    while (frame := decoder.process_buffer()) is not None:
-        messages.append(orjson.loads(frame.payload))
-    return messages
-
-
 @pytest.fixture
 def faults() -> Iterator[Faults]:
     """A fault registry for one test, every point disarmed again afterwards."""
     registry = Faults()
     yield registry
     registry.clear()
-
-
-@asynccontextmanager
-async def running_stack(
-    config: Config | None = None, *, faults: Faults | None = None
-) -> AsyncIterator[Stack]:
-    """Start the real hub, sessions supervisor and gateway; stop them on exit.
-
-    `faults` (a fresh, disarmed registry when not given) reaches the hub and the gateway.
-    """
-    config = config or make_config()
-    faults = faults or Faults(config.faults.points)
-    hub_send, hub_receive = trio.open_memory_channel[HubMessage](config.hub.inbox_size)
-    health = HealthBoard()
-    metrics = Metrics()
-    async with trio.open_nursery() as nursery:
-        hub = await nursery.start(
-            functools.partial(
-                run_hub,
-                heartbeat_interval_s=config.heartbeat.interval_s,
-                metrics=metrics,
-                faults=faults,
-            ),
-            hub_receive,
-            config.hub,
-        )
-        sessions = await nursery.start(
-            DynamicSupervisor("sessions", max_children=config.gateway.max_connections).run
-        )
-        gateway = await nursery.start(
-            functools.partial(run_gateway, faults=faults),
-            config,
-            hub_send,
-            sessions,
-            health,
-            metrics,
-        )
-        async with httpx.AsyncClient(base_url=gateway.http_url) as http:
-            yield Stack(config, gateway, sessions, hub, hub_send, health, http, metrics, faults)
-        nursery.cancel_scope.cancel()
-
-
-async def eventually(predicate: Callable[[], bool], *, timeout_s: float = 10.0) -> None:
-    """Wait until `predicate()` holds, checking every few milliseconds, failing after `timeout_s`.
-
-    For state that has no event to wait on (a count of sessions, a list filled by other tasks).
-    """
-    with trio.fail_after(timeout_s):
-        while True:
-            if predicate():
-                return
-            await trio.sleep(0.005)

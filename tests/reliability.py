@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import trio
-from conftest import API_KEY
+from helpers import API_KEY
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from sigma.supervision.spec import ChildExited, ChildStarted, SupervisionEvent

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import trio
-from conftest import tree_config
+from helpers import tree_config
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from sigma.app import RunningApp, serve

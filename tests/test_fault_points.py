@@ -11,7 +11,7 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from conftest import eventually, make_config, running_stack
+from helpers import eventually, make_config, running_stack
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from sigma.app import Endpoints
@@ -22,7 +22,8 @@ from sigma.engine.server import serve_connection
 from sigma.faults import Faults, FaultSpec, InjectedFault
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import HubMessage, Join, Publish, run_hub
+from sigma.hub.actor import run_hub
+from sigma.hub.messages import HubMessage, Join, Publish
 from sigma.hub.outbox import Outbox
 from sigma.hub.state import Client
 from sigma.poller.actor import run_poller

@@ -20,7 +20,7 @@ from typing import Any
 import jwt
 import orjson
 import trio
-from conftest import Stack, make_config, running_stack
+from helpers import Stack, make_config, running_stack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import WebSocketConnection, open_websocket_url

@@ -12,12 +12,13 @@ from typing import Any
 
 import trio
 import trio.testing
-from conftest import decode_frames
+from helpers import decode_frames
 
 from sigma.app import RootStates
 from sigma.config import HeartbeatConfig, HubConfig
 from sigma.heartbeat import heartbeat_data, run_heartbeat
-from sigma.hub.actor import HubMessage, Join, run_hub
+from sigma.hub.actor import run_hub
+from sigma.hub.messages import HubMessage, Join
 from sigma.hub.outbox import Outbox
 from sigma.hub.state import Client
 from sigma.supervision.supervisor import Backoff, ChildSpec, Supervisor, SupervisorPolicy

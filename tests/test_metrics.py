@@ -15,7 +15,7 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from conftest import eventually, make_config, running_stack
+from helpers import eventually, make_config, running_stack
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
@@ -23,7 +23,8 @@ from sigma.app import Endpoints, observe_supervision_events
 from sigma.config import HubConfig, PollerConfig
 from sigma.gateway.server import run_gateway
 from sigma.health import HealthBoard
-from sigma.hub.actor import HubActor, HubMessage, Join, Leave, Publish, PublishHeartbeat
+from sigma.hub.actor import HubActor
+from sigma.hub.messages import HubMessage, Join, Leave, Publish, PublishHeartbeat
 from sigma.hub.outbox import Outbox
 from sigma.hub.state import Client
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics, restart_reason_label

@@ -29,7 +29,7 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from conftest import API_KEY, Stack, eventually, make_config, running_stack, tree_config
+from helpers import API_KEY, Stack, eventually, make_config, running_stack, tree_config
 from reliability import (
     Publisher,
     Tracker,

@@ -1,7 +1,7 @@
 """`sigma fault arm | list | clear`: arm and clear fault points of a running `sigma serve`.
 
-A thin client of the gateway's admin endpoint (`/admin/faults`, see `sigma.gateway.admin_faults`), which
-exists only with `[faults] admin = true` and answers loopback peers only. The fault is checked
+A thin client of the gateway's admin endpoint (`/admin/faults`, see `sigma.gateway.admin_faults`),
+which exists only with `[faults] admin = true` and answers loopback peers only. The fault is checked
 here first (as a `FaultSpec`), so a typo is a usage error before anything is sent.
 
 Exit status: 0 done; 1 the server refused (or could not be reached); 2 a usage error.

@@ -1,0 +1,10 @@
+"""The server edge: the listening socket, HTTP routes, the WebSocket upgrade and each session.
+
+Read in this order:
+- `server`: listeners, routes, `run_gateway` and `GatewayHandle`;
+- `upgrade`: the checks an upgrade request must pass (handshake, Origin, token);
+- `auth`, `limits`: JWT verification, connection and message limits (pure decisions);
+- `session`: one WebSocket client from handshake to close, and `sender`, which drains its outbox;
+- `keepalive`: one sweep that pings quiet clients and closes silent ones;
+- `admin_faults`: `/admin/faults`, arming fault points from loopback.
+"""

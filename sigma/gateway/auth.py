@@ -17,16 +17,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jwt
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from jwt.algorithms import get_default_algorithms
 
 from sigma.errors import RemoteError
+from sigma.keys import load_public_key
 
 if TYPE_CHECKING:
     from sigma.config import AuthConfig
@@ -180,21 +176,13 @@ def _describe(exc: jwt.InvalidTokenError) -> str:
     return "the token's claims are invalid"
 
 
-def load_public_key(path: Path, algorithm: str) -> Any:
-    """Read a PEM public key for `algorithm` (RS256: RSA, ES256: EC) from `path`.
+@dataclass(frozen=True)
+class SessionAuth:
+    """The verified token a session runs under, and what checks a refreshed one."""
 
-    Raises `ValueError` with a one-line reason: unreadable, not such a key, or a private key
-    (the gateway only verifies and must never hold a signing key).
-    """
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    kind = "an RSA" if algorithm.startswith("RS") else "an EC"
-    try:
-        key = get_default_algorithms()[algorithm].prepare_key(pem)
-    except (jwt.InvalidKeyError, TypeError, ValueError, UnsupportedAlgorithm):
-        raise ValueError(f"{path} is not {kind} public key in PEM form") from None
-    if isinstance(key, RSAPrivateKey | EllipticCurvePrivateKey):
-        raise ValueError(f"{path} holds a private key; give the gateway the public key only")
-    return key
+    authenticator: Authenticator
+    claims: Claims
+
+    def remaining_s(self) -> float:
+        """Wall-clock seconds until the current token stops being valid (leeway included)."""
+        return self.claims.remaining_s(self.authenticator.leeway_s)

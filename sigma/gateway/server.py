@@ -44,7 +44,7 @@ from sigma.gateway.upgrade import (
 )
 from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
-from sigma.hub.actor import HubMessage, Publish
+from sigma.hub.messages import HubMessage, Publish
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
 from sigma.protocol import CORE_EVENT_TYPES, EventType, make_checked_event
 from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart

@@ -10,8 +10,8 @@ trio-websocket allows, because every task and cancel scope costs memory on every
   commands go to the hub;
 - `_expire_token`, only with `[auth] mode = "jwt"`: closes with 4001 when the token's `exp`
   passes; a `refresh` frame with a good token for the same subject moves that deadline.
-Protocol pings are not a task of the session's: one `sigma.gateway.keepalive.KeepAlive` sweep watches
-every session (`heard_at`, `send_ping`, `close_silent`).
+Protocol pings are not a task of the session's: one `sigma.gateway.keepalive.KeepAlive` sweep
+watches every session (`heard_at`, `send_ping`, `close_silent`).
 
 Client frames are metered by `sigma.gateway.limits.MessageRateLimit` before they are even decoded:
 frames past the budget are dropped with a paced `rate_limited` reply, sustained abuse closes
@@ -42,12 +42,12 @@ from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from sigma.faults import FaultPoint
-from sigma.gateway.auth import Authenticator, Claims, TokenRejected
+from sigma.gateway.auth import SessionAuth, TokenRejected
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import Lease, MessageRateLimit, Verdict
 from sigma.gateway.sender import ClientGone, Sender, take_over_stream_lock
 from sigma.http import ReplayStream
-from sigma.hub.actor import UNDELIVERABLE, Command, HubMessage, Join, Leave
+from sigma.hub.messages import UNDELIVERABLE, Command, HubMessage, Join, Leave
 from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
 from sigma.hub.state import PING_FRAME, Client, reply_frame
 from sigma.protocol import (
@@ -89,18 +89,6 @@ class SessionSettings:
     message_burst: int = 1
     abuse_excess_frames: int = 1
     abuse_window_s: float = 1.0
-
-
-@dataclass(frozen=True)
-class SessionAuth:
-    """The verified token a session runs under, and what checks a refreshed one."""
-
-    authenticator: Authenticator
-    claims: Claims
-
-    def remaining_s(self) -> float:
-        """Wall-clock seconds until the current token stops being valid (leeway included)."""
-        return self.claims.remaining_s(self.authenticator.leeway_s)
 
 
 @dataclass(frozen=True)
@@ -299,7 +287,7 @@ class ClientSession:
         if self._scope is not None:
             self._scope.deadline = trio.current_time() + self.settings.close_timeout_s
 
-    # --- keep-alive (`sigma.gateway.keepalive.Peer`) ---------------------------------------------------
+    # --- keep-alive (`sigma.gateway.keepalive.Peer`) -------------------------------------------
 
     def heard_at(self) -> float:
         """When bytes last arrived from the client (trio time)."""

@@ -2,8 +2,9 @@
 
 Plain synchronous functions over a parsed `HttpRequest`: each either returns what the gateway
 needs next or raises `HttpError` with the status and JSON body the client sees. The gateway runs
-them in order (`sigma.gateway.server.Gateway._upgrade`): a well-formed handshake (400/426), an allowed
-`Origin` (403), a valid token (401). Refusals are the client's fault and are logged without the
+them in order (`sigma.gateway.server.Gateway._upgrade`): a well-formed handshake (400/426), an
+allowed `Origin` (403), a valid token (401). Refusals are the client's fault and are logged without
+the
 token.
 """
 
@@ -15,8 +16,7 @@ import binascii
 import structlog
 import trio
 
-from sigma.gateway.auth import Authenticator, TokenRejected
-from sigma.gateway.session import SessionAuth
+from sigma.gateway.auth import Authenticator, SessionAuth, TokenRejected
 from sigma.http import HttpError, HttpRequest
 
 log = structlog.get_logger("sigma.gateway")

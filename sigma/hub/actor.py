@@ -29,66 +29,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 import structlog
 import trio
 
 from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
-from sigma.hub.state import Client, HubState
+from sigma.hub.messages import (
+    UNDELIVERABLE,
+    Command,
+    HubMessage,
+    Join,
+    Leave,
+    Publish,
+    PublishHeartbeat,
+)
+from sigma.hub.state import HubState
 from sigma.metrics import Metrics
-from sigma.protocol import Event, ListSubscriptions, Subscribe, Unsubscribe, make_event
+from sigma.protocol import Event, make_event
 from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.hub")
 
 SERVICE_RESTART_CODE = 1012
-UNDELIVERABLE = (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError)
-"""What `send_nowait` raises when a best-effort message cannot be delivered."""
-
-
-@dataclass(frozen=True)
-class Publish:
-    """Broadcast these events in order; the seqs they got are sent to `reply` when given."""
-
-    events: tuple[Event, ...]
-    reply: trio.MemorySendChannel[tuple[int, ...]] | None = None
-
-
-@dataclass(frozen=True)
-class PublishHeartbeat:
-    """Broadcast a heartbeat; the hub adds what only it knows (client count, last seq)."""
-
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Join:
-    """A client session is ready: welcome it, replay from `since` if asked, then go live."""
-
-    client: Client
-    since: int | None = None
-    epoch: str | None = None
-
-
-@dataclass(frozen=True)
-class Leave:
-    """A client session ended."""
-
-    client_id: str
-
-
-@dataclass(frozen=True)
-class Command:
-    """A client asked to change or list its subscriptions."""
-
-    client_id: str
-    message: Subscribe | Unsubscribe | ListSubscriptions
-
-
-HubMessage = Publish | PublishHeartbeat | Join | Leave | Command
 
 
 def new_hub_state(config: HubConfig, *, heartbeat_interval_s: float) -> HubState:

@@ -52,7 +52,7 @@ from sigma.errors import (
 )
 from sigma.faults import FaultPoint, Faults
 from sigma.health import HealthBoard
-from sigma.hub.actor import HubMessage, Publish
+from sigma.hub.messages import HubMessage, Publish
 from sigma.metrics import Metrics
 from sigma.poller.changes import TRACKED_METHODS, ChangeTracker, EngineLink
 from sigma.protocol import Event

@@ -30,9 +30,9 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from sigma.backoff import Backoff
 from sigma.errors import EngineProtocolError
 from sigma.protocol import Event, make_event
-from sigma.supervision.policy import Backoff
 
 JsonObject = dict[str, Any]
 RecordId = str | int

@@ -1,9 +1,10 @@
 """The machinery `Supervisor` and `DynamicSupervisor` share: one child's life, restarts, stops.
 
 `SupervisorCore` runs children in its nursery, records how each incarnation ends, applies the
-restart policy (`sigma.supervision.policy`) and the watchdog (`sigma.supervision.watchdog`), and stops children
-within their shutdown timeouts. It is not used on its own; `sigma.supervision.supervisor` documents the
-behaviour.
+restart policy (`sigma.supervision.policy`) and the watchdog (`sigma.supervision.watchdog`), and
+stops children within their shutdown timeouts. It is not used on its own;
+`sigma.supervision.supervisor` documents
+the behaviour.
 """
 
 from __future__ import annotations

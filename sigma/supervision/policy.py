@@ -2,9 +2,9 @@
 
 - `Restart` and `should_restart()`: whether a child that exited is started again (OTP's meanings).
 - `Strategy` and `restart_group()`: which children a failure takes down and starts again.
-- `Backoff`: how long to wait before a restart (Akka's exponential backoff with jitter).
+- `Backoff` (from the leaf `sigma.backoff`): how long to wait before a restart.
 - `RestartIntensity`: the restart budget, a sliding window over the times of recent restarts.
-- `SupervisorPolicy`: the four of them as one value, buildable from `[supervisor]` configuration.
+- `SupervisorPolicy`: the four of them as one value (`sigma.app` builds it from `[supervisor]`).
 
 Times are plain floats in seconds passed in by the caller (`trio.current_time()` in production), so
 every decision here can be tested without an event loop.
@@ -12,14 +12,12 @@ every decision here can be tested without an event loop.
 
 from __future__ import annotations
 
-import math
-import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sigma.config import SupervisorConfig
+from sigma.backoff import Backoff
 
 
 class Restart(StrEnum):
@@ -64,44 +62,6 @@ def restart_group(strategy: Strategy, start_order: Sequence[str], failed_id: str
     if strategy is Strategy.ONE_FOR_ALL:
         return list(start_order)
     return list(start_order[start_order.index(failed_id) :])
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """The delay before a restart: exponential in the attempt number, capped, with jitter.
-
-    Akka's formula: `min(max_s, min_s * 2**attempt) * (1 + rng.random() * factor)`, so a delay is
-    never below `min_s` and never above `max_s * (1 + factor)`. The supervisor starts counting
-    attempts again from 0 once a child has run `reset_after_s` without exiting.
-    """
-
-    min_s: float = 0.1
-    max_s: float = 5.0
-    factor: float = 0.2
-    reset_after_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not self.min_s > 0:
-            raise ValueError(f"min_s must be > 0 (got {self.min_s!r})")
-        if not self.max_s >= self.min_s:
-            raise ValueError(
-                f"max_s must be >= min_s (got max_s={self.max_s!r}, min_s={self.min_s!r})"
-            )
-        if not 0 <= self.factor <= 1:
-            raise ValueError(f"factor must be between 0 and 1 (got {self.factor!r})")
-        if not self.reset_after_s >= 0:
-            raise ValueError(f"reset_after_s must be >= 0 (got {self.reset_after_s!r})")
-        if not math.isfinite(self.max_s):
-            raise ValueError(f"max_s must be finite (got {self.max_s!r})")
-
-    def delay_s(self, attempt: int, rng: random.Random) -> float:
-        """Return the delay in seconds before restart number `attempt` (0 for the first one)."""
-        if attempt < 0:
-            raise ValueError(f"attempt must be >= 0 (got {attempt})")
-        # Past this many doublings the cap applies; stopping there keeps 2.0**n from overflowing.
-        doublings = min(attempt, math.ceil(math.log2(self.max_s / self.min_s)))
-        base_s = min(self.max_s, self.min_s * 2.0**doublings)
-        return base_s * (1 + rng.random() * self.factor)
 
 
 class RestartIntensity:
@@ -150,22 +110,6 @@ class SupervisorPolicy:
 
     def __post_init__(self) -> None:
         RestartIntensity(self.max_restarts, self.max_seconds)  # validates both, raising ValueError
-
-    @classmethod
-    def from_config(cls, config: SupervisorConfig) -> SupervisorPolicy:
-        """Build the policy from the `[supervisor]` configuration section."""
-        backoff = config.backoff
-        return cls(
-            strategy=Strategy(config.strategy),
-            max_restarts=config.max_restarts,
-            max_seconds=config.max_seconds,
-            backoff=Backoff(
-                min_s=backoff.min_s,
-                max_s=backoff.max_s,
-                factor=backoff.factor,
-                reset_after_s=backoff.reset_after_s,
-            ),
-        )
 
     def new_intensity(self) -> RestartIntensity:
         """Return a fresh, empty restart budget for one run of a supervisor."""

@@ -28,8 +28,9 @@ class ChildSpec:
     supervisor (`supervisor=True`, `start=inner.run`) enough for its own children to stop.
 
     `watchdog_s`, when set, makes the child a watched one: `start` is also called with a keyword
-    argument `liveness=` (a `sigma.supervision.watchdog.Liveness`), and a child that neither beats nor says it
-    is idle for `watchdog_s` after `started()` is treated as hung: `ChildHung` is announced, the
+    argument `liveness=` (a `sigma.supervision.watchdog.Liveness`), and a child that neither beats
+    nor says it is idle for `watchdog_s` after `started()` is treated as hung: `ChildHung` is
+    announced, the
     child is cancelled and then restarted as after an abnormal exit with reason "hung". Unwatched
     children (`None`, the default) get no `liveness` argument.
     """

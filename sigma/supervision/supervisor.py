@@ -6,15 +6,15 @@ delay, within a `RestartIntensity` budget), and stops them in reverse start orde
 `shutdown_timeout_s`. When the budget is spent it stops every child and raises
 `RestartIntensityExceeded`, which a parent supervisor handles like any other child failure.
 
-A child whose spec sets `watchdog_s` is also watched for liveness (`sigma.supervision.watchdog`): one that
-stays busy and silent past its deadline is announced with `ChildHung`, cancelled, and restarted as
-after an abnormal exit with reason "hung".
+A child whose spec sets `watchdog_s` is also watched for liveness (`sigma.supervision.watchdog`):
+one that stays busy and silent past its deadline is announced with `ChildHung`, cancelled, and
+restarted as after an abnormal exit with reason "hung".
 
-The decisions live in `sigma.supervision.policy` and `sigma.supervision.watchdog` (plain synchronous classes), the
-data types in `sigma.supervision.spec` (all re-exported here), the machinery both supervisors
-share in `sigma.supervision._core`; this module holds the two supervisors' own behaviour. They write
-supervision events to an optional channel with `send_nowait` and never block on it, close it or
-log anything themselves.
+The decisions live in `sigma.supervision.policy` and `sigma.supervision.watchdog` (plain
+synchronous classes), the data types in `sigma.supervision.spec` (all re-exported here), the
+machinery both supervisors share in `sigma.supervision._core`; this module holds the two
+supervisors' own behaviour. They write supervision events to an optional channel with
+`send_nowait` and never block on it, close it or log anything themselves.
 
 Trio cannot kill a task: a child that shields itself from cancellation, or never reaches a
 checkpoint, is reported with `ShutdownTimedOut` and left behind, and the supervisor's nursery still
@@ -29,10 +29,10 @@ from collections.abc import Sequence
 
 import trio
 
+from sigma.backoff import Backoff
 from sigma.errors import StartFailed, TooManyChildren
 from sigma.supervision._core import ChildRecord, SupervisorCore
 from sigma.supervision.policy import (
-    Backoff,
     Restart,
     RestartIntensity,
     Strategy,

@@ -2,8 +2,9 @@
 
 `Watcher.run` keeps one connection to the gateway: it connects, reads the welcome, narrows the
 subscriptions to `--types` (plus `heartbeat`), and feeds every decoded frame to a `WatchState`
-(`sigma.cli.watch.state`, which decides everything: resume, gaps, what is shown). When the connection
-ends or cannot be made it waits an exponential backoff (`Backoff`, reset by each welcome) and
+(`sigma.cli.watch.state`, which decides everything: resume, gaps, what is shown). When the
+connection ends or cannot be made it waits an exponential backoff (`Backoff`, reset by each welcome)
+and
 reconnects with `?since=<last seq>&epoch=<epoch>`, so a dropped connection is a gap-free pause
 and a server whose numbering restarted shows a marked GAP. It exits only when cancelled.
 
@@ -29,6 +30,7 @@ from rich.console import Console
 from rich.live import Live
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from sigma.backoff import Backoff
 from sigma.cli.probe import seconds_argument, url_argument
 from sigma.cli.watch.state import ALL_TYPES, LOG_SIZE, WatchState
 from sigma.cli.watch.view import dashboard, log_line, snapshot
@@ -43,7 +45,6 @@ from sigma.client.connection import (
     resume_url,
 )
 from sigma.protocol import EVENT_TYPES
-from sigma.supervision.policy import Backoff
 
 CONNECT_TIMEOUT_S = 10.0
 REFRESH_S = 0.25

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 import trio.testing
-from conftest import eventually, make_config, running_stack
+from helpers import eventually, make_config, running_stack
 from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage

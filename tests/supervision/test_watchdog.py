@@ -1,4 +1,5 @@
-"""Tests of the actor watchdog: `sigma.supervision.watchdog` and how the supervisor acts on a hung child.
+"""Tests of the actor watchdog: `sigma.supervision.watchdog`, and how a supervisor acts on a
+hung child.
 
 Async tests run on `autojump_clock`, so deadlines are exact virtual times and a test that hangs
 fails on its `fail_after` instead. Tests wait on supervision events, never on sleeps.
@@ -24,7 +25,8 @@ from sigma.config import Config, HeartbeatConfig, HubConfig, PollerConfig
 from sigma.errors import RestartIntensityExceeded
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import HubMessage, run_hub
+from sigma.hub.actor import run_hub
+from sigma.hub.messages import HubMessage
 from sigma.metrics import Metrics
 from sigma.poller.actor import run_poller
 from sigma.supervision.supervisor import (

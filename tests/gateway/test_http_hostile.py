@@ -18,7 +18,7 @@ import pytest
 import structlog
 import trio
 import trio.testing
-from conftest import Stack, make_config, running_stack
+from helpers import Stack, make_config, running_stack
 from trio_websocket import open_websocket_url
 
 from sigma.config import GatewayConfig

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from conftest import Stack, eventually, make_config, running_stack
+from helpers import Stack, eventually, make_config, running_stack
 from reliability import count_tasks
 from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto import ConnectionType, WSConnection

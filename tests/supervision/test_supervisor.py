@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from supervision_observer import HANG_GUARD_S, Observer
 
+from sigma.app import supervisor_policy
 from sigma.config import SupervisorConfig
 from sigma.errors import RestartIntensityExceeded, StartFailed, TooManyChildren
 from sigma.supervision.policy import restart_group, should_restart
@@ -217,7 +218,7 @@ def test_policy_from_config() -> None:
     config = SupervisorConfig.model_validate(
         {"strategy": "rest_for_one", "max_restarts": 3, "max_seconds": 7, "backoff": {"max_s": 2}}
     )
-    assert SupervisorPolicy.from_config(config) == SupervisorPolicy(
+    assert supervisor_policy(config) == SupervisorPolicy(
         Strategy.REST_FOR_ONE, 3, 7.0, Backoff(min_s=0.1, max_s=2.0, factor=0.2)
     )
 

@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 import trio
-from conftest import Stack, make_config, running_stack
+from helpers import Stack, make_config, running_stack
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from sigma.config import Config, GatewayConfig, HubConfig, LimitsConfig

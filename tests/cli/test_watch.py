@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import make_config, running_stack
+from helpers import make_config, running_stack
 from rich.console import Console
 
 from sigma.cli.main import main

@@ -22,7 +22,7 @@ from sigma.config import EngineConfig, PollerConfig
 from sigma.engine.server import run_engine
 from sigma.errors import EngineProtocolError, EngineUnavailable
 from sigma.health import HealthBoard
-from sigma.hub.actor import HubMessage, Publish
+from sigma.hub.messages import HubMessage, Publish
 from sigma.poller.actor import (
     INVALID_REPLY,
     EngineClient,

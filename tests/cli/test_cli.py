@@ -17,7 +17,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from sigma.cli.main import main
 from sigma.config import Config, load_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 BAD_CONFIGS = [
     ("[supervisor]\nmax_restarts = -1\n", "supervisor.max_restarts: must be >= 0 (got -1)"),

@@ -19,9 +19,9 @@ import pytest
 import structlog
 import trio
 import trio.testing
-from conftest import API_KEY, Stack, make_config, running_stack
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from helpers import API_KEY, Stack, make_config, running_stack
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,

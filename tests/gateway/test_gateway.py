@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 import websockets.asyncio.client
-from conftest import API_KEY, make_config, running_stack
+from helpers import API_KEY, make_config, running_stack
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from sigma.config import GatewayConfig, HubConfig

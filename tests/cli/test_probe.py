@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from conftest import Stack, make_config, running_stack
+from helpers import Stack, make_config, running_stack
 from trio_websocket import WebSocketRequest, serve_websocket
 
 from sigma.cli.main import main

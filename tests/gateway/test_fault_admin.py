@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from conftest import make_config, running_stack
+from helpers import make_config, running_stack
 
 from sigma.cli.main import main
 from sigma.config import FaultsConfig
