@@ -31,9 +31,9 @@ from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
 from sigma.gateway.sender import Sender, StreamLock
 from sigma.hub.actor import HubActor
-from sigma.hub.messages import Publish
-from sigma.hub.outbox import PARTIAL_FRAME, Frame, Outbox
-from sigma.hub.state import Client, build_frame, reply_frame
+from sigma.hub.frames import Frame, build_frame, reply_frame
+from sigma.hub.messages import Client, Publish
+from sigma.hub.outbox import PARTIAL_FRAME, Outbox
 from sigma.log import configure_logging
 from sigma.protocol import make_event, missed_events_notice
 

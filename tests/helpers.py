@@ -4,6 +4,7 @@ frame decoder. Imported by tests as `helpers` (pytest puts tests/ on the path)."
 from __future__ import annotations
 
 import functools
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 import trio
 from wsproto.frame_protocol import FrameDecoder
 
@@ -20,8 +22,8 @@ from sigma.faults import Faults
 from sigma.gateway.server import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor, run_hub
+from sigma.hub.frames import Frame
 from sigma.hub.messages import HubMessage
-from sigma.hub.outbox import Frame
 from sigma.metrics import Metrics
 from sigma.supervision.supervisor import DynamicSupervisor
 
@@ -158,3 +160,14 @@ async def eventually(predicate: Callable[[], bool], *, timeout_s: float = 10.0) 
             if predicate():
                 return
             await trio.sleep(0.005)
+
+
+def needs_binary(name: str, *, package: str) -> pytest.MarkDecorator:
+    """Skip a test, with a one-line reason, where the program `name` is not installed.
+
+    Under `CI=true` the skip counts as a failure (see conftest): CI installs `package`.
+    """
+    return pytest.mark.skipif(
+        shutil.which(name) is None,
+        reason=f"needs {name} (apt-get install {package})",
+    )

@@ -23,9 +23,8 @@ from sigma.faults import Faults, FaultSpec, InjectedFault
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
 from sigma.hub.actor import run_hub
-from sigma.hub.messages import HubMessage, Join, Publish
+from sigma.hub.messages import Client, HubMessage, Join, Publish
 from sigma.hub.outbox import Outbox
-from sigma.hub.state import Client
 from sigma.poller.actor import run_poller
 from sigma.protocol import make_event
 

@@ -18,9 +18,8 @@ from sigma.app import RootStates
 from sigma.config import HeartbeatConfig, HubConfig
 from sigma.heartbeat import heartbeat_data, run_heartbeat
 from sigma.hub.actor import run_hub
-from sigma.hub.messages import HubMessage, Join
+from sigma.hub.messages import Client, HubMessage, Join
 from sigma.hub.outbox import Outbox
-from sigma.hub.state import Client
 from sigma.supervision.supervisor import Backoff, ChildSpec, Supervisor, SupervisorPolicy
 
 HANG_GUARD_S = 3600.0

@@ -24,9 +24,8 @@ from sigma.config import HubConfig, PollerConfig
 from sigma.gateway.server import run_gateway
 from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor
-from sigma.hub.messages import HubMessage, Join, Leave, Publish, PublishHeartbeat
+from sigma.hub.messages import Client, HubMessage, Join, Leave, Publish, PublishHeartbeat
 from sigma.hub.outbox import Outbox
-from sigma.hub.state import Client
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics, restart_reason_label
 from sigma.poller.actor import INVALID_REPLY, run_poller
 from sigma.protocol import EVENT_TYPES, make_event

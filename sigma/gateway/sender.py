@@ -33,8 +33,8 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from sigma.faults import FaultPoint
-from sigma.hub.outbox import PARTIAL_FRAME, Frame, Outbox, OutboxClosed
-from sigma.hub.state import reply_frame
+from sigma.hub.frames import Frame, reply_frame
+from sigma.hub.outbox import PARTIAL_FRAME, Outbox, OutboxClosed
 from sigma.protocol import missed_events_notice
 
 

@@ -47,9 +47,9 @@ from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import Lease, MessageRateLimit, Verdict
 from sigma.gateway.sender import ClientGone, Sender, take_over_stream_lock
 from sigma.http import ReplayStream
-from sigma.hub.messages import UNDELIVERABLE, Command, HubMessage, Join, Leave
+from sigma.hub.frames import PING_FRAME, reply_frame
+from sigma.hub.messages import UNDELIVERABLE, Client, Command, HubMessage, Join, Leave
 from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
-from sigma.hub.state import PING_FRAME, Client, reply_frame
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     ErrorCode,

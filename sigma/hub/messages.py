@@ -3,16 +3,26 @@ send it. Producers import this module, never the hub's actor or state."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from sigma.hub.state import Client
-from sigma.protocol import Event, ListSubscriptions, Subscribe, Unsubscribe
+from sigma.hub.outbox import Outbox
+from sigma.protocol import CORE_EVENT_TYPES, Event, ListSubscriptions, Subscribe, Unsubscribe
 
 UNDELIVERABLE = (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError)
 """What `send_nowait` raises when a best-effort message cannot be delivered."""
+
+
+@dataclass(slots=True)
+class Client:
+    """What the hub knows of one connected client."""
+
+    client_id: str
+    outbox: Outbox
+    allowed: frozenset[str] = CORE_EVENT_TYPES
+    subscriptions: frozenset[str] = field(default=CORE_EVENT_TYPES)
 
 
 @dataclass(frozen=True)

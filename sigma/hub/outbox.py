@@ -27,24 +27,14 @@ from typing import Literal
 
 import trio
 
+from sigma.hub.frames import Frame
+
 SlowClientPolicy = Literal["disconnect", "drop_oldest", "conflate"]
 SNAPSHOT_TYPES = frozenset({"system_status", "storage_update", "agent_status"})
 PARTIAL_FRAME = "partial"
 """The event type of the unwritten rest of a frame: it must go out first and is never dropped."""
 DirectWriter = Callable[[bytes], int]
 """Writes what the socket takes now without waiting; returns how many bytes (0: none)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One encoded WebSocket frame, ready to write, with what the queue policies need."""
-
-    data: bytes
-    event_type: str
-    snapshot_key: str | None = None
-    """Frames with the same non-None key are snapshots of one thing; the newest supersedes."""
-    droppable: bool = False
-    """An event `drop_oldest` may drop (replies, pings and partial frames are not)."""
 
 
 @dataclass(frozen=True, slots=True)

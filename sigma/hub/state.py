@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
-from wsproto.frame_protocol import FrameProtocol
 
-from sigma.hub.outbox import SNAPSHOT_TYPES, Frame, Outbox, OutboxClosed, SlowConsumer
+from sigma.hub.frames import Frame, build_frame, reply_frame
+from sigma.hub.messages import Client
+from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     ErrorCode,
     Event,
     ListSubscriptions,
     ProtocolViolation,
-    Reply,
     Subscribe,
     Unsubscribe,
-    encode,
     encode_event,
     subscriptions_reply,
     welcome,
@@ -33,27 +32,6 @@ from sigma.protocol import (
 log = structlog.get_logger("sigma.hub")
 
 SLOW_CONSUMER_CODE = 4008
-_server_frames = FrameProtocol(client=False, extensions=[])
-
-
-def build_frame(
-    payload: bytes, event_type: str, snapshot_key: str | None = None, *, event: bool = False
-) -> Frame:
-    """Wrap encoded JSON in one unmasked WebSocket text frame, the same bytes for every client.
-
-    `event`: the frame is a numbered event, which the `drop_oldest` policy may drop.
-    """
-    data = bytes(_server_frames.send_data(payload.decode(), fin=True))
-    return Frame(data=data, event_type=event_type, snapshot_key=snapshot_key, droppable=event)
-
-
-PING_FRAME = Frame(data=bytes(_server_frames.ping()), event_type="ping")
-"""A WebSocket ping with no payload: the keep-alive sweep queues it to quiet clients."""
-
-
-def reply_frame(reply: Reply) -> Frame:
-    """Encode a direct reply as a ready frame."""
-    return build_frame(encode(reply), reply.type)
 
 
 def snapshot_key_of(event: Event) -> str | None:
@@ -62,16 +40,6 @@ def snapshot_key_of(event: Event) -> str | None:
         return None
     entity = event.data.get("agent_id") or event.data.get("id")
     return f"{event.type}:{entity}" if entity is not None else event.type
-
-
-@dataclass(slots=True)
-class Client:
-    """What the hub knows of one connected client."""
-
-    client_id: str
-    outbox: Outbox
-    allowed: frozenset[str] = CORE_EVENT_TYPES
-    subscriptions: frozenset[str] = field(default=CORE_EVENT_TYPES)
 
 
 @dataclass(frozen=True)

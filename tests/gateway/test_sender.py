@@ -19,8 +19,8 @@ import trio.testing
 from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode
 
 from sigma.gateway.sender import Sender, StreamLock
-from sigma.hub.outbox import Frame, Outbox
-from sigma.hub.state import PING_FRAME, build_frame
+from sigma.hub.frames import PING_FRAME, Frame, build_frame
+from sigma.hub.outbox import Outbox
 
 BIG = 256 * 1024  # far more than a socket pair buffers: the hub's write is always partial
 _frames = FrameProtocol(client=False, extensions=[])

@@ -15,9 +15,9 @@ from wsproto.frame_protocol import FrameDecoder
 
 from sigma.config import HubConfig
 from sigma.hub.actor import HubActor, run_hub
-from sigma.hub.messages import Join, Publish, PublishHeartbeat
+from sigma.hub.messages import Client, Join, Publish, PublishHeartbeat
 from sigma.hub.outbox import Outbox
-from sigma.hub.state import Client, HubState
+from sigma.hub.state import HubState
 from sigma.protocol import CORE_EVENT_TYPES, EVENT_TYPES, Subscribe, Unsubscribe, make_event
 
 

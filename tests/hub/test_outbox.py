@@ -9,7 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from sigma.hub.outbox import CloseReason, Frame, Outbox, OutboxClosed, SlowConsumer
+from sigma.hub.frames import Frame
+from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowConsumer
 
 
 def frame(n: int, key: str | None = None) -> Frame:
