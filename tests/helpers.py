@@ -22,6 +22,7 @@ from sigma.faults import Faults
 from sigma.gateway.server import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor, run_hub
+from sigma.hub.intake import HubIntake
 from sigma.hub.frames import Frame
 from sigma.hub.messages import HubMessage
 from sigma.metrics import Metrics
@@ -43,6 +44,7 @@ class Stack:
     http: httpx.AsyncClient
     metrics: Metrics
     faults: Faults
+    intake: HubIntake
 
     @property
     def ws_url(self) -> str:
@@ -121,6 +123,7 @@ async def running_stack(
     config = config or make_config()
     faults = faults or Faults(config.faults.points)
     hub_send, hub_receive = trio.open_memory_channel[HubMessage](config.hub.inbox_size)
+    intake = HubIntake(hub_send)
     health = HealthBoard()
     metrics = Metrics()
     async with trio.open_nursery() as nursery:
@@ -130,6 +133,7 @@ async def running_stack(
                 heartbeat_interval_s=config.heartbeat.interval_s,
                 metrics=metrics,
                 faults=faults,
+                intake=intake,
             ),
             hub_receive,
             config.hub,
@@ -138,7 +142,7 @@ async def running_stack(
             DynamicSupervisor("sessions", max_children=config.gateway.max_connections).run
         )
         gateway = await nursery.start(
-            functools.partial(run_gateway, faults=faults),
+            functools.partial(run_gateway, faults=faults, intake=intake),
             config,
             hub_send,
             sessions,
@@ -146,7 +150,9 @@ async def running_stack(
             metrics,
         )
         async with httpx.AsyncClient(base_url=gateway.http_url) as http:
-            yield Stack(config, gateway, sessions, hub, hub_send, health, http, metrics, faults)
+            yield Stack(
+                config, gateway, sessions, hub, hub_send, health, http, metrics, faults, intake
+            )
         nursery.cancel_scope.cancel()
 
 

@@ -1,7 +1,8 @@
 """The listening socket: HTTP routes and the WebSocket upgrade at `/ws`, on one port.
 
 Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
-`/metrics`, `/api/publish`, and `/admin/faults` when `[faults] admin` is on) is answered here;
+`/metrics`, `/api/publish` (answered by `sigma.gateway.publish`), and `/admin/faults` when
+`[faults] admin` is on) is answered here;
 an upgrade on `/ws` is replayed into trio-websocket and the connection becomes a `ClientSession`,
 started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
 connection is logged and ends that connection only.
@@ -16,25 +17,22 @@ from __future__ import annotations
 
 import errno
 import functools
-import hmac
 import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 import structlog
 import trio
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from sigma.config import Config
-from sigma.errors import TooManyChildren, dotted_location, first_error
+from sigma.errors import TooManyChildren
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.gateway.auth import Authenticator
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
+from sigma.gateway.publish import PUBLISH_PATH, PublishApi
 from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
 from sigma.gateway.upgrade import (
     authenticate,
@@ -44,9 +42,10 @@ from sigma.gateway.upgrade import (
 )
 from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
-from sigma.hub.messages import HubMessage, Publish
+from sigma.hub.intake import HubIntake
+from sigma.hub.messages import HubMessage
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
-from sigma.protocol import CORE_EVENT_TYPES, EventType, make_checked_event
+from sigma.protocol import CORE_EVENT_TYPES
 from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 
 log = structlog.get_logger("sigma.gateway")
@@ -57,22 +56,9 @@ ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, er
 ROUTES: dict[str, frozenset[str]] = {
     "/health": frozenset({"GET", "HEAD"}),
     "/metrics": frozenset({"GET"}),
-    "/api/publish": frozenset({"POST"}),
+    PUBLISH_PATH: frozenset({"POST"}),
     "/ws": frozenset({"GET"}),
 }
-
-
-class PublishItem(BaseModel):
-    """One event in a publish request body."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    type: EventType
-    data: dict[str, Any]
-
-
-_publish_body: TypeAdapter[PublishItem | list[PublishItem]] = TypeAdapter(
-    PublishItem | list[PublishItem]
-)
 
 
 @dataclass(frozen=True)
@@ -105,9 +91,16 @@ class Gateway:
         metrics: Metrics | None = None,
         faults: Faults | None = None,
         keepalive: KeepAlive | None = None,
+        intake: HubIntake | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
+        self.publish_api = PublishApi(
+            intake or HubIntake(hub),
+            key=config.api.key,
+            wait_s=config.api.publish_wait_s,
+            reply_timeout_s=config.gateway.handshake_timeout_s,
+        )
         self.sessions = sessions
         self.health = health
         self.metrics = metrics
@@ -199,37 +192,8 @@ class Gateway:
                 raise HttpError(404, "not_found", "no metrics are kept")
             await conn.respond(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
         else:
-            await self._publish(conn, request)
+            await self.publish_api.answer(conn, request, functools.partial(self._read_body, conn))
         return False
-
-    async def _publish(self, conn: HttpServerConnection, request: HttpRequest) -> None:
-        key = self.config.api.key
-        if not key:
-            raise HttpError(404, "not_found", "the publish API is off ([api] key is empty)")
-        presented = (request.header("authorization") or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented.encode(), key.encode()):
-            await self._read_body(conn)
-            raise HttpError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' is needed")
-        body = await self._read_body(conn)
-        try:
-            parsed = _publish_body.validate_python(orjson.loads(body))
-        except orjson.JSONDecodeError as exc:
-            raise HttpError(400, "invalid_json", str(exc)) from None
-        except ValidationError as exc:
-            first = first_error(exc)
-            raise HttpError(
-                400, "invalid_body", f"{dotted_location(first)}: {first['msg']}"
-            ) from None
-        items = parsed if isinstance(parsed, list) else [parsed]
-        reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
-        events = tuple(make_checked_event(item.type, item.data) for item in items)
-        await self.hub.send(Publish(events, reply_send))
-        with trio.fail_after(self.config.gateway.handshake_timeout_s):
-            seqs = await reply_receive.receive()
-        if isinstance(parsed, list):
-            await conn.respond_json(200, {"seqs": list(seqs)})
-        else:
-            await conn.respond_json(200, {"seq": seqs[0]})
 
     async def _admin_faults(self, conn: HttpServerConnection, request: HttpRequest) -> None:
         peer = remote_address(conn.stream)
@@ -335,6 +299,7 @@ async def run_gateway(
     *,
     faults: Faults | None = None,
     keepalive: KeepAlive | None = None,
+    intake: HubIntake | None = None,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on `[gateway] host:port` and serve every connection until cancelled.
@@ -343,10 +308,13 @@ async def run_gateway(
     `/metrics` renders `metrics`, and answers 404 without it. `faults` is the tree's fault
     registry: the sessions' `sender.write` point, and what `/admin/faults` arms. `keepalive` is
     the table of live sessions whose pings this gateway's sweep sends; pass the tree's, so that
-    sessions outliving a gateway restart stay watched (a new table when not given).
+    sessions outliving a gateway restart stay watched (a new table when not given). `intake` is
+    the gate in front of `hub` that `POST /api/publish` goes through (`sigma.hub.intake`); pass
+    the one the hub was started with, so that the API sees when the herd lags (without it, one
+    that only watches the inbox's room).
     Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
     """
-    gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive)
+    gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive, intake)
     listeners = await trio.open_tcp_listeners(config.gateway.port, host=config.gateway.host)
     port = listeners[0].socket.getsockname()[1]
     log.info("Gateway listening", url=f"ws://{config.gateway.host}:{port}/ws")

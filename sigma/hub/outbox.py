@@ -10,12 +10,14 @@ direct writer, with no task switch at all; otherwise it wakes the sender, which 
 use `send_nowait()` / `send_beyond_capacity()`, which wake the sender at once.
 
 Policies when the queue is full:
-- `disconnect`: `offer` raises `SlowConsumer`; the hub closes the client with 4008.
+- `disconnect`: `offer` raises `SlowConsumer`; the hub closes the client with 4008 when it lags
+  far behind the rest, or, when the whole herd lags, queues the frame past the bound with
+  `offer_beyond_capacity` and stops taking new events (`sigma.hub.overload`).
 - `drop_oldest`: the oldest queued event is dropped and counted; the sender tells the client how
   many it missed before its next frames. Replies, pings and the rest of a frame already begun
   are never dropped.
 - `conflate`: queued snapshots (`system_status`, `storage_update`, `agent_status`) that a newer
-  snapshot of the same key supersedes are removed; if that frees nothing the client is cut off
+  snapshot of the same key supersedes are removed; if that frees nothing the client is treated
   as under `disconnect`.
 """
 
@@ -116,22 +118,39 @@ class Outbox:
         self._enqueue(frame)
         self._wake_receiver()
 
-    def offer(self, frame: Frame, flushes: list[Outbox]) -> None:
+    def offer(self, frame: Frame, flushes: list[Outbox]) -> int:
         """The hub's `send_nowait`: queue the frame, and leave waking the sender to `flush()`.
 
         The outbox puts itself on `flushes` (once) when its sender is waiting, so that the hub
         can flush every touched client after a whole batch of events, not after each one.
+        Returns the queue's depth afterwards (what the hub's overload rule counts).
         """
         self._enqueue(frame)
         if self._receiver is not None and not self._flush_pending:
             self._flush_pending = True
             flushes.append(self)
+        return len(self._frames)
 
-    def deliver_now(self, frame: Frame, flushes: list[Outbox]) -> None:
+    def offer_beyond_capacity(self, frame: Frame, flushes: list[Outbox]) -> int:
+        """`offer` past the bound: the hub keeps a full client whose lag is the herd's.
+
+        Raises `OutboxClosed` once closed; returns the depth afterwards.
+        """
+        if self._close_reason is not None:
+            raise OutboxClosed(self._close_reason)
+        self._frames.append(frame)
+        if len(self._frames) > self.high_water:
+            self.high_water = len(self._frames)
+        if self._receiver is not None and not self._flush_pending:
+            self._flush_pending = True
+            flushes.append(self)
+        return len(self._frames)
+
+    def deliver_now(self, frame: Frame, flushes: list[Outbox]) -> int:
         """`offer` and `flush` in one step, for an event with nothing to be coalesced with.
 
         An idle client whose socket takes the whole frame gets it at once, and nothing is
-        queued; otherwise the frame is offered as usual.
+        queued; otherwise the frame is offered as usual. Returns the depth afterwards.
         """
         if (
             self._direct is not None
@@ -141,11 +160,11 @@ class Outbox:
             and self._close_reason is None
         ):
             if self._write_directly(frame.data):
-                return
+                return 0
             if self._partial_head:
                 self._wake_receiver()
-                return
-        self.offer(frame, flushes)
+                return len(self._frames)
+        return self.offer(frame, flushes)
 
     def _enqueue(self, frame: Frame) -> None:
         if self._close_reason is not None:

@@ -1,8 +1,10 @@
 """The hub's decisions, with no I/O: numbering, history, the client table and subscriptions.
 
 `HubState` is what the hub actor wraps in a loop. Every method is synchronous and never waits on
-a client: delivery is `Outbox.offer` then `flush`, and a client that cannot take a frame is cut off
-according to its queue's policy.
+a client: delivery is `Outbox.offer` then `flush`. Each broadcast counts the clients whose queues
+are deep; when most are, the herd lags (`herd.lagging`, `sigma.hub.overload`) and the hub's intake
+takes no new events until it has recovered. A client whose queue is full is cut off (4008) only
+when it lags far behind the rest; while the herd lags it keeps the frame past its bound instead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import structlog
 from sigma.hub.frames import Frame, build_frame, reply_frame
 from sigma.hub.messages import Client
 from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
+from sigma.hub.overload import HerdWatch, lags_far_behind, median_fill
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     ErrorCode,
@@ -52,12 +55,16 @@ class JoinResult:
 
 @dataclass(frozen=True)
 class Broadcast:
-    """What one broadcast did: the event's seq, and how many clients got, skipped or lost it."""
+    """What one broadcast did: the event's seq, and how many clients got, skipped or lost it.
+
+    `deep`: how many subscribers' queues were at least half full afterwards.
+    """
 
     seq: int
     sent_to: int
     skipped: int
     cut_off: int
+    deep: int = 0
 
 
 class HubState:
@@ -82,6 +89,9 @@ class HubState:
         self._by_type: dict[str, dict[str, Client]] = {t: {} for t in CORE_EVENT_TYPES}
         self._history: deque[tuple[int, Frame]] = deque(maxlen=history_size)
         self.slow_disconnects = 0
+        self.kept_beyond_capacity = 0
+        """Frames queued past a full client's bound because the whole herd lagged."""
+        self.herd = HerdWatch()
         self._flushes: list[Outbox] = []
 
     # --- events ---------------------------------------------------------------------------
@@ -102,20 +112,35 @@ class HubState:
         gone: list[str] = []
         flushes = self._flushes
         hand_over = Outbox.deliver_now if alone else Outbox.offer
+        deep = 0
+        median: float | None = None  # of every client's fill, read only once a queue is full
         for client in subscribers.values():
+            outbox = client.outbox
             try:
-                hand_over(client.outbox, frame, flushes)
+                if 2 * hand_over(outbox, frame, flushes) >= outbox.capacity:
+                    deep += 1
             except SlowConsumer:
-                self.slow_disconnects += 1
-                client.outbox.close(SLOW_CONSUMER_CODE, "slow consumer")
-                gone.append(client.client_id)
+                if median is None:
+                    median = median_fill(self.fills())
+                if lags_far_behind(len(outbox), outbox.capacity, median):
+                    self.slow_disconnects += 1
+                    outbox.close(SLOW_CONSUMER_CODE, "slow consumer")
+                    gone.append(client.client_id)
+                else:
+                    outbox.offer_beyond_capacity(frame, flushes)
+                    self.kept_beyond_capacity += 1
+                    deep += 1
             except OutboxClosed:
                 gone.append(client.client_id)
         total = len(self.clients)
         sent_to = len(subscribers) - len(gone)
         for client_id in gone:
             self.remove(client_id)
-        return Broadcast(seq, sent_to, total - sent_to - len(gone), len(gone))
+        return Broadcast(seq, sent_to, total - sent_to - len(gone), len(gone), deep)
+
+    def fills(self) -> list[float]:
+        """How full every client's queue is, 0 to 1 (more past the bound): what overload reads."""
+        return [len(c.outbox) / c.outbox.capacity for c in self.clients.values()]
 
     def flush(self) -> None:
         """Hand every client touched since the last flush what was queued for it."""
