@@ -178,6 +178,7 @@ def build_tree(
     """
     faults = faults or Faults()
     intake = HubIntake(hub_send)
+    metrics.attach_intake(intake)
     watchdog_min_s = config.supervisor.watchdog_min_s
     actor_states = RootStates()
     policy = supervisor_policy(config.supervisor)

@@ -22,8 +22,8 @@ from sigma.faults import Faults
 from sigma.gateway.server import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor, run_hub
-from sigma.hub.intake import HubIntake
 from sigma.hub.frames import Frame
+from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.metrics import Metrics
 from sigma.supervision.supervisor import DynamicSupervisor
@@ -126,6 +126,7 @@ async def running_stack(
     intake = HubIntake(hub_send)
     health = HealthBoard()
     metrics = Metrics()
+    metrics.attach_intake(intake)
     async with trio.open_nursery() as nursery:
         hub = await nursery.start(
             functools.partial(

@@ -106,6 +106,22 @@ class HubActor:
         current = max((client.outbox.high_water for client in clients), default=0)
         return max(current, self._departed_high_water)
 
+    def queue_depths(self) -> list[int]:
+        """Every connected client's queue depth now (for metrics)."""
+        return [len(client.outbox) for client in self.state.clients.values()]
+
+    def herd_lagging(self) -> bool:
+        """Whether the hub takes no new events because most clients lag (for metrics)."""
+        return self.state.herd.lagging
+
+    def herd_lag_episodes(self) -> int:
+        """How many times the herd started lagging (for metrics)."""
+        return self.state.herd.episodes
+
+    def kept_beyond_queue(self) -> int:
+        """Events queued past a full client's bound while the herd lagged (for metrics)."""
+        return self.state.kept_beyond_capacity
+
     def handle(self, message: HubMessage) -> None:
         """Act on one inbox message, then hand each touched client what it was given."""
         self._act(message)

@@ -13,8 +13,9 @@ only while
 So "stop taking new events" is this gate closing; nothing already accepted is dropped. The
 publish API waits a bounded time for the gate (`publish`, which raises `Overloaded` when it
 stays closed); internal producers wait as long as it takes (`send`). While the gate is closed
-because the herd lags, waiting producers look at the clients' queues again every
-`overload.RECHECK_S` (senders drain them without telling the hub).
+because the herd lags, waiting producers look at the clients' queues again, every
+`overload.RECHECK_S` at first and at least every `MAX_RECHECK_S` (senders drain them without
+telling the hub).
 
 A publish that finds the hub idle (waiting on an empty inbox, no fault armed) is handled at once
 on the publisher's own task: the hub's state is synchronous and trio switches tasks only at
@@ -33,6 +34,9 @@ import trio
 from sigma.hub.messages import HubMessage, Publish
 from sigma.hub.overload import RECHECK_S
 from sigma.protocol import Event
+
+MAX_RECHECK_S = 0.05
+"""The longest a waiting producer goes between two looks at the gate."""
 
 
 class Overloaded(Exception):
@@ -110,11 +114,14 @@ class HubIntake:
         if self.closed_because() is None:
             return
         self.waits += 1
-        # Polled: senders drain the clients' queues without telling anyone.
+        # Polled (senders drain the clients' queues without telling anyone), first every
+        # RECHECK_S, then less often the longer it stays closed.
+        pause_s = RECHECK_S
         while True:
-            await trio.sleep(RECHECK_S)
+            await trio.sleep(pause_s)
             if self.closed_because() is None:
                 return
+            pause_s = min(2 * pause_s, MAX_RECHECK_S)
 
     async def send(self, message: HubMessage) -> None:
         """For internal producers: wait (unbounded) until the gate opens, then queue `message`."""

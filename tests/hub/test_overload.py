@@ -1,0 +1,129 @@
+"""The overload rules (`sigma.hub.overload`) and how the hub's state applies them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from wsproto.frame_protocol import FrameDecoder
+
+from sigma.hub.messages import Client
+from sigma.hub.outbox import Outbox, SlowClientPolicy
+from sigma.hub.overload import (
+    RECHECK_S,
+    HerdWatch,
+    herd_lags,
+    herd_recovered,
+    is_deep,
+    lags_far_behind,
+    median_fill,
+)
+from sigma.hub.state import HubState
+from sigma.protocol import make_event
+
+
+def decoded(outbox: Outbox) -> list[dict[str, Any]]:
+    frames = list(outbox._frames)
+    outbox._frames.clear()
+    decoder = FrameDecoder(client=True, extensions=[])
+    decoder.receive_bytes(b"".join(f.data for f in frames))
+    out = []
+    while (frame := decoder.process_buffer()) is not None:
+        out.append(orjson.loads(frame.payload))
+    return out
+
+
+def state_with(
+    names: list[str], capacity: int, policy: SlowClientPolicy = "disconnect"
+) -> tuple[HubState, dict[str, Outbox]]:
+    """A hub state with one client per name, each queue of `capacity`, welcomes read."""
+    state = HubState(history_size=16, max_subscriptions=8, heartbeat_interval_s=15.0)
+    outboxes = {name: Outbox(capacity, policy) for name in names}
+    for name, outbox in outboxes.items():
+        state.join(Client(name, outbox), since=None, epoch=None)
+        decoded(outbox)
+    return state, outboxes
+
+
+def test_deep_means_at_least_half_full() -> None:
+    assert not is_deep(3, 8) and is_deep(4, 8) and is_deep(8, 8)
+
+
+@pytest.mark.parametrize(
+    ("deep", "clients", "lags"),
+    [(0, 0, False), (1, 1, True), (1, 2, False), (2, 2, True), (2, 4, False), (3, 4, True)],
+)
+def test_the_herd_lags_when_more_than_half_the_queues_are_deep(
+    deep: int, clients: int, lags: bool
+) -> None:
+    assert herd_lags(deep, clients) is lags
+
+
+def test_the_median_is_the_lower_one_so_that_it_agrees_with_the_majority_rule() -> None:
+    assert median_fill([]) == 0.0
+    assert median_fill([1.0, 0.0]) == 0.0  # one of two deep: not more than half
+    assert median_fill([1.0, 0.6, 0.0]) == 0.6
+
+
+def test_a_full_client_lags_far_behind_only_when_the_median_is_less_than_half_full() -> None:
+    assert lags_far_behind(8, 8, 0.0)
+    assert lags_far_behind(8, 8, 0.49)
+    assert not lags_far_behind(8, 8, 0.5)  # the herd lags with it
+    assert not lags_far_behind(7, 8, 0.0)  # not full yet
+
+
+def test_recovery_needs_the_median_below_a_quarter_so_the_gate_does_not_flap() -> None:
+    watch = HerdWatch()
+    assert watch.after_broadcast(3, 4, now=1.0) and watch.lagging and watch.episodes == 1
+    assert not watch.after_broadcast(4, 4, now=1.1)  # already lagging: one episode
+    assert not watch.due_recheck(1.0 + RECHECK_S / 2)
+    assert watch.due_recheck(1.0 + 2 * RECHECK_S)
+    assert not watch.recheck([0.3, 0.3, 0.3, 0.3], now=2.0)  # below half, not below a quarter
+    assert watch.lagging and watch.checked_at == 2.0
+    assert watch.recheck([0.2, 0.2, 1.0, 0.0], now=3.0)
+    assert not watch.lagging
+    assert herd_recovered([]) and not herd_recovered([0.25])
+
+
+def test_one_stalled_client_among_readers_is_cut_and_the_herd_does_not_lag() -> None:
+    state, outboxes = state_with(["stalled", "a", "b", "c"], capacity=4)
+    cut = 0
+    for n in range(6):
+        cut += state.broadcast(make_event("notification", {"n": n})).cut_off
+        for name in "abc":
+            decoded(outboxes[name])  # these keep up
+    assert cut == 1 and state.slow_disconnects == 1
+    assert outboxes["stalled"].close_reason is not None
+    assert outboxes["stalled"].close_reason.code == 4008
+    assert not state.herd.lagging and state.kept_beyond_capacity == 0
+
+
+def test_when_the_herd_lags_nobody_is_cut_and_every_event_stays_queued_in_order() -> None:
+    state, outboxes = state_with(["a", "b", "c"], capacity=4)
+    outcomes = [state.broadcast(make_event("notification", {"n": n})) for n in range(10)]
+    assert sum(o.cut_off for o in outcomes) == 0 and state.slow_disconnects == 0
+    assert outcomes[1].deep == 3  # half full after two events: what the actor reports
+    assert state.kept_beyond_capacity == 3 * 6
+    for outbox in outboxes.values():
+        assert outbox.close_reason is None
+        assert [m["seq"] for m in decoded(outbox)] == list(range(1, 11))
+
+
+def test_a_client_still_far_behind_once_the_herd_has_caught_up_is_cut_then() -> None:
+    state, outboxes = state_with(["a", "b", "c"], capacity=4)
+    for n in range(6):
+        state.broadcast(make_event("notification", {"n": n}))  # all lag: kept past the bound
+    decoded(outboxes["a"])
+    decoded(outboxes["b"])  # two catch up; c is still 6 deep
+    outcome = state.broadcast(make_event("notification", {"n": 6}))
+    assert outcome.cut_off == 1 and outboxes["c"].close_reason is not None
+    assert outboxes["a"].close_reason is None and outboxes["b"].close_reason is None
+
+
+def test_drop_oldest_keeps_dropping_rather_than_queueing_past_the_bound() -> None:
+    state, outboxes = state_with(["a", "b"], capacity=4, policy="drop_oldest")
+    for n in range(10):
+        state.broadcast(make_event("notification", {"n": n}))
+    assert all(len(outbox) == 4 and outbox.dropped == 6 for outbox in outboxes.values())
+    assert state.kept_beyond_capacity == 0
