@@ -30,6 +30,7 @@ from sigma.errors import TooManyChildren
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.gateway.auth import Authenticator
+from sigma.gateway.backlog import backlog_probe
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
 from sigma.gateway.publish import PUBLISH_PATH, PublishApi
@@ -251,6 +252,9 @@ class Gateway:
             lease=lease,
             on_drop=self._count_drops,
         )
+        probe = backlog_probe(stream)
+        if probe is not None:
+            session.outbox.attach_backlog_probe(probe)
         spec = ChildSpec(
             id=client_id,
             start=session.run,

@@ -136,7 +136,7 @@ class HubActor:
     def accepts_events(self, now: float) -> bool:
         """False while the herd lags; looks at the clients' depths again when that is due."""
         herd = self.state.herd
-        if herd.due_recheck(now) and herd.recheck(self.state.fills(), now):
+        if herd.due_recheck(now) and herd.recheck(self.state.fills(with_sockets=True), now):
             log.warning(
                 "Clients caught up: taking new events again",
                 lagged_s=round(now - herd.since, 3),
@@ -213,8 +213,9 @@ class HubActor:
 
     def _broadcast(self, event: Event, *, alone: bool = False) -> int:
         outcome = self.state.broadcast(event, alone=alone)
-        if outcome.deep > self._deepest:
-            self._deepest = outcome.deep
+        deep = len(self.state.clients) if outcome.herd_lags else outcome.deep
+        if deep > self._deepest:
+            self._deepest = deep
         if self._metrics is not None:
             self._metrics.count_broadcast(event.type, outcome.sent_to)
         if self._debug:

@@ -63,12 +63,15 @@ class Outbox:
     """A bounded queue of frames with one producer side (the hub) and one consumer (a sender)."""
 
     __slots__ = (
+        "_backlog_probe",
         "_close_reason",
         "_direct",
         "_flush_pending",
         "_frames",
+        "_in_flight",
         "_on_close",
         "_on_drop",
+        "_partial_frames",
         "_partial_head",
         "_receiver",
         "capacity",
@@ -93,6 +96,9 @@ class Outbox:
         """Events dropped since the sender last took a batch (`drop_oldest`, `conflate`)."""
         self.high_water = 0
         self._frames: list[Frame] = []
+        self._in_flight = 0
+        """Frames of the last batch the sender took, until it asks for the next one."""
+        self._backlog_probe: Callable[[], int] | None = None
         self._receiver: trio.lowlevel.Task | None = None
         """The sender's task while it waits in `receive_batch`."""
         self._on_close = on_close
@@ -101,9 +107,34 @@ class Outbox:
         self._direct: DirectWriter | None = None
         self._flush_pending = False
         self._partial_head = False
+        self._partial_frames = 0
+        """About how many frames the partial head holds the rest of (for `lag`)."""
 
     def __len__(self) -> int:
         return len(self._frames)
+
+    @property
+    def lag(self) -> int:
+        """Frames the client has not been handed yet: queued, plus the batch its sender took
+        and is still writing (the overload rule's measure; a sender that has just emptied
+        the queue into a slow socket has not caught up). The unwritten rest of a frame run
+        counts as the frames it holds the rest of."""
+        extra = self._partial_frames - 1 if self._partial_head else 0
+        return len(self._frames) + self._in_flight + extra
+
+    def attach_backlog_probe(self, probe: Callable[[], int]) -> None:
+        """Let `lag_with_socket` add what the socket's kernel buffer still holds, in bytes."""
+        self._backlog_probe = probe
+
+    def lag_with_socket(self, frame_bytes: int) -> float:
+        """`lag` plus the socket's unsent bytes counted as frames of `frame_bytes` each.
+
+        One system call: for the hub's overload decisions, not for every event.
+        """
+        probe = self._backlog_probe
+        if probe is None:
+            return float(self.lag)
+        return self.lag + probe() / max(1, frame_bytes)
 
     @property
     def close_reason(self) -> CloseReason | None:
@@ -123,18 +154,18 @@ class Outbox:
 
         The outbox puts itself on `flushes` (once) when its sender is waiting, so that the hub
         can flush every touched client after a whole batch of events, not after each one.
-        Returns the queue's depth afterwards (what the hub's overload rule counts).
+        Returns the client's `lag` afterwards (what the hub's overload rule counts).
         """
         self._enqueue(frame)
         if self._receiver is not None and not self._flush_pending:
             self._flush_pending = True
             flushes.append(self)
-        return len(self._frames)
+        return self.lag
 
     def offer_beyond_capacity(self, frame: Frame, flushes: list[Outbox]) -> int:
         """`offer` past the bound: the hub keeps a full client whose lag is the herd's.
 
-        Raises `OutboxClosed` once closed; returns the depth afterwards.
+        Raises `OutboxClosed` once closed; returns the `lag` afterwards.
         """
         if self._close_reason is not None:
             raise OutboxClosed(self._close_reason)
@@ -144,13 +175,13 @@ class Outbox:
         if self._receiver is not None and not self._flush_pending:
             self._flush_pending = True
             flushes.append(self)
-        return len(self._frames)
+        return self.lag
 
     def deliver_now(self, frame: Frame, flushes: list[Outbox]) -> int:
         """`offer` and `flush` in one step, for an event with nothing to be coalesced with.
 
         An idle client whose socket takes the whole frame gets it at once, and nothing is
-        queued; otherwise the frame is offered as usual. Returns the depth afterwards.
+        queued; otherwise the frame is offered as usual. Returns the `lag` afterwards.
         """
         if (
             self._direct is not None
@@ -163,7 +194,7 @@ class Outbox:
                 return 0
             if self._partial_head:
                 self._wake_receiver()
-                return len(self._frames)
+                return self.lag
         return self.offer(frame, flushes)
 
     def _enqueue(self, frame: Frame) -> None:
@@ -205,6 +236,8 @@ class Outbox:
             self._frames.clear()
             return True
         if written:
+            frames = max(1, len(self._frames))
+            self._partial_frames = max(1, round(frames * (len(data) - written) / len(data)))
             self._frames[:] = [Frame(data[written:], PARTIAL_FRAME)]
             self._partial_head = True
         return False
@@ -271,6 +304,7 @@ class Outbox:
         Raises `OutboxClosed` once closed, after handing over the rest of a frame already begun
         (the only thing a close keeps: the connection's framing depends on it).
         """
+        self._in_flight = 0  # the sender is done with its last batch
         if self._frames or self._close_reason is not None:
             await trio.lowlevel.checkpoint()
         while not self._frames and self._close_reason is None:
@@ -278,6 +312,7 @@ class Outbox:
         if not self._frames:
             assert self._close_reason is not None
             raise OutboxClosed(self._close_reason)
+        self._in_flight = self.lag
         batch, self._frames = self._frames, []
         self._partial_head = False
         return batch

@@ -4,7 +4,8 @@
 a client: delivery is `Outbox.offer` then `flush`. Each broadcast counts the clients whose queues
 are deep; when most are, the herd lags (`herd.lagging`, `sigma.hub.overload`) and the hub's intake
 takes no new events until it has recovered. A client whose queue is full is cut off (4008) only
-when it lags far behind the rest; while the herd lags it keeps the frame past its bound instead.
+when it lags far behind the rest (it is one of the few that lag); while the herd lags it keeps
+the frame past its bound instead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import structlog
 from sigma.hub.frames import Frame, build_frame, reply_frame
 from sigma.hub.messages import Client
 from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
-from sigma.hub.overload import HerdWatch, lags_far_behind, median_fill
+from sigma.hub.overload import CALM_FILL, HerdWatch, count_deep, lags_far_behind
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     ErrorCode,
@@ -57,7 +58,9 @@ class JoinResult:
 class Broadcast:
     """What one broadcast did: the event's seq, and how many clients got, skipped or lost it.
 
-    `deep`: how many subscribers' queues were at least half full afterwards.
+    `deep`: how many subscribers' queues were at least half full afterwards; `herd_lags`: a
+    full client was kept, not cut, because too many others lag too (counting their sockets'
+    buffers): the hub must take no new events until they catch up.
     """
 
     seq: int
@@ -65,6 +68,7 @@ class Broadcast:
     skipped: int
     cut_off: int
     deep: int = 0
+    herd_lags: bool = False
 
 
 class HubState:
@@ -92,6 +96,8 @@ class HubState:
         self.kept_beyond_capacity = 0
         """Frames queued past a full client's bound because the whole herd lagged."""
         self.herd = HerdWatch()
+        self._frame_bytes = 256  # the size of the last event frame: turns socket bytes to frames
+        self._unflushed = 0  # events offered since the last flush: every client has them queued
         self._flushes: list[Outbox] = []
 
     # --- events ---------------------------------------------------------------------------
@@ -108,27 +114,39 @@ class HubState:
             encode_event(event, seq), event.type, snapshot_key_of(event), event=True
         )
         self._history.append((seq, frame))
+        self._frame_bytes = len(frame.data)
+        self._unflushed += 1
         subscribers = self._by_type[event.type]
         gone: list[str] = []
         flushes = self._flushes
         hand_over = Outbox.deliver_now if alone else Outbox.offer
+        total_clients = len(self.clients)
+        unflushed = self._unflushed  # this message's events: not counted against anyone
         deep = 0
-        median: float | None = None  # of every client's fill, read only once a queue is full
+        kept = False
+        behind: int | None = None  # clients a quarter full or more, counted once one is full
         for client in subscribers.values():
             outbox = client.outbox
             try:
-                if 2 * hand_over(outbox, frame, flushes) >= outbox.capacity:
+                if 2 * (hand_over(outbox, frame, flushes) - unflushed) >= outbox.capacity:
                     deep += 1
             except SlowConsumer:
-                if median is None:
-                    median = median_fill(self.fills())
-                if lags_far_behind(len(outbox), outbox.capacity, median):
+                # What the client left unread before this inbox message: one request's batch
+                # is queued whole, whatever the bound, and flushed after.
+                unread = outbox.lag - (self._unflushed - 1)
+                if unread < outbox.capacity:
+                    outbox.offer_beyond_capacity(frame, flushes)
+                    continue
+                if behind is None:
+                    behind = count_deep(self.fills(with_sockets=True), CALM_FILL)
+                if lags_far_behind(unread, outbox.capacity, behind, total_clients):
                     self.slow_disconnects += 1
                     outbox.close(SLOW_CONSUMER_CODE, "slow consumer")
                     gone.append(client.client_id)
                 else:
                     outbox.offer_beyond_capacity(frame, flushes)
                     self.kept_beyond_capacity += 1
+                    kept = True
                     deep += 1
             except OutboxClosed:
                 gone.append(client.client_id)
@@ -136,14 +154,29 @@ class HubState:
         sent_to = len(subscribers) - len(gone)
         for client_id in gone:
             self.remove(client_id)
-        return Broadcast(seq, sent_to, total - sent_to - len(gone), len(gone), deep)
+        return Broadcast(seq, sent_to, total - sent_to - len(gone), len(gone), deep, kept)
 
-    def fills(self) -> list[float]:
-        """How full every client's queue is, 0 to 1 (more past the bound): what overload reads."""
-        return [len(c.outbox) / c.outbox.capacity for c in self.clients.values()]
+    def fills(self, *, with_sockets: bool = False) -> list[float]:
+        """Every client's `Outbox.lag` against its capacity, 0 up (more than 1 past the
+        bound): what the overload rule reads. `with_sockets`: add what each socket's kernel
+        buffer holds (`Outbox.lag_with_socket`; one system call per client).
+
+        The events of the inbox message being handled are not counted: every client has them
+        queued until the flush that follows, whether it keeps up or not.
+        """
+        clients = self.clients.values()
+        unflushed = self._unflushed
+        if not with_sockets:
+            return [max(0, c.outbox.lag - unflushed) / c.outbox.capacity for c in clients]
+        size = self._frame_bytes
+        return [
+            max(0.0, c.outbox.lag_with_socket(size) - unflushed) / c.outbox.capacity
+            for c in clients
+        ]
 
     def flush(self) -> None:
         """Hand every client touched since the last flush what was queued for it."""
+        self._unflushed = 0
         flushes, self._flushes = self._flushes, []
         for outbox in flushes:
             outbox.flush()
