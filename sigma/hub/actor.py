@@ -92,7 +92,9 @@ class HubActor:
         numbering: Numbering | None = None,
         node_id: str = "",
     ) -> None:
-        self.state = state or new_hub_state(config, heartbeat_interval_s=heartbeat_interval_s)
+        self.state = state or new_hub_state(
+            config, heartbeat_interval_s=heartbeat_interval_s, node_id=node_id
+        )
         self._numbering = numbering
         self._node_id = node_id
         self._idempotent: OrderedDict[str, tuple[int, ...]] = OrderedDict()

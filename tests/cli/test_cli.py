@@ -33,6 +33,20 @@ BAD_CONFIGS = [
     ("[supervisor.backoff]\nfactor = 1.5\n", "supervisor.backoff.factor: must be <= 1.0 (got 1.5)"),
     ("[engine]\nembedded = false\n", "engine: url is required when embedded = false"),
     ("[gateway\nport = 1\n", "invalid TOML"),
+    ('[broker]\nkind = "etcd"\n', "broker.kind: must be one of 'memory' or 'redis' (got 'etcd')"),
+    (
+        '[broker]\nurl = "http://10.0.0.5:6379"\n',
+        "broker: url must start with redis://, rediss:// or unix:// (got 'http://10.0.0.5:6379')",
+    ),
+    ('[broker]\nurl = "redis://"\n', "broker: url needs a host, as in redis://host:6379/0"),
+    ('[broker]\nurl = "redis://r:99999/0"\n', "broker: url has an invalid port"),
+    ("[broker]\nlease_s = 0.1\n", "broker.lease_s: must be >= 0.3 (got 0.1)"),
+    ('[broker]\nstream = "a b"\n', "broker.stream: string should match pattern"),
+    ("[broker]\nleader = true\n", "broker.leader: unknown key"),
+    (
+        '[gateway]\nreuse_port = "yes please"\n',
+        "gateway.reuse_port: input should be a valid boolean",
+    ),
 ]
 
 
