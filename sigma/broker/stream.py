@@ -275,6 +275,8 @@ async def _tail(
         entries = (reply or {}).get(key.encode(), ())
         if not entries:
             await _check_epoch(broker, writer)
+            # nothing new: the hub's clock still ticks (joins waiting to catch up time out)
+            await hub.send(Deliver(position.epoch or "", position.last_seq, ()))
             continue
         epoch = position.epoch or ""
         events = _parsed(entries, epoch)

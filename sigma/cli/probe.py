@@ -6,6 +6,10 @@ and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN. Which state follows from wha
 is decided in `sigma.cli.probe_verdict` (its docstring states the thresholds); this module only
 observes.
 
+In a cluster (`[broker] kind = "redis"`) every node's heartbeats reach every client; the probe
+waits for one of the node it is connected to (the welcome's `node`), so that it checks that
+node's whole path through the broker and back, not just that some node is alive.
+
 It runs at most `--timeout` (connect, handshake and welcome) plus twice the maximum heartbeat
 age (the wait for a heartbeat), so a scheduler's own timeout should allow that much.
 """
@@ -67,7 +71,7 @@ async def observe(
             connect_s = trio.current_time() - started
             welcome = await receive_welcome(ws, max(0.0, timeout_s - connect_s))
             limits = HeartbeatLimits.for_interval(welcome.heartbeat_interval, max_age_s)
-            return await _await_heartbeat(ws, limits, connect_s)
+            return await _await_heartbeat(ws, limits, connect_s, node=welcome.node)
     except GatewayUnavailable as exc:
         return Unreachable(str(exc))
     except GatewayProtocolError as exc:
@@ -75,7 +79,7 @@ async def observe(
 
 
 async def _await_heartbeat(
-    ws: WebSocketConnection, limits: HeartbeatLimits, connect_s: float
+    ws: WebSocketConnection, limits: HeartbeatLimits, connect_s: float, *, node: str = ""
 ) -> Welcomed:
     welcomed_at = trio.current_time()
 
@@ -87,7 +91,11 @@ async def _await_heartbeat(
         try:
             while True:
                 message = decode_server_frame(await ws.get_message())
-                if isinstance(message, Event) and message.type == "heartbeat":
+                if (
+                    isinstance(message, Event)
+                    and message.type == "heartbeat"
+                    and (not node or message.data.get("node") == node)
+                ):
                     waited_s = trio.current_time() - welcomed_at
                     return ended(heartbeat=_heartbeat_seen(message, waited_s))
         except ConnectionClosed as exc:

@@ -58,6 +58,10 @@ log = structlog.get_logger("sigma.hub")
 IDEMPOTENCY_KEYS_KEPT = 10_000
 """Idempotency keys a hub that numbers its own events remembers, the oldest forgotten first."""
 
+CATCH_UP_S = 2.0
+"""How long a cluster client resuming from a seq this node has not read yet waits for it; then
+it joins anyway (`recovered: false`: that seq is not in this cluster's numbering)."""
+
 Numbering = Callable[[Publish], None]
 """Takes events to be numbered elsewhere (the cluster's broker), without waiting; they come back
 to the hub as `Deliver`. It refuses what it cannot take by closing the publish's `reply`."""
@@ -98,6 +102,7 @@ class HubActor:
         self._numbering = numbering
         self._node_id = node_id
         self._idempotent: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._waiting: list[tuple[float, Join]] = []  # joins ahead of this node, with deadlines
         self._debug = log.is_enabled_for(logging.DEBUG)
         self._metrics = metrics
         self._queue_size = config.queue_size
@@ -153,19 +158,14 @@ class HubActor:
                 self._deliver(epoch, after, events)
             case Notice(event):
                 self.state.notify(event)
-            case Join(client, since, epoch):
-                result = self.state.join(client, since=since, epoch=epoch)
-                if result is None:
-                    log.debug("Client left before it joined", client_id=client.client_id)
-                else:
-                    log.debug(
-                        "Client joined",
-                        client_id=client.client_id,
-                        recovered=result.recovered,
-                        replayed=result.replayed,
-                        total_clients=len(self.state.clients),
-                    )
+            case Join() if self._ahead_of_this_node(message):
+                self._waiting.append((trio.current_time() + CATCH_UP_S, message))
+            case Join():
+                self._join(message)
             case Leave(client_id):
+                self._waiting = [
+                    (t, j) for t, j in self._waiting if j.client.client_id != client_id
+                ]
                 leaving = self.state.clients.get(client_id)
                 if leaving is not None:
                     high_water = max(self._departed_high_water, leaving.outbox.high_water)
@@ -173,6 +173,50 @@ class HubActor:
                 self.state.remove(client_id)
             case Command(client_id, command):
                 self.state.command(client_id, command)
+
+    def close_waiting(self, code: int, reason: str) -> None:
+        """Close the clients whose joins wait for this node to catch up (the hub is going)."""
+        for _, join in self._waiting:
+            join.client.outbox.close(code, reason)
+        self._waiting = []
+
+    def _join(self, join: Join) -> None:
+        client = join.client
+        result = self.state.join(client, since=join.since, epoch=join.epoch)
+        if result is None:
+            log.debug("Client left before it joined", client_id=client.client_id)
+        else:
+            log.debug(
+                "Client joined",
+                client_id=client.client_id,
+                recovered=result.recovered,
+                replayed=result.replayed,
+                total_clients=len(self.state.clients),
+            )
+
+    def _ahead_of_this_node(self, join: Join) -> bool:
+        """A cluster client resuming from a seq this node has not read yet (it saw it on a
+        node further along the stream): its join waits until this node catches up."""
+        state = self.state
+        return (
+            self._numbering is not None
+            and join.since is not None
+            and join.since > state.last_seq
+            and (join.epoch is None or join.epoch == state.epoch)
+        )
+
+    def _admit_waiting(self) -> None:
+        """Join the waiting clients this node has caught up with, or that waited too long."""
+        if not self._waiting:
+            return
+        now = trio.current_time()
+        still: list[tuple[float, Join]] = []
+        for deadline, join in self._waiting:
+            if now < deadline and self._ahead_of_this_node(join):
+                still.append((deadline, join))
+            else:
+                self._join(join)
+        self._waiting = still
 
     def _remember(self, key: str | None, seqs: tuple[int, ...]) -> None:
         if key is None:
@@ -200,6 +244,7 @@ class HubActor:
         alone = len(fresh) == 1
         for seq, event in fresh:
             self._broadcast(event, alone=alone, seq=seq)
+        self._admit_waiting()
 
     def _broadcast(self, event: Event, *, alone: bool = False, seq: int | None = None) -> int:
         outcome = self.state.broadcast(event, alone=alone, seq=seq)
@@ -275,6 +320,7 @@ async def run_hub(
     finally:
         if metrics is not None:
             metrics.detach_hub(actor)
+        actor.close_waiting(SERVICE_RESTART_CODE, "hub restarted")
         actor.state.close_all(SERVICE_RESTART_CODE, "hub restarted")
 
 

@@ -21,6 +21,8 @@ from helpers import API_KEY, RedisServer, eventually, needs_binary, tree_config
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from sigma.app import RunningApp, serve
+from sigma.cli.probe import observe
+from sigma.cli.probe_verdict import Status, Welcomed, assess
 from sigma.config import Config, EngineConfig
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults, FaultSpec
@@ -64,20 +66,31 @@ async def engine(tmp_path: Path, faults: Faults | None = None) -> AsyncIterator[
 
 
 @asynccontextmanager
-async def cluster(configs: list[Config]) -> AsyncIterator[list[RunningApp]]:
+async def cluster(
+    configs: list[Config], node_faults: list[Faults] | None = None
+) -> AsyncIterator[list[RunningApp]]:
+    registries = node_faults or [Faults() for _ in configs]
     async with trio.open_nursery() as nursery:
-        apps: list[RunningApp] = [await nursery.start(serve, config) for config in configs]
+        apps: list[RunningApp] = [
+            await nursery.start(functools.partial(serve, faults=faults), config)
+            for config, faults in zip(configs, registries, strict=True)
+        ]
         yield apps
         nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
 async def three_nodes(
-    tmp_path: Path, redis: RedisServer, *, faults: Faults | None = None, **extra: Any
+    tmp_path: Path,
+    redis: RedisServer,
+    *,
+    faults: Faults | None = None,
+    node_faults: list[Faults] | None = None,
+    **extra: Any,
 ) -> AsyncIterator[list[RunningApp]]:
     async with engine(tmp_path, faults) as rpc:
         configs = [node_config(tmp_path, i, redis.url, rpc.url, **extra) for i in range(3)]
-        async with cluster(configs) as apps:
+        async with cluster(configs, node_faults) as apps:
             yield apps
 
 
@@ -277,3 +290,20 @@ async def test_redis_back_with_its_data_loses_nothing_and_closes_nobody(
             assert marks == [e["data"]["mark"] for e in first + second]
         async with open_websocket_url(ws_url(apps[0], f"since=0&epoch={epoch}")) as ws:
             assert (await receive(ws))["data"]["epoch"] == epoch
+
+
+async def test_sigma_check_waits_for_its_own_nodes_heartbeat_not_any_nodes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    silent = Faults()
+    silent.arm(FaultSpec(point="heartbeat.tick", action="drop"))
+    async with three_nodes(
+        tmp_path, redis_server, node_faults=[Faults(), silent, Faults()]
+    ) as apps:
+        alive, mute = (
+            await observe(ws_url(apps[0]), timeout_s=5.0, max_age_s=1.0),
+            await observe(ws_url(apps[1]), timeout_s=5.0, max_age_s=1.0),
+        )
+    assert isinstance(alive, Welcomed) and alive.heartbeat is not None
+    assert isinstance(mute, Welcomed) and mute.heartbeat is None  # node0's and node2's came
+    assert assess(alive).status is Status.OK and assess(mute).status is Status.CRITICAL

@@ -8,11 +8,12 @@ from typing import Any
 
 import orjson
 import trio
+import trio.testing
 from wsproto.frame_protocol import FrameDecoder
 
 from sigma.config import HubConfig
-from sigma.hub.actor import HubActor
-from sigma.hub.messages import Client, Deliver, Join, Notice, Publish, PublishHeartbeat
+from sigma.hub.actor import CATCH_UP_S, HubActor
+from sigma.hub.messages import Client, Deliver, Join, Leave, Notice, Publish, PublishHeartbeat
 from sigma.hub.outbox import Outbox
 from sigma.protocol import Event, make_event
 
@@ -133,3 +134,35 @@ def test_one_process_answers_a_repeated_idempotency_key_with_the_same_seqs() -> 
         answers.append(reply_receive.receive_nowait())
     assert answers == [(1, 2), (1, 2)]
     assert [m["data"]["a"] for m in drain(outbox)] == [1, 2]
+
+
+async def test_a_resume_from_a_seq_this_node_has_not_read_yet_waits_for_it() -> None:
+    """The client saw seq 3 on a node further along the stream: here it joins once 3 is in."""
+    hub = node_hub()
+    hub.handle(Deliver("e1", 0, numbered(1, 2)))
+    outbox = joined(hub, "c", since=3, epoch="e1")
+    assert drain(outbox) == [] and "c" not in hub.state.clients
+    hub.handle(Deliver("e1", 2, numbered(3, 4)))
+    welcome, *replayed = drain(outbox)
+    assert welcome["data"]["recovered"] is True
+    assert [m["seq"] for m in replayed] == [4]
+
+
+async def test_a_resume_from_a_seq_the_cluster_never_gave_joins_unrecovered_in_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = node_hub()
+    hub.handle(Deliver("e1", 0, numbered(1)))
+    outbox = joined(hub, "c", since=500, epoch="e1")
+    await trio.sleep(CATCH_UP_S + 0.1)
+    hub.handle(Deliver("e1", 1, ()))  # the broker link's tick after a quiet read
+    welcome = drain(outbox)[0]["data"]
+    assert welcome["recovered"] is False and welcome["last_seq"] == 1
+
+
+async def test_a_client_that_leaves_while_waiting_is_never_joined() -> None:
+    hub = node_hub()
+    outbox = joined(hub, "c", since=3, epoch=hub.state.epoch)
+    hub.handle(Leave("c"))
+    hub.handle(Deliver(hub.state.epoch, 0, numbered(1, 2, 3)))
+    assert drain(outbox) == [] and hub.state.clients == {}
