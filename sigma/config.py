@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.config import JsonDict
@@ -317,9 +317,23 @@ class Config(Section):
     def redacted_dump(self) -> dict[str, Any]:
         """The effective configuration as JSON-ready data, with every set secret shown as "***".
 
-        For `sigma config check` and anything else that prints or logs the configuration.
+        For `sigma config check` and anything else that prints or logs the configuration. The
+        password in `[broker] url`, when it has one, is shown as "***" too.
         """
-        return _redacted(self)
+        dumped = _redacted(self)
+        dumped["broker"]["url"] = url_without_password(self.broker.url)
+        return dumped
+
+
+def url_without_password(url: str) -> str:
+    """`url` with its password, if it has one, shown as "***" (for logs and printed configs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _redacted(model: BaseModel) -> dict[str, Any]:

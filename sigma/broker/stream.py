@@ -31,7 +31,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import coredis
 import orjson
@@ -41,7 +40,7 @@ from coredis.exceptions import RedisError, ResponseError
 
 from sigma.backoff import Backoff
 from sigma.broker.scripts import NEW_EPOCH, NUMBER, StreamKeys
-from sigma.config import BrokerConfig
+from sigma.config import BrokerConfig, url_without_password
 from sigma.health import HealthBoard
 from sigma.hub.messages import UNDELIVERABLE, Deliver, HubMessage, Notice, Publish
 from sigma.protocol import Event, make_event
@@ -62,16 +61,6 @@ LINK_ERRORS = (RedisError, OSError, trio.TooSlowError)
 def new_epoch() -> str:
     """A random epoch, as the hub's own are."""
     return uuid.uuid4().hex[:16]
-
-
-def redacted_url(url: str) -> str:
-    """The broker's URL without its password, fit for logs and client notices."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -120,7 +109,7 @@ class RedisBroker:
         self.history_size = history_size
         self.max_length = max(history_size, MIN_STREAM_LENGTH)
         self.position = Position()
-        self.url = redacted_url(config.url)
+        self.url = url_without_password(config.url)
         self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
 
     def client(self) -> coredis.Redis[bytes]:

@@ -256,3 +256,14 @@ def test_config_check_never_prints_secrets(
     printed = capsys.readouterr().out
     assert secret not in printed and "publish-key-123" not in printed
     assert printed.count('"***"') == 2
+
+
+def test_config_check_never_prints_the_redis_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broker.toml"
+    path.write_text('[broker]\nkind = "redis"\nurl = "redis://sigma:hunter2@10.0.0.7:6380/1"\n')
+    assert main(["config", "check", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "hunter2" not in printed
+    assert "redis://sigma:***@10.0.0.7:6380/1" in printed
