@@ -43,7 +43,7 @@ from sigma.broker.scripts import NEW_EPOCH, NUMBER, StreamKeys
 from sigma.config import BrokerConfig, url_without_password
 from sigma.health import HealthBoard
 from sigma.hub.messages import UNDELIVERABLE, Deliver, HubMessage, Notice, Publish
-from sigma.protocol import Event, make_event
+from sigma.protocol import CORE_EVENT_TYPES, Event, make_event
 
 log = structlog.get_logger("sigma.broker")
 
@@ -240,12 +240,12 @@ async def _synchronise(
     newest: Sequence[Any] = ()
     if broker.history_size:
         newest = await reader.xrevrange(broker.keys.events, count=broker.history_size)
-    events = _parsed(reversed(newest), current.epoch)
-    after = events[0][0] - 1 if events else current.last_seq
+    history = parse_entries(list(reversed(newest)), current.epoch)
+    after = history.first_seq - 1 if history else current.last_seq
     log.info("Following the cluster's stream", epoch=current.epoch, last_seq=current.last_seq)
-    await hub.send(Deliver(current.epoch, after, tuple(events)))
+    await hub.send(Deliver(current.epoch, after, history.events if history else ()))
     position.epoch = current.epoch
-    position.last_seq = events[-1][0] if events else after
+    position.last_seq = history.last_seq if history else after
 
 
 async def _tail(
@@ -268,11 +268,12 @@ async def _tail(
             await hub.send(Deliver(position.epoch or "", position.last_seq, ()))
             continue
         epoch = position.epoch or ""
-        events = _parsed(entries, epoch)
-        if len(events) < len(entries):  # entries of another epoch: the stream was recreated
+        batch = parse_entries(entries, epoch)
+        if batch is not None:
+            await hub.send(Deliver(epoch, batch.first_seq - 1, batch.events))
+            position.last_seq = batch.last_seq
+        if batch is None or not batch.complete:  # another epoch's entries: a recreated stream
             raise _StreamRecreated()
-        await hub.send(Deliver(epoch, events[0][0] - 1, tuple(events)))
-        position.last_seq = events[-1][0]
 
 
 async def _check_epoch(broker: RedisBroker, writer: coredis.Redis[bytes]) -> None:
@@ -331,20 +332,59 @@ def _payload(event: Event) -> bytes:
         return event.model_dump_json(exclude={"seq"}).encode()
 
 
-def _parsed(entries: Any, epoch: str) -> list[tuple[int, Event]]:
-    """The `(seq, event)` pairs of stream entries, as long as they belong to `epoch`."""
+@dataclass(frozen=True)
+class Entries:
+    """Stream entries read as events: the seqs they span, the events, and whether all of them
+    belonged to the epoch asked for (an entry of another one ends the batch)."""
+
+    first_seq: int
+    last_seq: int
+    events: tuple[tuple[int, Event], ...]
+    complete: bool
+
+
+def parse_entries(entries: Sequence[Any], epoch: str) -> Entries | None:
+    """The `(seq, event)` pairs of stream entries of `epoch`; None when the first is not.
+
+    An entry that is not one of Sigma's (another writer on the same keys) is skipped with a
+    warning, so it costs its seq and nothing else.
+    """
     events: list[tuple[int, Event]] = []
+    seqs: list[int] = []
     for entry in entries:
         fields = entry.field_values
-        if fields.get(b"e", b"").decode() != epoch:
+        if fields.get(b"e", b"").decode(errors="replace") != epoch:
             break
-        seq = int(entry.identifier.split(b"-", 1)[0])
-        raw = orjson.loads(fields[b"d"])
-        event = Event.model_construct(
-            type=raw["type"], timestamp=raw["timestamp"], data=raw["data"]
-        )
+        try:
+            seq = int(entry.identifier.split(b"-", 1)[0])
+        except ValueError:
+            break  # not an id Sigma writes: this is not our numbering
+        seqs.append(seq)
+        event = _event_of(fields.get(b"d"))
+        if event is None:
+            log.warning("Malformed stream entry skipped", id=entry.identifier.decode("replace"))
+            continue
         events.append((seq, event))
-    return events
+    if not seqs:
+        return None
+    return Entries(seqs[0], seqs[-1], tuple(events), complete=len(seqs) == len(entries))
+
+
+def _event_of(payload: bytes | None) -> Event | None:
+    """The event an entry's `d` field holds (checked cheaply: this runs for every event on
+    every node), or None when it is not one."""
+    try:
+        raw = orjson.loads(payload or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    event_type, timestamp, data = raw.get("type"), raw.get("timestamp"), raw.get("data")
+    if event_type not in CORE_EVENT_TYPES or not isinstance(timestamp, str):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return Event.model_construct(type=event_type, timestamp=timestamp, data=data)
 
 
 def _strings(reply: Any) -> tuple[str, str, str, str]:

@@ -11,7 +11,7 @@ from coredis.exceptions import ResponseError
 from helpers import RedisServer, needs_binary
 
 from sigma.broker.lease import Lease
-from sigma.broker.stream import RedisBroker, _synchronise
+from sigma.broker.stream import RedisBroker, _synchronise, parse_entries
 from sigma.config import BrokerConfig
 from sigma.hub.messages import Deliver, HubMessage, Publish
 from sigma.protocol import make_event
@@ -81,3 +81,20 @@ async def test_a_redis_that_lost_the_tail_this_node_saw_gets_a_new_epoch(
         assert restarted.epoch != first.epoch and restarted.events == ()
         assert broker.position.epoch == restarted.epoch and broker.position.last_seq == 0
         assert (await broker.number(writer, Publish(events(1)))).seqs == (1,)
+
+
+async def test_an_entry_that_is_not_an_event_costs_its_seq_and_nothing_else(
+    redis_server: RedisServer,
+) -> None:
+    broker = broker_on(redis_server)
+    async with broker.client() as redis:
+        numbered = await broker.number(redis, Publish(events(1)))
+        await redis.hincrby(broker.keys.meta, "seq", 1)  # a foreign writer takes seq 2 ...
+        await redis.xadd(broker.keys.events, {"e": numbered.epoch, "d": "{no"}, identifier="2-0")
+        await broker.number(redis, Publish(events(1)))  # ... and Sigma goes on with 3
+        entries = await redis.xrange(broker.keys.events)
+    batch = parse_entries(entries, numbered.epoch)
+    assert batch is not None and batch.complete
+    assert (batch.first_seq, batch.last_seq) == (1, 3)
+    assert [seq for seq, _ in batch.events] == [1, 3]
+    assert parse_entries(entries, "another epoch") is None
