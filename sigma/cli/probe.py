@@ -49,8 +49,8 @@ from sigma.client.connection import (
     describe_close,
     parse_timestamp,
     receive_welcome,
-    tls_context,
 )
+from sigma.client.tls import tls_context
 from sigma.protocol import Event
 
 DEFAULT_TIMEOUT_S = 10.0

@@ -13,7 +13,7 @@ the one place where trio-websocket's exceptions become the project's, split by w
 ordinary event whose reason (`describe_close`) says who closed and why.
 
 `wss://` URLs are verified against the system's trusted CAs, or against one private CA's
-certificate (`tls_context`, from the tools' `--cafile`).
+certificate (`sigma.client.tls.tls_context`, from the tools' `--cafile`).
 """
 
 from __future__ import annotations
@@ -92,26 +92,6 @@ def check_ws_url(url: str) -> str:
     except ValueError:
         raise ValueError(f"{url!r} has an invalid port") from None
     return url
-
-
-def tls_context(url: str, cafile: str | None) -> ssl.SSLContext | None:
-    """The TLS context to connect to `url` with: None (the system's trusted CAs, or no TLS for
-    `ws://`), or one that trusts only the CA certificate(s) in the PEM file `cafile`.
-
-    The server's certificate and host name are verified either way. Raises `ValueError` with a
-    one-line reason when `cafile` cannot be read or is given for a `ws://` URL.
-    """
-    if cafile is None:
-        return None
-    if urlsplit(url).scheme != "wss":
-        raise ValueError(f"--cafile is for wss:// URLs, not {url!r}")
-    try:
-        return ssl.create_default_context(cafile=cafile)
-    except FileNotFoundError:
-        raise ValueError(f"--cafile {cafile}: file not found") from None
-    except OSError as exc:  # ssl.SSLError included: no certificate in it
-        reason = exc.strerror or (exc.reason if isinstance(exc, ssl.SSLError) else None) or exc
-        raise ValueError(f"--cafile {cafile}: no CA certificate can be read ({reason})") from None
 
 
 def resume_url(url: str, since: int, epoch: str) -> str:
@@ -195,7 +175,7 @@ async def connect(
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket connection to `url`, completing the handshake within `timeout_s`.
 
-    `token` is sent as `Authorization: Bearer <token>`; `ssl_context` (`tls_context`) verifies a
+    `token` is sent as `Authorization: Bearer <token>`; `ssl_context` (`tls.tls_context`) verifies a
     `wss://` server (None: the system's trusted CAs).
     Resource handling: closes the connection on exit; a closing handshake that takes longer than
     `CLOSE_TIMEOUT_S` is abandoned silently (the connection is dropped either way).

@@ -193,6 +193,7 @@ class Gateway:
         self, stream: trio.SocketStream, context: ssl.SSLContext
     ) -> trio.SSLStream[trio.SocketStream] | None:
         """The TLS handshake, within `handshake_timeout_s`; None (stream closed) when it failed."""
+        peer = remote_address(stream)  # asked now: a peer that gave up may be unnamed later
         secured = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
         failure = "timed out"
         with trio.move_on_after(self.config.gateway.handshake_timeout_s):
@@ -202,7 +203,7 @@ class Gateway:
                 failure = str(exc.__cause__ or exc) or type(exc).__name__
             else:
                 return secured
-        log.debug("TLS handshake failed", peer=remote_address(stream), error=failure)
+        log.debug("TLS handshake failed", peer=peer, error=failure)
         await trio.aclose_forcefully(stream)
         return None
 

@@ -25,10 +25,10 @@ import trustme
 import websockets.asyncio.client
 from cryptography.hazmat.primitives import serialization
 from helpers import API_KEY, Stack, make_config, running_stack
-from trio_websocket import ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from sigma.cli.main import main
-from sigma.config import AuthConfig, GatewayConfig, HeartbeatConfig, parse_config
+from sigma.config import AuthConfig, FaultsConfig, GatewayConfig, HeartbeatConfig, parse_config
 from sigma.errors import ConfigError
 from sigma.heartbeat import run_heartbeat
 
@@ -149,6 +149,20 @@ async def test_health_and_metrics_over_https(pki: Pki) -> None:
     assert again.status_code == 200
 
 
+async def test_a_closing_session_completes_the_close_handshake_over_tls(pki: Pki) -> None:
+    async with (
+        tls_stack(pki) as stack,
+        open_websocket_url(stack.ws_url, ssl_context=pki.client_context()) as ws,
+    ):
+        with trio.fail_after(5):
+            welcome = orjson.loads(await ws.get_message())
+            await stack.sessions.terminate_child(welcome["data"]["client_id"])
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+    assert closed.value.reason.code == 1001
+    assert closed.value.reason.reason == "server shutting down"
+
+
 # --- refused: clients that do not trust the CA, or do not speak TLS -------------------------------
 
 
@@ -178,7 +192,7 @@ async def test_a_client_that_does_not_trust_the_ca_is_refused_and_others_go_on(p
     assert isinstance(refused.value.__cause__, ssl.SSLCertVerificationError)
     failed = [entry for entry in logs if entry["event"] == "TLS handshake failed"]
     assert failed and all(entry["log_level"] == "debug" for entry in failed)
-    assert failed[0]["peer"] == "127.0.0.1"
+    assert all(entry["peer"] == "127.0.0.1" for entry in failed)
 
 
 async def read_until_closed(stream: trio.SocketStream, timeout_s: float) -> bytes:
@@ -393,3 +407,18 @@ async def test_sigma_watch_over_wss_with_cafile(
     with pytest.raises(SystemExit) as usage:
         main(["watch", "--url", "ws://127.0.0.1:1/ws", "--cafile", str(pki.ca_file)])
     assert usage.value.code == 2
+
+
+async def test_sigma_fault_over_https_with_cafile(
+    pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with tls_stack(pki, faults=FaultsConfig(admin=True)) as stack:
+        argv = ["fault", "list", "--url", stack.gateway.http_url, "--cafile", str(pki.ca_file)]
+        trusted = await trio.to_thread.run_sync(main, argv)
+        listed = capsys.readouterr().out
+        untrusted = await trio.to_thread.run_sync(main, argv[:-2])
+        refused = capsys.readouterr().err
+    assert trusted == 0 and "sender.write" in listed and "disarmed" in listed
+    assert untrusted == 1 and "CERTIFICATE_VERIFY_FAILED" in refused
+    assert main(["fault", "list", "--url", "http://127.0.0.1:1", "--cafile", "x.pem"]) == 2
+    assert "--cafile is for https:// URLs" in capsys.readouterr().err

@@ -44,8 +44,8 @@ from sigma.client.connection import (
     describe_close,
     receive_welcome,
     resume_url,
-    tls_context,
 )
+from sigma.client.tls import tls_context
 from sigma.protocol import EVENT_TYPES
 
 CONNECT_TIMEOUT_S = 10.0
