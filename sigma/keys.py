@@ -44,8 +44,8 @@ def load_server_tls(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     `cert_file` holds the server's certificate, optionally followed by its intermediates;
     `key_file` its private key, unencrypted (a server restarted unattended has nobody to type
     a passphrase). The context is Python's default for serving clients
-    (`ssl.Purpose.CLIENT_AUTH`: TLS 1.2 or later, the library's default ciphers) and asks no
-    certificate of clients.
+    (`ssl.Purpose.CLIENT_AUTH`: TLS 1.2 or later, the library's default ciphers), offers
+    HTTP/1.1 by ALPN and asks no certificate of clients.
     Raises `ValueError` with a one-line reason naming the file at fault: unreadable, not a PEM
     certificate or key, an encrypted key, or a key that does not belong to the certificate.
     """
@@ -58,6 +58,7 @@ def load_server_tls(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     except (ValueError, UnsupportedAlgorithm):
         raise ValueError(f"{key_file} holds no PEM private key") from None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_alpn_protocols(["http/1.1"])  # the one protocol served, WebSocket upgrades too
     try:
         context.load_cert_chain(cert_file, key_file)
     except ssl.SSLError as exc:

@@ -201,6 +201,9 @@ class Gateway:
                 await secured.do_handshake()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 failure = str(exc.__cause__ or exc) or type(exc).__name__
+            except Exception:
+                log.exception("TLS handshake failed unexpectedly", peer=peer)
+                failure = "internal error"
             else:
                 return secured
         log.debug("TLS handshake failed", peer=peer, error=failure)
