@@ -228,7 +228,7 @@ async def _tls_problem(url: str, ssl_context: ssl.SSLContext | None) -> str | No
     with trio.move_on_after(TLS_DIAGNOSIS_S):
         try:
             stream = await trio.open_ssl_over_tcp_stream(
-                parts.hostname or "", parts.port or 443, ssl_context=context
+                parts.hostname or "", parts.port or 443, ssl_context=context, https_compatible=True
             )
             async with stream:
                 await stream.do_handshake()
