@@ -362,7 +362,9 @@ def parse_entries(entries: Sequence[Any], epoch: str) -> Entries | None:
         seqs.append(seq)
         event = _event_of(fields.get(b"d"))
         if event is None:
-            log.warning("Malformed stream entry skipped", id=entry.identifier.decode(errors="replace"))
+            log.warning(
+                "Malformed stream entry skipped", id=entry.identifier.decode(errors="replace")
+            )
             continue
         events.append((seq, event))
     if not seqs:
