@@ -222,6 +222,7 @@ class RedisServer:
         log.close()
 
     def answers(self) -> bool:
+        """True when the server answers PING now."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
                 conn.sendall(b"PING\r\n")
