@@ -4,12 +4,16 @@ The body is one `{"type": ..., "data": {...}}` object (answered `{"seq": n}`) or
 them (answered `{"seqs": [...]}`, in order). The path is kept short, because one event per
 request is the common case: pydantic validates the body straight from its bytes, the events are
 built without a second validation, and the hub's intake (`sigma.hub.intake`) numbers them on
-this task when the hub is idle, so a request costs no task switch to the hub and back.
+this task when the hub is idle, so a request costs no task switch to the hub and back. An
+`Idempotency-Key` header (1 to 128 printable ASCII characters) makes a retried request answer
+the seqs of the first one instead of publishing again.
 
 Refusals, each a JSON `{"error", "detail"}` and nothing published: 404 `not_found` (the API is
 off: `[api] key` is empty), 401 `unauthorized` (wrong or missing bearer key), 400 `invalid_json`
 or `invalid_body` (the first problem, with where it is), 413 `body_too_large`, 408
-`request_timeout` (the body did not arrive in time), and **503 `overloaded`** with
+`request_timeout` (the body did not arrive in time), 400 `invalid_idempotency_key`, 503
+`broker_unavailable` (a cluster node's broker did not number them in time), and
+**503 `overloaded`** with
 `Retry-After`: the hub took no new events for `[api] publish_wait_s` (most clients lag, or the
 hub's inbox is full). A 2xx means every event is numbered and queued for every subscribed
 client; a 503 means none of them was.
@@ -34,6 +38,9 @@ from sigma.protocol import EventType, make_checked_event
 log = structlog.get_logger("sigma.gateway")
 
 PUBLISH_PATH = "/api/publish"
+PUBLISH_REPLY_MARGIN_S = 1.0
+"""A publish waits for its seqs this much beyond `[broker] publish_timeout_s`."""
+MAX_IDEMPOTENCY_KEY_CHARS = 128
 
 
 class PublishItem(BaseModel):
@@ -87,6 +94,21 @@ def overloaded_error(problem: Overloaded, wait_s: float) -> HttpError:
     )
 
 
+def idempotency_key_of(request: HttpRequest) -> str | None:
+    """The `Idempotency-Key` header: 1 to 128 printable ASCII characters, or None when absent."""
+    raw = request.header("idempotency-key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable():
+        raise HttpError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
+        )
+    return key
+
+
 class PublishApi:
     """Answers `POST /api/publish` on one gateway; see the module docstring."""
 
@@ -114,14 +136,21 @@ class PublishApi:
             raise HttpError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' is needed")
         parsed = parse_publish_body(body)
         items = parsed if isinstance(parsed, list) else [parsed]
+        key = idempotency_key_of(request)
         events = tuple(make_checked_event(item.type, item.data) for item in items)
         try:
             seqs = await self.intake.publish(
-                events, wait_s=self.wait_s, reply_timeout_s=self.reply_timeout_s
+                events, key=key, wait_s=self.wait_s, reply_timeout_s=self.reply_timeout_s
             )
         except Overloaded as problem:
             log.info("Publish refused: overloaded", reason=problem.reason, events=len(events))
             raise overloaded_error(problem, self.wait_s) from None
+        if seqs is None:
+            raise HttpError(
+                503,
+                "broker_unavailable",
+                "the events were not published: the broker is unreachable",
+            )
         if isinstance(parsed, list):
             await conn.respond_json(200, {"seqs": list(seqs)})
         else:

@@ -26,6 +26,7 @@ had raised it itself.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Protocol
 
@@ -59,11 +60,13 @@ class IntakeHub(Protocol):
         ...
 
     def can_handle_now(self) -> bool:
-        """True when a message may be handled on the caller's task (no fault point armed)."""
+        """True when a message may be handled on the caller's task (no fault point armed, the
+        hub numbers events itself)."""
         ...
 
-    def publish_now(self, events: tuple[Event, ...]) -> tuple[int, ...]:
-        """Broadcast `events` at once, on the caller's task; return their seqs."""
+    def publish_now(self, events: tuple[Event, ...], key: str | None) -> tuple[int, ...]:
+        """Broadcast `events` at once, on the caller's task; return their seqs (those of the
+        first publish with idempotency `key`, when there was one)."""
         ...
 
     def crash_with(self, error: Exception) -> None:
@@ -129,17 +132,23 @@ class HubIntake:
         await self.inbox.send(message)
 
     async def publish(
-        self, events: tuple[Event, ...], *, wait_s: float, reply_timeout_s: float
-    ) -> tuple[int, ...]:
+        self,
+        events: tuple[Event, ...],
+        *,
+        key: str | None = None,
+        wait_s: float,
+        reply_timeout_s: float,
+    ) -> tuple[int, ...] | None:
         """Have `events` numbered and broadcast; return their seqs.
 
-        Waits at most `wait_s` for the gate, then raises `Overloaded` (nothing accepted). Once
-        accepted, waits at most `reply_timeout_s` for the seqs (`trio.TooSlowError`: the hub is
-        restarting; the events stay queued for its next incarnation).
+        `key` is the publish's idempotency key (`Publish.key`). Waits at most `wait_s` for the
+        gate, then raises `Overloaded` (nothing accepted). Once accepted, waits at most
+        `reply_timeout_s` for the seqs; None when they did not come (a cluster's broker did
+        not number the events in time, or refused them by closing the reply).
         """
         hub = self._hub
         if hub is not None and self._can_go_direct(hub) and hub.accepts_events(trio.current_time()):
-            return self._publish_now(hub, events)
+            return self._publish_now(hub, events, key)
         started = trio.current_time()
         with trio.move_on_after(wait_s):
             await self.wait_open()
@@ -149,11 +158,12 @@ class HubIntake:
             raise Overloaded(reason, trio.current_time() - started)
         hub = self._hub
         if hub is not None and self._can_go_direct(hub):
-            return self._publish_now(hub, events)
+            return self._publish_now(hub, events, key)
         reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
-        self.inbox.send_nowait(Publish(events, reply_send))  # room was checked, no await since
-        with trio.fail_after(reply_timeout_s):
+        self.inbox.send_nowait(Publish(events, reply_send, key))  # room was checked, no await
+        with trio.move_on_after(reply_timeout_s), contextlib.suppress(trio.EndOfChannel):
             return await reply_receive.receive()
+        return None
 
     def _can_go_direct(self, hub: IntakeHub) -> bool:
         """The hub waits on an empty inbox and no fault point is armed."""
@@ -164,9 +174,11 @@ class HubIntake:
             and hub.can_handle_now()
         )
 
-    def _publish_now(self, hub: IntakeHub, events: tuple[Event, ...]) -> tuple[int, ...]:
+    def _publish_now(
+        self, hub: IntakeHub, events: tuple[Event, ...], key: str | None
+    ) -> tuple[int, ...]:
         try:
-            return hub.publish_now(events)
+            return hub.publish_now(events, key)
         except Exception as error:
             hub.crash_with(error)
             self.inbox.send_nowait(Publish(()))  # wakes the hub, which then raises `error`
