@@ -332,7 +332,7 @@ def accept_token(key: bytes) -> bytes:
 async def upgrade(stream: trio.SocketStream, host: str, path: str = "/ws") -> bytes:
     """Do the opening handshake over `stream` with h11; the bytes read past the 101's head
     (the first frames) are returned. Raises `HandshakeRefused` for any other answer."""
-    key = base64.b64encode(secrets.token_bytes(16))
+    key = base64.b64encode(secrets.token_bytes(16)).decode()
     http = h11.Connection(our_role=h11.CLIENT)
     request = h11.Request(
         method="GET",
@@ -361,7 +361,7 @@ async def upgrade(stream: trio.SocketStream, host: str, path: str = "/ws") -> by
     headers = {name.lower(): value for name, value in event.headers}
     assert headers.get(b"upgrade", b"").lower() == b"websocket", headers
     assert b"upgrade" in headers.get(b"connection", b"").lower(), headers
-    assert headers.get(b"sec-websocket-accept") == accept_token(key), headers
+    assert headers.get(b"sec-websocket-accept") == accept_token(key.encode()), headers
     assert b"sec-websocket-extensions" not in headers, "an extension nobody asked for"
     data, _closed = http.trailing_data
     return bytes(data)
