@@ -222,10 +222,6 @@ class RawClient:
         """Write one frame (`encode_frame`'s options: fin, rsv, masked)."""
         await self.send(encode_frame(opcode, payload, **options))
 
-    async def send_json(self, message: Any) -> None:
-        """Write one JSON object in one text frame."""
-        await self.send_frame(Opcode.TEXT, orjson.dumps(message))
-
     async def send_close(self, code: int | None = 1000, reason: bytes = b"") -> None:
         """Write a close frame."""
         await self.send_frame(Opcode.CLOSE, close_payload(code, reason))

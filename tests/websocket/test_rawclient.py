@@ -5,6 +5,8 @@ RFC 6455 implementation, given Sigma's `ping` and `subscribe` actions, a welcome
 refused with 1003 and `MAX_FRAME_BYTES` as its limit). Each must pass there: this shows that
 each case can pass, that the codes it expects are the RFC's, and that the raw client frames and
 reads correctly. A failure here is a fault of the test client, not of Sigma.
+
+Then the client's own checks of what a server sends: each refuses what the RFC forbids.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from collections.abc import Iterator
 import cases
 import orjson
 import pytest
-from rawclient import raw_client
+from rawclient import (
+    Frame,
+    Opcode,
+    ServerFrameDecoder,
+    close_payload,
+    encode_frame,
+    mask,
+    parse_close,
+    raw_client,
+)
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -100,3 +111,57 @@ async def test_a_server_that_drops_tcp_without_a_close_frame_fails_the_case(
         await client.stream.send_eof()
         with pytest.raises(AssertionError, match="without a close frame"):
             await client.receive_close()
+
+
+SERVER_FRAMES_THE_RFC_FORBIDS = {
+    "masked": (encode_frame(Opcode.TEXT, b"{}"), "masked"),
+    "rsv-bits": (encode_frame(Opcode.TEXT, b"{}", rsv=0b100, masked=False), "RSV"),
+    "reserved-opcode": (encode_frame(3, b"", masked=False), "reserved opcode"),
+    "fragmented-ping": (encode_frame(Opcode.PING, b"", fin=False, masked=False), "fragmented"),
+    "ping-over-125-bytes": (encode_frame(Opcode.PING, b"x" * 126, masked=False), "126-byte"),
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "complaint"),
+    SERVER_FRAMES_THE_RFC_FORBIDS.values(),
+    ids=SERVER_FRAMES_THE_RFC_FORBIDS.keys(),
+)
+def test_the_decoder_refuses_server_frames_the_rfc_forbids(data: bytes, complaint: str) -> None:
+    decoder = ServerFrameDecoder()
+    decoder.feed(data)
+    with pytest.raises(AssertionError, match=complaint):
+        decoder.next_frame()
+
+
+def test_the_decoder_waits_for_whole_frames_and_splits_them() -> None:
+    long = encode_frame(Opcode.TEXT, b"y" * 70_000, masked=False)
+    data = encode_frame(Opcode.PONG, b"p", masked=False) + long
+    decoder = ServerFrameDecoder()
+    decoder.feed(data[:-1])
+    assert decoder.next_frame() == Frame(Opcode.PONG, b"p")
+    assert decoder.next_frame() is None
+    decoder.feed(data[-1:])
+    assert decoder.next_frame() == Frame(Opcode.TEXT, b"y" * 70_000)
+    assert decoder.pending == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "complaint"),
+    [
+        (b"\x03", "1-byte body"),
+        (close_payload(1005), "1005"),
+        (close_payload(2000), "2000"),
+        (close_payload(1000, b"\xff"), "not UTF-8"),
+    ],
+)
+def test_a_bad_close_from_the_server_is_refused(payload: bytes, complaint: str) -> None:
+    with pytest.raises(AssertionError, match=complaint):
+        parse_close(Frame(Opcode.CLOSE, payload))
+
+
+def test_a_masked_client_frame_unmasks_to_its_payload() -> None:
+    frame = encode_frame(Opcode.TEXT, b"hello, world")
+    assert frame[1] == 0x80 | 12
+    key = frame[2:6]
+    assert mask(frame[6:], key) == b"hello, world"
