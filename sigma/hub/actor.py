@@ -46,12 +46,10 @@ from sigma.hub.messages import (
 )
 from sigma.hub.state import HubState
 from sigma.metrics import Metrics
-from sigma.protocol import Event, make_event
+from sigma.protocol import CloseCode, Event, make_event
 from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.hub")
-
-SERVICE_RESTART_CODE = 1012
 
 
 def new_hub_state(config: HubConfig, *, heartbeat_interval_s: float) -> HubState:
@@ -203,7 +201,7 @@ async def run_hub(
     finally:
         if metrics is not None:
             metrics.detach_hub(actor)
-        actor.state.close_all(SERVICE_RESTART_CODE, "hub restarted")
+        actor.state.close_all(CloseCode.SERVICE_RESTART, "hub restarted")
 
 
 async def _serve(
