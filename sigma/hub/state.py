@@ -1,15 +1,18 @@
 """The hub's decisions, with no I/O: numbering, history, the client table and subscriptions.
 
 `HubState` is what the hub actor wraps in a loop. Every method is synchronous and never waits on
-a client: delivery is `Outbox.offer` then `flush`. Each broadcast counts the clients whose queues
-are deep; when most are, the herd lags (`herd.lagging`, `sigma.hub.overload`) and the hub's intake
-takes no new events until it has recovered. A client whose queue is full is cut off (4008) only
-when it lags far behind the rest (it is one of the few that lag); while the herd lags it keeps
-the frame past its bound instead.
+a client: delivery is `Outbox.put` then `flush`. Each broadcast counts the clients whose queues
+are deep; when too many are, the herd lags (`herd.lagging`, `sigma.hub.overload`) and the hub's
+intake takes no new events until it has recovered. A client whose queue is full is cut off
+(4008) only when it lags far behind the rest (it is one of the few that lag); while the herd
+lags it keeps the event past its bound instead. One client's failure costs that client only:
+any exception while delivering to it (its direct write included) closes it with 1011, and the
+hub goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
 from sigma.hub.overload import CALM_FILL, HerdWatch, count_deep, lags_far_behind
 from sigma.protocol import (
     CORE_EVENT_TYPES,
+    CloseCode,
     ErrorCode,
     Event,
     ListSubscriptions,
@@ -35,9 +39,6 @@ from sigma.protocol import (
 )
 
 log = structlog.get_logger("sigma.hub")
-
-SLOW_CONSUMER_CODE = 4008
-SERVICE_RESTART_CODE = 1012
 
 
 def snapshot_key_of(event: Event) -> str | None:
@@ -133,7 +134,7 @@ class HubState:
         Every client is closed with 1012 (they resume against the new numbering) and the
         history is forgotten: its seqs mean nothing in the new one.
         """
-        self.close_all(SERVICE_RESTART_CODE, reason)
+        self.close_all(CloseCode.SERVICE_RESTART, reason)
         self._history.clear()
         self.epoch = epoch
         self.last_seq = last_seq
@@ -144,7 +145,6 @@ class HubState:
         subscribers = self._by_type[frame.event_type]
         gone: list[str] = []
         flushes = self._flushes
-        hand_over = Outbox.deliver_now if alone else Outbox.offer
         total_clients = len(self.clients)
         unflushed = self._unflushed  # this message's events: not counted against anyone
         deep = 0
@@ -153,27 +153,35 @@ class HubState:
         for client in subscribers.values():
             outbox = client.outbox
             try:
-                if 2 * (hand_over(outbox, frame, flushes) - unflushed) >= outbox.capacity:
+                try:
+                    due = outbox.put(frame)
+                except SlowConsumer:
+                    # What the client left unread before this inbox message: one request's
+                    # batch is queued whole, whatever the bound, and flushed after.
+                    unread = outbox.lag - (unflushed - 1)
+                    if unread >= outbox.capacity:
+                        if behind is None:
+                            behind = count_deep(self.fills(with_sockets=True), CALM_FILL)
+                        if lags_far_behind(unread, outbox.capacity, behind, total_clients):
+                            raise
+                        self.kept_beyond_capacity += 1
+                        kept = True
+                    due = outbox.put_beyond_capacity(frame)
+                if due:
+                    if alone:
+                        outbox.flush()
+                    else:
+                        flushes.append(outbox)
+                if 2 * (outbox.lag - unflushed) >= outbox.capacity:
                     deep += 1
             except SlowConsumer:
-                # What the client left unread before this inbox message: one request's batch
-                # is queued whole, whatever the bound, and flushed after.
-                unread = outbox.lag - (self._unflushed - 1)
-                if unread < outbox.capacity:
-                    outbox.offer_beyond_capacity(frame, flushes)
-                    continue
-                if behind is None:
-                    behind = count_deep(self.fills(with_sockets=True), CALM_FILL)
-                if lags_far_behind(unread, outbox.capacity, behind, total_clients):
-                    self.slow_disconnects += 1
-                    outbox.close(SLOW_CONSUMER_CODE, "slow consumer")
-                    gone.append(client.client_id)
-                else:
-                    outbox.offer_beyond_capacity(frame, flushes)
-                    self.kept_beyond_capacity += 1
-                    kept = True
-                    deep += 1
+                self.slow_disconnects += 1
+                outbox.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+                gone.append(client.client_id)
             except OutboxClosed:
+                gone.append(client.client_id)
+            except Exception:
+                self._delivery_failed(client)
                 gone.append(client.client_id)
         total = len(self.clients)
         sent_to = len(subscribers) - len(gone)
@@ -204,7 +212,22 @@ class HubState:
         self._unflushed = 0
         flushes, self._flushes = self._flushes, []
         for outbox in flushes:
-            outbox.flush()
+            try:
+                outbox.flush()
+            except Exception:
+                self._delivery_failed(outbox)
+
+    def _delivery_failed(self, failed: Client | Outbox) -> None:
+        """Close one client whose delivery raised, with 1011; the hub and the others go on.
+
+        Called inside the `except` block, so the log carries the traceback. A client only
+        known by its outbox leaves the table at its next delivery (its outbox is closed).
+        """
+        outbox = failed.outbox if isinstance(failed, Client) else failed
+        client_id = failed.client_id if isinstance(failed, Client) else None
+        log.exception("Delivery to a client failed; closing it", client_id=client_id)
+        with contextlib.suppress(Exception):
+            outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # --- clients --------------------------------------------------------------------------
 
@@ -219,7 +242,19 @@ class HubState:
         if not client.subscriptions <= client.allowed:
             client.subscriptions = client.subscriptions & client.allowed
         recovered, backlog = self._resume(client, since, epoch)
-        client.outbox.send_beyond_capacity(
+        try:
+            self._welcome(client, recovered, backlog)
+        except OutboxClosed:
+            return None
+        except Exception:
+            self._delivery_failed(client)
+            return None
+        self.clients[client.client_id] = client
+        self._index(client)
+        return JoinResult(recovered, len(backlog))
+
+    def _welcome(self, client: Client, recovered: bool | None, backlog: list[Frame]) -> None:
+        client.outbox.put(
             reply_frame(
                 welcome(
                     client_id=client.client_id,
@@ -230,13 +265,12 @@ class HubState:
                     recovered=recovered,
                     node=self.node_id,
                 )
-            )
+            ),
+            "reply",
         )
         for frame in backlog:
-            client.outbox.send_beyond_capacity(frame)
-        self.clients[client.client_id] = client
-        self._index(client)
-        return JoinResult(recovered, len(backlog))
+            client.outbox.put(frame, "reply")
+        client.outbox.flush()
 
     def _resume(
         self, client: Client, since: int | None, epoch: str | None
@@ -294,8 +328,12 @@ class HubState:
             self._index(client)
             reply = subscriptions_reply(client.subscriptions, message.id)
         try:
-            client.outbox.send_beyond_capacity(reply_frame(reply))
+            client.outbox.put(reply_frame(reply), "reply")
+            client.outbox.flush()
         except OutboxClosed:
+            self.remove(client_id)
+        except Exception:
+            self._delivery_failed(client)
             self.remove(client_id)
 
     def _apply(

@@ -9,10 +9,17 @@ from typing import Any
 import httpx
 import orjson
 import trio
-from helpers import API_KEY, Stack, eventually, make_config, running_stack
+from helpers import (
+    API_KEY,
+    OPCODE_TEXT,
+    Stack,
+    eventually,
+    make_config,
+    parse_server_frames,
+    running_stack,
+)
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request
-from wsproto.frame_protocol import FrameDecoder
 
 from sigma.config import ApiConfig, HubConfig
 
@@ -39,20 +46,15 @@ async def read_until(stream: trio.SocketStream, last_seq: int) -> list[dict[str,
         received += await stream.receive_some(65536)
     head, _, rest = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(rest)
     messages: list[dict[str, Any]] = []
-    payload = bytearray()
     while True:
-        while (frame := decoder.process_buffer()) is not None:
-            payload += frame.payload  # a large frame may come in pieces
-            if not frame.frame_finished:
-                continue
-            messages.append(orjson.loads(payload))
-            payload.clear()
-            if messages[-1]["seq"] == last_seq:
-                return messages
-        decoder.receive_bytes(await stream.receive_some(65536))
+        frames, rest = parse_server_frames(rest)
+        for opcode, payload in frames:
+            if opcode == OPCODE_TEXT:
+                messages.append(orjson.loads(payload))
+                if messages[-1]["seq"] == last_seq:
+                    return messages
+        rest += await stream.receive_some(65536)
 
 
 async def post(stack: Stack, body: object) -> httpx.Response:

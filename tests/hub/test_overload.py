@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
-from wsproto.frame_protocol import FrameDecoder
+from helpers import decode_frames
 
 from sigma.hub.messages import Client
 from sigma.hub.outbox import Outbox, SlowClientPolicy
@@ -25,14 +24,10 @@ from sigma.protocol import make_event
 
 
 def decoded(outbox: Outbox) -> list[dict[str, Any]]:
-    frames = list(outbox._frames)
-    outbox._frames.clear()
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(b"".join(f.data for f in frames))
-    out = []
-    while (frame := decoder.process_buffer()) is not None:
-        out.append(orjson.loads(frame.payload))
-    return out
+    """Everything queued for `outbox`, taken and written as its sender would, decoded."""
+    messages = decode_frames(outbox.take_batch())
+    outbox.take_batch()  # the sender comes back for more: the batch it took is written
+    return messages
 
 
 def publish_one(state: HubState, n: int) -> Broadcast:
