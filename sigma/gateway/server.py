@@ -308,9 +308,7 @@ class Gateway:
             lease=lease,
             on_drop=self._count_drops,
         )
-        probe = backlog_probe(stream)
-        if probe is not None:
-            session.outbox.attach_backlog_probe(probe)
+        session.outbox.attach_backlog_probe(backlog_probe(stream, session.connection))
         spec = ChildSpec(
             id=client_id,
             start=session.run,
