@@ -41,9 +41,9 @@ from sigma.client.connection import (
     GatewayProtocolError,
     GatewayUnavailable,
     check_ws_url,
-    connect,
     decode_server_frame,
     describe_close,
+    open_connection,
     parse_timestamp,
     receive_welcome,
 )
@@ -63,7 +63,7 @@ async def observe(
     """
     started = trio.current_time()
     try:
-        async with connect(url, timeout_s=timeout_s, token=token) as ws:
+        async with open_connection(url, timeout_s=timeout_s, token=token) as ws:
             connect_s = trio.current_time() - started
             welcome = await receive_welcome(ws, max(0.0, timeout_s - connect_s))
             limits = HeartbeatLimits.for_interval(welcome.heartbeat_interval, max_age_s)
