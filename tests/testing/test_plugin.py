@@ -6,6 +6,8 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+PREFIX = r"(E|\s+\|)\s+"
+"""How pytest starts a line of the failure's message (inside an exception group, or not)."""
 INI = """
 [pytest]
 trio_mode = true
@@ -61,8 +63,8 @@ def test_a_users_test_that_loses_events_fails_saying_what_was_lost(
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines(
         [
-            r"(E|\s+\|)\s+AssertionError: DeliveryLedger: 1 of 1 client\(s\) lost or doubled events "
+            PREFIX + r"AssertionError: DeliveryLedger: 1 of 1 client\(s\) lost or doubled events "
             r"\(\d+ events checked, \d+ lost, 0 duplicated\):",
-            r"(E|\s+\|)\s+client 0: lost \d+ event\(s\): seq \d+-\d+ in epoch \w+ \(events_dropped\)",
+            PREFIX + r"client 0: lost \d+ event\(s\): seq \d+-\d+ in epoch \w+ \(events_dropped\)",
         ]
     )
