@@ -51,11 +51,18 @@ REQUIRED_FIELDS = ("type", "timestamp", "seq", "data")
 
 
 class GatewayUnavailable(RemoteError):
-    """No usable connection to the gateway; `status` is the HTTP status of a rejected upgrade."""
+    """No usable connection to the gateway.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    `status` is the HTTP status of a rejected upgrade; `close_code` the close code when the
+    gateway closed the connection before its welcome (1006 when without a close frame).
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, close_code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.close_code = close_code
 
 
 class GatewayRefused(GatewayUnavailable):
@@ -171,7 +178,10 @@ async def receive_welcome(ws: WebSocketConnection, timeout_s: float) -> Welcome:
         try:
             frame = await ws.get_message()
         except ConnectionClosed as exc:
-            raise GatewayUnavailable(f"closed before the welcome: {describe_close(exc)}") from exc
+            code = int(exc.reason.code) if exc.reason is not None else 1006
+            raise GatewayUnavailable(
+                f"closed before the welcome: {describe_close(exc)}", close_code=code
+            ) from exc
         return read_welcome(decode_server_frame(frame))
     raise GatewayUnavailable(f"no welcome within {timeout_s:g}s")
 

@@ -355,7 +355,7 @@ class Stream:
                     await self._welcomed(ws, welcome, url, resume[0] if resume else None)
                     await self._pump(ws)
             except ConnectionClosed as exc:
-                code = exc.reason.code if exc.reason is not None else 1006
+                code = int(exc.reason.code) if exc.reason is not None else 1006
                 reason = describe_close(exc)
                 if code == TOKEN_EXPIRED:
                     await self._fresh_token(TokenExpired(f"closed with {reason}", code, reason))
@@ -369,6 +369,8 @@ class Stream:
                     raise
             except (GatewayUnavailable, GatewayProtocolError) as exc:
                 reason = str(exc)
+                if isinstance(exc, GatewayUnavailable):
+                    code = exc.close_code
                 if not self.connects and not self._retry_first:
                     raise
                 if self._gave_up(failures + 1):
