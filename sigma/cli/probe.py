@@ -1,10 +1,10 @@
 """`sigma check`: a monitoring probe in the Nagios plugin convention.
 
-It connects to the gateway's WebSocket, checks the welcome, waits for one `heartbeat` event,
-prints ONE status line (`SIGMA OK - heartbeat seq=12 age=0.4s clients=3 | heartbeat_age=...`)
-and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN. Which state follows from what was observed
-is decided in `sigma.cli.probe_verdict` (its docstring states the thresholds); this module only
-observes.
+It connects to the gateway's WebSocket (one `sigma.client` stream, without reconnects), checks
+the welcome, waits for one `heartbeat` event, prints ONE status line (`SIGMA OK - heartbeat
+seq=12 age=0.4s clients=3 | heartbeat_age=...`) and exits 0 OK, 1 WARNING, 2 CRITICAL or
+3 UNKNOWN. Which state follows from what was observed is decided in `sigma.cli.probe_verdict`
+(its docstring states the thresholds); this module only observes.
 
 It runs at most `--timeout` (connect, handshake and welcome) plus twice the maximum heartbeat
 age (the wait for a heartbeat), so a scheduler's own timeout should allow that much.
@@ -16,13 +16,14 @@ import argparse
 import functools
 import math
 import os
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NoReturn
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
+import sigma.client
 from sigma.cli import probe_verdict
 from sigma.cli.probe_verdict import (
     BrokenContract,
@@ -36,17 +37,15 @@ from sigma.cli.probe_verdict import (
     assess,
     usage_error,
 )
-from sigma.client.connection import (
+from sigma.client import (
     DEFAULT_URL,
+    GatewayClosed,
     GatewayProtocolError,
     GatewayUnavailable,
-    check_ws_url,
-    decode_server_frame,
-    describe_close,
-    open_connection,
-    parse_timestamp,
-    receive_welcome,
+    Reconnect,
+    Stream,
 )
+from sigma.client.connection import check_ws_url, parse_timestamp
 from sigma.protocol import Event
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -54,29 +53,39 @@ TOKEN_ENV_VAR = "SIGMA_TOKEN"
 
 
 async def observe(
-    url: str, *, timeout_s: float, max_age_s: float | None = None, token: str | None = None
+    url: str,
+    *,
+    timeout_s: float,
+    max_age_s: float | None = None,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Observation:
     """Connect to `url`, read the welcome, wait for a heartbeat: what happened, never raising.
 
-    `timeout_s` bounds the connection, the handshake and the welcome together; the heartbeat is
-    then awaited up to twice the maximum age. Resource handling: closes its connection.
+    One `sigma.client` stream that does not reconnect: `timeout_s` bounds the connection, the
+    handshake and the welcome together; the heartbeat is then awaited up to twice the maximum
+    age. Resource handling: closes its connection.
     """
     started = trio.current_time()
     try:
-        async with open_connection(url, timeout_s=timeout_s, token=token) as ws:
+        async with sigma.client.connect(
+            url,
+            token=token,
+            ssl_context=ssl_context,
+            connect_timeout_s=timeout_s,
+            reconnect=Reconnect(enabled=False),
+        ) as stream:
             connect_s = trio.current_time() - started
-            welcome = await receive_welcome(ws, max(0.0, timeout_s - connect_s))
-            limits = HeartbeatLimits.for_interval(welcome.heartbeat_interval, max_age_s)
-            return await _await_heartbeat(ws, limits, connect_s)
+            assert stream.last_welcome is not None  # entered: welcomed
+            limits = HeartbeatLimits.for_interval(stream.last_welcome.heartbeat_interval, max_age_s)
+            return await _await_heartbeat(stream, limits, connect_s)
     except GatewayUnavailable as exc:
         return Unreachable(str(exc))
     except GatewayProtocolError as exc:
         return BrokenContract(str(exc))
 
 
-async def _await_heartbeat(
-    ws: WebSocketConnection, limits: HeartbeatLimits, connect_s: float
-) -> Welcomed:
+async def _await_heartbeat(stream: Stream, limits: HeartbeatLimits, connect_s: float) -> Welcomed:
     welcomed_at = trio.current_time()
 
     def ended(heartbeat: HeartbeatSeen | None = None, interrupted: str | None = None) -> Welcomed:
@@ -85,13 +94,12 @@ async def _await_heartbeat(
 
     with trio.move_on_at(welcomed_at + limits.critical_after_s):
         try:
-            while True:
-                message = decode_server_frame(await ws.get_message())
-                if isinstance(message, Event) and message.type == "heartbeat":
+            async for item in stream:
+                if isinstance(item, Event) and item.type == "heartbeat":
                     waited_s = trio.current_time() - welcomed_at
-                    return ended(heartbeat=_heartbeat_seen(message, waited_s))
-        except ConnectionClosed as exc:
-            return ended(interrupted=f"connection closed with {describe_close(exc)}")
+                    return ended(heartbeat=_heartbeat_seen(item, waited_s))
+        except GatewayClosed as exc:
+            return ended(interrupted=f"connection {exc}")
         except GatewayProtocolError as exc:
             return ended(interrupted=f"malformed frame: {exc}")
     return ended()

@@ -96,7 +96,8 @@ class Reconnect:
     welcome starts the count again). `max_attempts`: failed attempts in a row before the stream
     ends with the last error (None: it never gives up). `slow_consumer_doublings`: after a 4008
     the delay is drawn as if that many more attempts had failed. `enabled=False`: the first lost
-    connection ends the stream with `GatewayClosed` (or the error that ended it).
+    connection ends the stream, with `GatewayClosed` for a close and with the error itself
+    (`GatewayProtocolError`, ...) otherwise.
     """
 
     backoff: FullJitter = FullJitter(min_s=0.5, max_s=30.0)
@@ -196,6 +197,8 @@ class Stream:
         self._retry_first = retry_first
         self.connects = 0
         """Connections welcomed so far."""
+        self.last_welcome: Welcome | None = None
+        """The latest welcome (kept after its connection is gone)."""
 
     # --- what the caller reads -------------------------------------------------------------
 
@@ -342,6 +345,7 @@ class Stream:
             url = resume_url(self.url, *resume) if resume is not None else self.url
             code: int | None = None
             welcomed = False
+            deadline = trio.current_time() + self._connect_timeout_s
             try:
                 async with open_connection(
                     url,
@@ -349,7 +353,8 @@ class Stream:
                     token=self._token,
                     ssl_context=self._ssl_context,
                 ) as ws:
-                    welcome = await receive_welcome(ws, self._connect_timeout_s)
+                    left_s = max(0.0, deadline - trio.current_time())
+                    welcome = await receive_welcome(ws, left_s)
                     welcomed = True
                     failures = 0
                     await self._welcomed(ws, welcome, url, resume[0] if resume else None)
@@ -357,12 +362,17 @@ class Stream:
             except ConnectionClosed as exc:
                 code = int(exc.reason.code) if exc.reason is not None else 1006
                 reason = describe_close(exc)
+                closed = (TokenExpired if code == TOKEN_EXPIRED else GatewayClosed)(
+                    f"closed with {reason}", code, exc.reason.reason if exc.reason else None
+                )
                 if code == TOKEN_EXPIRED:
-                    await self._fresh_token(TokenExpired(f"closed with {reason}", code, reason))
-                elif code in CLIENT_AT_FAULT:
-                    raise GatewayClosed(f"closed with {reason}", code, reason) from None
+                    await self._fresh_token(closed)
+                if code in CLIENT_AT_FAULT or not self._reconnect.enabled:
+                    raise closed from None
             except GatewayRefused as exc:
                 reason = str(exc)
+                if not self._reconnect.enabled:
+                    raise
                 if exc.status == UNAUTHORIZED and failures == 0:
                     await self._fresh_token(exc)
                 elif not self._retried(exc.status, failures + 1):
@@ -371,7 +381,7 @@ class Stream:
                 reason = str(exc)
                 if isinstance(exc, GatewayUnavailable):
                     code = exc.close_code
-                if not self.connects and not self._retry_first:
+                if not self._reconnect.enabled or not (self.connects or self._retry_first):
                     raise
                 if self._gave_up(failures + 1):
                     raise
@@ -379,8 +389,6 @@ class Stream:
                 self._set_link(None)
             if not welcomed:
                 failures += 1
-            if not self._reconnect.enabled:
-                raise GatewayClosed(f"connection lost: {reason}", code, reason)
             delay_s = self._delay_s(code, failures)
             if self._connection_items:
                 await self._send.send(Disconnected(reason, code, delay_s))
@@ -415,6 +423,7 @@ class Stream:
     ) -> None:
         gap = self._sequencer.welcomed(welcome)
         self.connects += 1
+        self.last_welcome = welcome
         self._set_link(_Link(ws, welcome))
         if self._connection_items:
             await self._send.send(Connected(url, welcome, since))
@@ -488,7 +497,7 @@ async def connect(
       a fresh one when the server closes with 4001 or refuses the upgrade with 401;
     - `since`/`epoch`: resume from a position saved earlier (both or neither);
     - `reconnect`: delays and limits (`Reconnect`); `connect_timeout_s`: for each connection's
-      handshake and its welcome; `ssl_context`: how a `wss://` server is verified;
+      handshake and its welcome together; `ssl_context`: how a `wss://` server is verified;
     - `connection_items`: also yield `Connected`/`Disconnected`;
     - `wait_connected`: enter only once welcomed, raising the first connection's error if it
       fails (`GatewayUnavailable`, `GatewayRefused`, `GatewayProtocolError`); with False, enter
