@@ -18,14 +18,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from sigma.errors import ConfigError, dotted_location, first_error
 from sigma.faults import FaultSpec
-from sigma.keys import load_public_key
+from sigma.keys import check_certificate_file, load_public_key, load_server_tls
 
 CONFIG_ENV_VAR = "SIGMA_CONFIG"
 DEFAULT_CONFIG_NAME = "supervisor.toml"
@@ -46,7 +54,13 @@ class Section(BaseModel):
 
 
 class GatewayConfig(Section):
-    """`[gateway]`: the listening socket for WebSocket clients and HTTP routes."""
+    """`[gateway]`: the listening socket for WebSocket clients and HTTP routes.
+
+    With `tls_cert_file` and `tls_key_file` (PEM; both or neither) the port speaks TLS only:
+    `wss://` and `https://`. Both files are read and matched at load time, so a wrong path or a
+    key of another certificate stops `sigma serve` before it listens. Relative paths are taken
+    from the working directory, as every path in this file is.
+    """
 
     host: str = "127.0.0.1"
     port: Port = 12080
@@ -56,6 +70,35 @@ class GatewayConfig(Section):
     max_connections: int = Field(default=20_000, ge=1)
     max_connections_per_ip: int = Field(default=20_000, ge=1)
     max_http_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = Field(default=None, validate_default=True)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the port speaks TLS (`wss://`, `https://`)."""
+        return self.tls_cert_file is not None
+
+    @field_validator("tls_cert_file")
+    @classmethod
+    def _certificate_readable(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            check_certificate_file(path)
+        return path
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _key_matches_certificate(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert_file" not in info.data:
+            return path  # the certificate is refused already; that error is the one to show
+        cert = info.data["tls_cert_file"]
+        if cert is None and path is None:
+            return None
+        if cert is None:
+            raise ValueError("needs tls_cert_file too (give both, or neither)")
+        if path is None:
+            raise ValueError("required when tls_cert_file is set (give both, or neither)")
+        load_server_tls(cert, path)
+        return path
 
 
 class EngineConfig(Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -112,11 +113,15 @@ def decode_frames(frames: Iterable[Frame]) -> list[dict[str, Any]]:
 
 @asynccontextmanager
 async def running_stack(
-    config: Config | None = None, *, faults: Faults | None = None
+    config: Config | None = None,
+    *,
+    faults: Faults | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> AsyncIterator[Stack]:
     """Start the real hub, sessions supervisor and gateway; stop them on exit.
 
-    `faults` (a fresh, disarmed registry when not given) reaches the hub and the gateway.
+    `faults` (a fresh, disarmed registry when not given) reaches the hub and the gateway;
+    `verify` is how `Stack.http` checks a TLS gateway's certificate (httpx's `verify`).
     """
     config = config or make_config()
     faults = faults or Faults(config.faults.points)
@@ -145,7 +150,7 @@ async def running_stack(
             health,
             metrics,
         )
-        async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        async with httpx.AsyncClient(base_url=gateway.http_url, verify=verify) as http:
             yield Stack(config, gateway, sessions, hub, hub_send, health, http, metrics, faults)
         nursery.cancel_scope.cancel()
 

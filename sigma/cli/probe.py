@@ -6,8 +6,10 @@ seq=12 age=0.4s clients=3 | heartbeat_age=...`) and exits 0 OK, 1 WARNING, 2 CRI
 3 UNKNOWN. Which state follows from what was observed is decided in `sigma.cli.probe_verdict`
 (its docstring states the thresholds); this module only observes.
 
-It runs at most `--timeout` (connect, handshake and welcome) plus twice the maximum heartbeat
-age (the wait for a heartbeat), so a scheduler's own timeout should allow that much.
+It runs at most `--timeout` (connect, TLS and WebSocket handshakes, and welcome) plus twice
+the maximum heartbeat age (the wait for a heartbeat), so a scheduler's own timeout should allow
+that much; a `wss://` handshake that timed out costs up to 2 s more, spent finding out whether
+the gateway's certificate was the reason. `--cafile` trusts a private CA.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from sigma.client import (
     Stream,
 )
 from sigma.client.connection import check_ws_url, parse_timestamp
+from sigma.client.tls import tls_context
 from sigma.protocol import Event
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -62,9 +65,10 @@ async def observe(
 ) -> Observation:
     """Connect to `url`, read the welcome, wait for a heartbeat: what happened, never raising.
 
-    One `sigma.client` stream that does not reconnect: `timeout_s` bounds the connection, the
-    handshake and the welcome together; the heartbeat is then awaited up to twice the maximum
-    age. Resource handling: closes its connection.
+    One `sigma.client` stream that does not reconnect: `timeout_s` bounds the connection (TLS
+    included), the handshake and the welcome together; the heartbeat is then awaited up to twice
+    the maximum age. `ssl_context` verifies a `wss://` gateway (`tls_context`). Resource
+    handling: closes its connection.
     """
     started = trio.current_time()
     try:
@@ -185,6 +189,12 @@ def check_parser() -> argparse.ArgumentParser:
         default=os.environ.get(TOKEN_ENV_VAR) or None,
         help=f"a JWT sent as 'Authorization: Bearer' (default ${TOKEN_ENV_VAR})",
     )
+    parser.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="for a wss:// URL: trust only the CA certificate(s) in this PEM file "
+        "(default: the system's trusted CAs)",
+    )
     return parser
 
 
@@ -192,7 +202,8 @@ def check_main(argv: Sequence[str]) -> int:
     """Run `sigma check` with `argv` (after the word `check`): print one line, return the state."""
     try:
         args = check_parser().parse_args(argv)
-    except CheckUsageError as exc:
+        context = tls_context(args.url, args.cafile)
+    except (CheckUsageError, ValueError) as exc:
         verdict = usage_error(str(exc))
     else:
         run = functools.partial(
@@ -201,6 +212,7 @@ def check_main(argv: Sequence[str]) -> int:
             timeout_s=args.timeout,
             max_age_s=args.max_heartbeat_age,
             token=args.token,
+            ssl_context=context,
         )
         try:
             verdict = assess(trio.run(run))

@@ -6,6 +6,15 @@ an upgrade on `/ws` is replayed into trio-websocket and the connection becomes a
 started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
 connection is logged and ends that connection only.
 
+With `[gateway] tls_cert_file` and `tls_key_file` set, every accepted connection is first wrapped
+in a server-side `trio.SSLStream`, and nothing but TLS is spoken on the port (`https://`,
+`wss://`). The TLS handshake has `handshake_timeout_s`, as the request head after it has; a
+client that fails it (does not trust the certificate, speaks plain HTTP, stalls) is logged at
+debug and dropped, and nobody else notices. `https_compatible=True`: like browsers and HTTP
+servers, neither side waits for the other's `close_notify` at the end. Over TLS the hub's
+direct write to an idle client's socket is off (it needs the bare socket, and a record must go
+through the `SSLStream`): the session's sender writes every frame, awaited.
+
 The upgrade is where the edge is guarded, in this order, each refusal a JSON error and nothing
 upgraded: a well-formed WebSocket handshake (400/426), an allowed `Origin` (403), a valid token
 with `[auth] mode = "jwt"` (401) (all in `sigma.gateway.upgrade`), then room under the total and
@@ -18,6 +27,7 @@ import errno
 import functools
 import hmac
 import os
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,6 +55,7 @@ from sigma.gateway.upgrade import (
 from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
 from sigma.hub.messages import HubMessage, Publish
+from sigma.keys import load_server_tls
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
 from sigma.protocol import CORE_EVENT_TYPES, EventType, make_checked_event
 from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
@@ -81,16 +92,17 @@ class GatewayHandle:
 
     host: str
     port: int
+    tls: bool = False
 
     @property
     def ws_url(self) -> str:
-        """The WebSocket URL clients connect to."""
-        return f"ws://{self.host}:{self.port}/ws"
+        """The WebSocket URL clients connect to (`wss://` over TLS)."""
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/ws"
 
     @property
     def http_url(self) -> str:
-        """The base URL of the HTTP routes."""
-        return f"http://{self.host}:{self.port}"
+        """The base URL of the HTTP routes (`https://` over TLS)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
 
 class Gateway:
@@ -133,13 +145,26 @@ class Gateway:
             Authenticator(config.auth, CORE_EVENT_TYPES) if config.auth.mode == "jwt" else None
         )
         self.per_address = AddressLimit(config.gateway.max_connections_per_ip)
+        gateway = config.gateway
+        self.tls: ssl.SSLContext | None = (
+            load_server_tls(gateway.tls_cert_file, gateway.tls_key_file)
+            if gateway.tls_cert_file is not None and gateway.tls_key_file is not None
+            else None
+        )
 
-    async def handle_connection(self, stream: trio.SocketStream) -> None:
+    async def handle_connection(self, socket_stream: trio.SocketStream) -> None:
         """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
 
+        Over TLS, the TLS handshake comes first (`_secure`).
         Error handling: nothing escapes; a bug is logged and answered 500 when still possible.
         Resource handling: closes the stream unless a session took it over.
         """
+        stream: trio.abc.Stream = socket_stream
+        if self.tls is not None:
+            secured = await self._secure(socket_stream, self.tls)
+            if secured is None:
+                return
+            stream = secured
         conn = HttpServerConnection(stream, max_body_bytes=self.config.gateway.max_http_body_bytes)
         handed_over = False
         try:
@@ -163,6 +188,27 @@ class Gateway:
         finally:
             if not handed_over:
                 await trio.aclose_forcefully(stream)
+
+    async def _secure(
+        self, stream: trio.SocketStream, context: ssl.SSLContext
+    ) -> trio.SSLStream[trio.SocketStream] | None:
+        """The TLS handshake, within `handshake_timeout_s`; None (stream closed) when it failed."""
+        peer = remote_address(stream)  # asked now: a peer that gave up may be unnamed later
+        secured = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+        failure = "timed out"
+        with trio.move_on_after(self.config.gateway.handshake_timeout_s):
+            try:
+                await secured.do_handshake()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                failure = str(exc.__cause__ or exc) or type(exc).__name__
+            except Exception:
+                log.exception("TLS handshake failed unexpectedly", peer=peer)
+                failure = "internal error"
+            else:
+                return secured
+        log.debug("TLS handshake failed", peer=peer, error=failure)
+        await trio.aclose_forcefully(stream)
+        return None
 
     async def _next_request(self, conn: HttpServerConnection) -> HttpRequest | None:
         with trio.move_on_after(self.config.gateway.handshake_timeout_s):
@@ -349,12 +395,13 @@ async def run_gateway(
     gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive)
     listeners = await trio.open_tcp_listeners(config.gateway.port, host=config.gateway.host)
     port = listeners[0].socket.getsockname()[1]
-    log.info("Gateway listening", url=f"ws://{config.gateway.host}:{port}/ws")
+    handle = GatewayHandle(config.gateway.host, port, tls=gateway.tls is not None)
+    log.info("Gateway listening", url=handle.ws_url)
     async with trio.open_nursery() as nursery:
         for listener in listeners:
             nursery.start_soon(accept_forever, listener, gateway.handle_connection, nursery)
         nursery.start_soon(gateway.keepalive.run)
-        task_status.started(GatewayHandle(config.gateway.host, port))
+        task_status.started(handle)
 
 
 async def accept_forever(
