@@ -120,8 +120,9 @@ def welcome(
     epoch: str,
     heartbeat_interval_s: float,
     recovered: bool | None,
+    node: str = "",
 ) -> Reply:
-    """The first frame a client receives after the handshake."""
+    """The first frame a client receives after the handshake; `node` names the server's node."""
     data: dict[str, Any] = {
         "kind": "welcome",
         "client_id": client_id,
@@ -136,6 +137,8 @@ def welcome(
     }
     if recovered is not None:
         data["recovered"] = recovered
+    if node:
+        data["node"] = node
     return Reply(type="notification", data=data)
 
 

@@ -4,8 +4,13 @@ frame decoder. Imported by tests as `helpers` (pytest puts tests/ on the path)."
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import signal
+import socket
 import ssl
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -176,3 +181,82 @@ def needs_binary(name: str, *, package: str) -> pytest.MarkDecorator:
         shutil.which(name) is None,
         reason=f"needs {name} (apt-get install {package})",
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A `redis-server` of the test's own, on a free port, its files in `directory`.
+
+    `appendonly`: persist every write to an append-only file (fsync always), so that a restart
+    after SIGKILL finds everything; otherwise nothing is saved and a restart comes back empty.
+    Started and stopped by its pid, never by name.
+    """
+
+    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+        self.directory = directory
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def launch(self) -> None:
+        """Start the server; `wait_ready` or `ready` says when it answers."""
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else []
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.directory), "--save", "", "--appendonly", "no", *persistence,
+        ]  # fmt: skip
+        log = (self.directory / "redis.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def answers(self) -> bool:
+        """True when the server answers PING now."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Block until the server answers PING (for fixtures, before trio runs)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.answers():
+            assert self.process is not None and self.process.poll() is None, "redis-server died"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+
+    async def ready(self, timeout_s: float = 10.0) -> None:
+        """Wait until the server answers PING, without blocking the other tasks."""
+        with trio.fail_after(timeout_s):
+            while not await trio.to_thread.run_sync(self.answers):  # noqa: ASYNC110 (a process)
+                await trio.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it: nothing it had not written to disk survives."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s)."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None

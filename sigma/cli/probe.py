@@ -6,6 +6,10 @@ seq=12 age=0.4s clients=3 | heartbeat_age=...`) and exits 0 OK, 1 WARNING, 2 CRI
 3 UNKNOWN. Which state follows from what was observed is decided in `sigma.cli.probe_verdict`
 (its docstring states the thresholds); this module only observes.
 
+In a cluster (`[broker] kind = "redis"`) every node's heartbeats reach every client; the probe
+waits for one of the node it is connected to (the welcome's `node`), so that it checks that
+node's whole path through the broker and back, not just that some node is alive.
+
 It runs at most `--timeout` (connect, TLS and WebSocket handshakes, and welcome) plus twice
 the maximum heartbeat age (the wait for a heartbeat), so a scheduler's own timeout should allow
 that much; a `wss://` handshake that timed out costs up to 2 s more, spent finding out whether
@@ -80,16 +84,19 @@ async def observe(
             reconnect=Reconnect(enabled=False),
         ) as stream:
             connect_s = trio.current_time() - started
-            assert stream.last_welcome is not None  # entered: welcomed
-            limits = HeartbeatLimits.for_interval(stream.last_welcome.heartbeat_interval, max_age_s)
-            return await _await_heartbeat(stream, limits, connect_s)
+            welcome = stream.last_welcome
+            assert welcome is not None  # entered: welcomed
+            limits = HeartbeatLimits.for_interval(welcome.heartbeat_interval, max_age_s)
+            return await _await_heartbeat(stream, limits, connect_s, node=welcome.node)
     except GatewayUnavailable as exc:
         return Unreachable(str(exc))
     except GatewayProtocolError as exc:
         return BrokenContract(str(exc))
 
 
-async def _await_heartbeat(stream: Stream, limits: HeartbeatLimits, connect_s: float) -> Welcomed:
+async def _await_heartbeat(
+    stream: Stream, limits: HeartbeatLimits, connect_s: float, *, node: str = ""
+) -> Welcomed:
     welcomed_at = trio.current_time()
 
     def ended(heartbeat: HeartbeatSeen | None = None, interrupted: str | None = None) -> Welcomed:
@@ -99,7 +106,11 @@ async def _await_heartbeat(stream: Stream, limits: HeartbeatLimits, connect_s: f
     with trio.move_on_at(welcomed_at + limits.critical_after_s):
         try:
             async for item in stream:
-                if isinstance(item, Event) and item.type == "heartbeat":
+                if (
+                    isinstance(item, Event)
+                    and item.type == "heartbeat"
+                    and (not node or item.data.get("node") == node)
+                ):
                     waited_s = trio.current_time() - welcomed_at
                     return ended(heartbeat=_heartbeat_seen(item, waited_s))
         except GatewayClosed as exc:

@@ -101,6 +101,8 @@ class Welcome(BaseModel):
     heartbeat_interval: float = Field(gt=0)
     server_version: str
     recovered: bool | None = None
+    node: str = ""
+    """The node the client is connected to (a cluster names each; empty when not said)."""
 
 
 def check_ws_url(url: str) -> str:

@@ -23,10 +23,12 @@ per-address connection limits (503), counted here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hmac
 import os
+import socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,7 +40,7 @@ import structlog
 import trio
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from sigma.config import Config
+from sigma.config import Config, GatewayConfig
 from sigma.errors import TooManyChildren, dotted_location, first_error
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
@@ -63,6 +65,10 @@ from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 log = structlog.get_logger("sigma.gateway")
 
 CLOSE_TIMEOUT_S = 1.0
+PUBLISH_REPLY_MARGIN_S = 1.0
+"""A publish waits for its seqs this much beyond `[broker] publish_timeout_s`."""
+MAX_IDEMPOTENCY_KEY_CHARS = 128
+LISTEN_BACKLOG = 4096
 ACCEPT_RETRY_S = 0.1
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ROUTES: dict[str, frozenset[str]] = {
@@ -267,11 +273,20 @@ class Gateway:
                 400, "invalid_body", f"{dotted_location(first)}: {first['msg']}"
             ) from None
         items = parsed if isinstance(parsed, list) else [parsed]
+        idempotency_key = _idempotency_key_of(request)
         reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
         events = tuple(make_checked_event(item.type, item.data) for item in items)
-        await self.hub.send(Publish(events, reply_send))
-        with trio.fail_after(self.config.gateway.handshake_timeout_s):
-            seqs = await reply_receive.receive()
+        await self.hub.send(Publish(events, reply_send, idempotency_key))
+        seqs = None
+        with trio.move_on_after(self.config.broker.publish_timeout_s + PUBLISH_REPLY_MARGIN_S):
+            with contextlib.suppress(trio.EndOfChannel):  # closed: the events were refused
+                seqs = await reply_receive.receive()
+        if seqs is None:
+            raise HttpError(
+                503,
+                "broker_unavailable",
+                "the events were not published: the broker is unreachable",
+            )
         if isinstance(parsed, list):
             await conn.respond_json(200, {"seqs": list(seqs)})
         else:
@@ -359,6 +374,21 @@ def new_keepalive(config: Config) -> KeepAlive:
     return KeepAlive(config.heartbeat.ping_interval_s, config.heartbeat.ping_timeout_s)
 
 
+def _idempotency_key_of(request: HttpRequest) -> str | None:
+    """The `Idempotency-Key` header: 1 to 128 printable ASCII characters, or None when absent."""
+    raw = request.header("idempotency-key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable():
+        raise HttpError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
+        )
+    return key
+
+
 def _since_of(request: HttpRequest) -> int | None:
     raw = request.query_value("since")
     if raw is None:
@@ -393,7 +423,7 @@ async def run_gateway(
     Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
     """
     gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive)
-    listeners = await trio.open_tcp_listeners(config.gateway.port, host=config.gateway.host)
+    listeners = await open_listeners(config.gateway)
     port = listeners[0].socket.getsockname()[1]
     handle = GatewayHandle(config.gateway.host, port, tls=gateway.tls is not None)
     log.info("Gateway listening", url=handle.ws_url)
@@ -402,6 +432,34 @@ async def run_gateway(
             nursery.start_soon(accept_forever, listener, gateway.handle_connection, nursery)
         nursery.start_soon(gateway.keepalive.run)
         task_status.started(handle)
+
+
+async def open_listeners(config: GatewayConfig) -> list[trio.SocketListener]:
+    """Listen on `host:port`; with `reuse_port`, on one SO_REUSEPORT socket per address.
+
+    SO_REUSEPORT lets several processes listen on one port, and the kernel spreads new
+    connections over them; each of them must set it (Linux refuses a second plain listener).
+    """
+    if not config.reuse_port:
+        return await trio.open_tcp_listeners(config.port, host=config.host)
+    addresses = await trio.socket.getaddrinfo(
+        config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners = []
+    for family, kind, protocol, _, address in addresses:
+        sock = trio.socket.socket(family, kind, protocol)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
 
 
 async def accept_forever(

@@ -24,6 +24,7 @@ from sigma.protocol import (
     ProtocolViolation,
     Subscribe,
     Unsubscribe,
+    encode,
     encode_event,
     subscriptions_reply,
     welcome,
@@ -32,6 +33,7 @@ from sigma.protocol import (
 log = structlog.get_logger("sigma.hub")
 
 SLOW_CONSUMER_CODE = 4008
+SERVICE_RESTART_CODE = 1012
 
 
 def snapshot_key_of(event: Event) -> str | None:
@@ -73,8 +75,10 @@ class HubState:
         max_subscriptions: int,
         heartbeat_interval_s: float,
         epoch: str | None = None,
+        node_id: str = "",
     ) -> None:
         self.epoch = epoch or uuid.uuid4().hex[:16]
+        self.node_id = node_id
         self.last_seq = 0
         self.max_subscriptions = max_subscriptions
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -86,19 +90,40 @@ class HubState:
 
     # --- events ---------------------------------------------------------------------------
 
-    def broadcast(self, event: Event, *, alone: bool = False) -> Broadcast:
+    def broadcast(self, event: Event, *, alone: bool = False, seq: int | None = None) -> Broadcast:
         """Number `event`, keep it for resume, and offer it to every subscribed client.
 
         `alone`: no other event comes with it before the next `flush()`, so there is nothing
-        to coalesce it with, and an idle client's socket gets it at once.
+        to coalesce it with, and an idle client's socket gets it at once. `seq`: the number it
+        was given elsewhere (by the cluster's broker), above `last_seq`; by default the next.
         """
-        self.last_seq += 1
-        seq = self.last_seq
+        if seq is None:
+            seq = self.last_seq + 1
+        self.last_seq = seq
         frame = build_frame(
             encode_event(event, seq), event.type, snapshot_key_of(event), event=True
         )
         self._history.append((seq, frame))
-        subscribers = self._by_type[event.type]
+        return self._hand_over(frame, alone=alone, seq=seq)
+
+    def notify(self, event: Event) -> Broadcast:
+        """Offer an unnumbered event (`seq: null`) to every subscribed client; not kept."""
+        frame = build_frame(encode(event), event.type)
+        return self._hand_over(frame, alone=True, seq=0)
+
+    def restart_numbering(self, epoch: str, last_seq: int, reason: str) -> None:
+        """Take up a numbering that does not follow on from ours (another epoch, or a gap).
+
+        Every client is closed with 1012 (they resume against the new numbering) and the
+        history is forgotten: its seqs mean nothing in the new one.
+        """
+        self.close_all(SERVICE_RESTART_CODE, reason)
+        self._history.clear()
+        self.epoch = epoch
+        self.last_seq = last_seq
+
+    def _hand_over(self, frame: Frame, *, alone: bool, seq: int) -> Broadcast:
+        subscribers = self._by_type[frame.event_type]
         gone: list[str] = []
         flushes = self._flushes
         hand_over = Outbox.deliver_now if alone else Outbox.offer
@@ -145,6 +170,7 @@ class HubState:
                     epoch=self.epoch,
                     heartbeat_interval_s=self.heartbeat_interval_s,
                     recovered=recovered,
+                    node=self.node_id,
                 )
             )
         )
