@@ -611,16 +611,17 @@ def drain_stalled(sock: socket.socket, timeout_s: float) -> dict[str, Any]:
 
 
 def _compare_readers(n_frames: int = 200_000) -> None:
-    """Time `split_frames` against wsproto's `FrameDecoder` on the same server frames."""
-    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+    """Time `split_frames` against wsproto's client `Connection` on the same server frames."""
+    from wsproto.connection import Connection, ConnectionType
 
-    proto = FrameProtocol(client=False, extensions=[])
+    from sigma.websocket.frames import text_frame
+
     stamp = str(time.time_ns())
     payload = (
         '{"type":"notification","timestamp":"2026-01-28T12:50:32.786261+00:00","seq":123456,'
         f'"data":{{"bn":123456,"pad":"{"x" * 60}","bt":{stamp}}}}}'
     )
-    frame = bytes(proto.send_data(payload, fin=True))
+    frame = text_frame(payload.encode())
     chunk = frame * 100
     chunks = [chunk] * (n_frames // 100)
     conn = ClientConn(socket.socket())
@@ -629,18 +630,18 @@ def _compare_readers(n_frames: int = 200_000) -> None:
     for data in chunks:
         split_frames(conn, data, time.time_ns(), hist, [0])
     raw_s = time.perf_counter() - started
-    decoder = FrameDecoder(client=True)
+    protocol = Connection(ConnectionType.CLIENT)
     started = time.perf_counter()
     count = 0
     for data in chunks:
-        decoder.receive_bytes(data)
-        while (parsed := decoder.process_buffer()) is not None:
-            count += parsed.payload is not None
+        protocol.receive_data(data)
+        for _event in protocol.events():
+            count += 1
     wsproto_s = time.perf_counter() - started
     conn.sock.close()
     print(f"frame size {len(frame)} B, {n_frames} frames in reads of 100")
     print(f"split_frames (with latency): {raw_s / n_frames * 1e9:7.0f} ns/frame")
-    print(f"wsproto FrameDecoder        : {wsproto_s / n_frames * 1e9:7.0f} ns/frame")
+    print(f"wsproto Connection          : {wsproto_s / n_frames * 1e9:7.0f} ns/frame")
 
 
 if __name__ == "__main__":

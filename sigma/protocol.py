@@ -11,7 +11,7 @@ Events are encoded to JSON once (`encode()`), never once per client.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal, get_args
 
 import orjson
@@ -34,6 +34,28 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 """The eight core event types, sorted."""
 CORE_EVENT_TYPES: frozenset[str] = frozenset(EVENT_TYPES)
 RequestId = str | int | None
+
+
+class CloseCode(IntEnum):
+    """Every WebSocket close code Sigma sends or records (RFC 6455 7.4, and its own 4xxx).
+
+    1006 never goes on the wire: it is how a session records a peer that left without a close
+    frame. Codes below 3000 are the RFC's; 4000-4999 are private to this protocol.
+    """
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    ABNORMAL = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TOKEN_EXPIRED = 4001
+    SLOW_CONSUMER = 4008
+    RATE_LIMITED = 4029
 
 
 def utc_now_iso() -> str:

@@ -21,7 +21,6 @@ import httpx
 import orjson
 import pytest
 import trio
-from wsproto.frame_protocol import FrameDecoder
 
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.faults import Faults
@@ -30,6 +29,7 @@ from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor, run_hub
 from sigma.hub.frames import Frame
 from sigma.hub.messages import HubMessage
+from sigma.hub.outbox import Outbox, OutboxClosed
 from sigma.metrics import Metrics
 from sigma.supervision.supervisor import DynamicSupervisor
 
@@ -106,14 +106,72 @@ def tree_config(
     return Config.model_validate(raw)
 
 
+OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG = 0x1, 0x8, 0x9, 0xA
+
+
+def parse_server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Split unmasked server frames (RFC 6455 5.2): `(opcode, payload)` each, and the bytes of
+    a last frame that is not complete (empty when the data ends on a frame boundary).
+
+    The tests' own reader, so that no test leans on a library's private frame decoder.
+    """
+    frames: list[tuple[int, bytes]] = []
+    at = 0
+    while len(data) - at >= 2:
+        first, second = data[at], data[at + 1]
+        assert not second & 0x80, "a server frame is never masked"
+        length, header = second & 0x7F, 2
+        if length == 126:
+            if len(data) - at < 4:
+                break
+            length, header = int.from_bytes(data[at + 2 : at + 4], "big"), 4
+        elif length == 127:
+            if len(data) - at < 10:
+                break
+            length, header = int.from_bytes(data[at + 2 : at + 10], "big"), 10
+        if len(data) - at < header + length:
+            break
+        assert first & 0x80, "Sigma sends no fragmented frames"
+        frames.append((first & 0x0F, data[at + header : at + header + length]))
+        at += header + length
+    return frames, data[at:]
+
+
+class OutboxReader:
+    """Plays an outbox's sender in tests: woken when the outbox hands frames over.
+
+    No socket and no direct writer: everything the hub flushes waits for `receive_batch`.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self._woken = trio.Event()
+        outbox.attach(self._woken.set)
+
+    async def receive_batch(self) -> list[Frame]:
+        """Everything queued, once there is something; `OutboxClosed` once closed."""
+        while True:
+            batch = self.outbox.take_batch()
+            if batch:
+                await trio.lowlevel.checkpoint()
+                return batch
+            close = self.outbox.close_reason
+            if close is not None:
+                raise OutboxClosed(close)
+            await self._woken.wait()
+            self._woken = trio.Event()
+            self.outbox.attach(self._woken.set)
+
+
 def decode_frames(frames: Iterable[Frame]) -> list[dict[str, Any]]:
     """The JSON messages in a run of server frames (as queued in an outbox)."""
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(b"".join(frame.data for frame in frames))
-    messages = []
-    while (frame := decoder.process_buffer()) is not None:
-        messages.append(orjson.loads(frame.payload))
-    return messages
+    return decode_wire(b"".join(frame.data for frame in frames))
+
+
+def decode_wire(data: bytes) -> list[dict[str, Any]]:
+    """The JSON messages in server frames as they came off the wire (whole frames only)."""
+    parsed, _rest = parse_server_frames(data)
+    return [orjson.loads(payload) for opcode, payload in parsed if opcode == OPCODE_TEXT]
 
 
 @asynccontextmanager

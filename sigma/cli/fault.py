@@ -40,9 +40,8 @@ class FaultCommandError(Exception):
         self.exit_status = exit_status
 
 
-def add_fault_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `fault arm`, `fault list` and `fault clear` to the `sigma` parser."""
-    fault = commands.add_parser("fault", help="arm or clear fault points of a running server")
+def add_fault_commands(fault: argparse.ArgumentParser) -> None:
+    """Add `fault arm`, `fault list` and `fault clear` to the `sigma fault` parser."""
     actions = fault.add_subparsers(dest="fault_command", required=True)
 
     def add_url(sub: argparse.ArgumentParser) -> None:

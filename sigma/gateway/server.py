@@ -2,7 +2,8 @@
 
 Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
 `/metrics`, `/api/publish`, and `/admin/faults` when `[faults] admin` is on) is answered here;
-an upgrade on `/ws` is replayed into trio-websocket and the connection becomes a `ClientSession`,
+an upgrade on `/ws` is answered with its `101` by h11 (the request is read once, never replayed),
+and the connection becomes a `ClientSession` on a `sigma.websocket.connection.ServerConnection`,
 started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
 connection is logged and ends that connection only.
 
@@ -41,7 +42,7 @@ import trio
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from sigma.config import Config, GatewayConfig
-from sigma.errors import TooManyChildren, dotted_location, first_error
+from sigma.errors import PeerGone, TooManyChildren, dotted_location, first_error
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.gateway.auth import Authenticator
@@ -55,7 +56,7 @@ from sigma.gateway.upgrade import (
     remote_address,
 )
 from sigma.health import HealthBoard
-from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
+from sigma.http import HttpError, HttpRequest, HttpServerConnection
 from sigma.hub.messages import HubMessage, Publish
 from sigma.keys import load_server_tls
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
@@ -330,11 +331,16 @@ class Gateway:
             raise HttpError(
                 503, "too_many_connections_from_address", "connection limit for this address"
             )
+        trailing: bytes | None = None
         try:
-            stream = await conn.take_upgrade_stream(request)
-        except BaseException:
-            lease.release()
-            raise
+            with trio.move_on_after(self.config.gateway.handshake_timeout_s):
+                trailing = await conn.accept_websocket(request)
+        finally:
+            if trailing is None:
+                lease.release()
+        if trailing is None:
+            raise PeerGone("the 101 response could not be written in time")
+        stream = conn.stream
         client_id = str(uuid.uuid4())
         session = ClientSession(
             client_id,
@@ -342,8 +348,10 @@ class Gateway:
             self.session_settings,
             self.hub,
             resume,
+            trailing=trailing,
             auth=auth,
             write_fault=self.faults.point("sender.write"),
+            try_write_fault=self.faults.point("connection.try_write"),
             keepalive=self.keepalive,
             lease=lease,
             on_drop=self._count_drops,

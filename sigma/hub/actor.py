@@ -48,9 +48,9 @@ from sigma.hub.messages import (
     Publish,
     PublishHeartbeat,
 )
-from sigma.hub.state import SERVICE_RESTART_CODE, HubState
+from sigma.hub.state import HubState
 from sigma.metrics import Metrics
-from sigma.protocol import Event, make_event
+from sigma.protocol import CloseCode, Event, make_event
 from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.hub")
@@ -320,8 +320,8 @@ async def run_hub(
     finally:
         if metrics is not None:
             metrics.detach_hub(actor)
-        actor.close_waiting(SERVICE_RESTART_CODE, "hub restarted")
-        actor.state.close_all(SERVICE_RESTART_CODE, "hub restarted")
+        actor.close_waiting(CloseCode.SERVICE_RESTART, "hub restarted")
+        actor.state.close_all(CloseCode.SERVICE_RESTART, "hub restarted")
 
 
 async def _serve(

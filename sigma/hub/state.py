@@ -1,12 +1,14 @@
 """The hub's decisions, with no I/O: numbering, history, the client table and subscriptions.
 
 `HubState` is what the hub actor wraps in a loop. Every method is synchronous and never waits on
-a client: delivery is `Outbox.offer` then `flush`, and a client that cannot take a frame is cut off
-according to its queue's policy.
+a client: delivery is `Outbox.put` then `flush`, and a client that cannot take a frame is cut off
+according to its queue's policy. One client's failure costs that client only: any exception
+while delivering to it (its direct write included) closes it with 1011, and the hub goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from sigma.hub.messages import Client
 from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
 from sigma.protocol import (
     CORE_EVENT_TYPES,
+    CloseCode,
     ErrorCode,
     Event,
     ListSubscriptions,
@@ -31,9 +34,6 @@ from sigma.protocol import (
 )
 
 log = structlog.get_logger("sigma.hub")
-
-SLOW_CONSUMER_CODE = 4008
-SERVICE_RESTART_CODE = 1012
 
 
 def snapshot_key_of(event: Event) -> str | None:
@@ -117,7 +117,7 @@ class HubState:
         Every client is closed with 1012 (they resume against the new numbering) and the
         history is forgotten: its seqs mean nothing in the new one.
         """
-        self.close_all(SERVICE_RESTART_CODE, reason)
+        self.close_all(CloseCode.SERVICE_RESTART, reason)
         self._history.clear()
         self.epoch = epoch
         self.last_seq = last_seq
@@ -126,15 +126,22 @@ class HubState:
         subscribers = self._by_type[frame.event_type]
         gone: list[str] = []
         flushes = self._flushes
-        hand_over = Outbox.deliver_now if alone else Outbox.offer
         for client in subscribers.values():
+            outbox = client.outbox
             try:
-                hand_over(client.outbox, frame, flushes)
+                if outbox.put(frame):
+                    if alone:
+                        outbox.flush()
+                    else:
+                        flushes.append(outbox)
             except SlowConsumer:
                 self.slow_disconnects += 1
-                client.outbox.close(SLOW_CONSUMER_CODE, "slow consumer")
+                outbox.close(CloseCode.SLOW_CONSUMER, "slow consumer")
                 gone.append(client.client_id)
             except OutboxClosed:
+                gone.append(client.client_id)
+            except Exception:
+                self._delivery_failed(client)
                 gone.append(client.client_id)
         total = len(self.clients)
         sent_to = len(subscribers) - len(gone)
@@ -146,7 +153,22 @@ class HubState:
         """Hand every client touched since the last flush what was queued for it."""
         flushes, self._flushes = self._flushes, []
         for outbox in flushes:
-            outbox.flush()
+            try:
+                outbox.flush()
+            except Exception:
+                self._delivery_failed(outbox)
+
+    def _delivery_failed(self, failed: Client | Outbox) -> None:
+        """Close one client whose delivery raised, with 1011; the hub and the others go on.
+
+        Called inside the `except` block, so the log carries the traceback. A client only
+        known by its outbox leaves the table at its next delivery (its outbox is closed).
+        """
+        outbox = failed.outbox if isinstance(failed, Client) else failed
+        client_id = failed.client_id if isinstance(failed, Client) else None
+        log.exception("Delivery to a client failed; closing it", client_id=client_id)
+        with contextlib.suppress(Exception):
+            outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # --- clients --------------------------------------------------------------------------
 
@@ -161,7 +183,19 @@ class HubState:
         if not client.subscriptions <= client.allowed:
             client.subscriptions = client.subscriptions & client.allowed
         recovered, backlog = self._resume(client, since, epoch)
-        client.outbox.send_beyond_capacity(
+        try:
+            self._welcome(client, recovered, backlog)
+        except OutboxClosed:
+            return None
+        except Exception:
+            self._delivery_failed(client)
+            return None
+        self.clients[client.client_id] = client
+        self._index(client)
+        return JoinResult(recovered, len(backlog))
+
+    def _welcome(self, client: Client, recovered: bool | None, backlog: list[Frame]) -> None:
+        client.outbox.put(
             reply_frame(
                 welcome(
                     client_id=client.client_id,
@@ -172,13 +206,12 @@ class HubState:
                     recovered=recovered,
                     node=self.node_id,
                 )
-            )
+            ),
+            "reply",
         )
         for frame in backlog:
-            client.outbox.send_beyond_capacity(frame)
-        self.clients[client.client_id] = client
-        self._index(client)
-        return JoinResult(recovered, len(backlog))
+            client.outbox.put(frame, "reply")
+        client.outbox.flush()
 
     def _resume(
         self, client: Client, since: int | None, epoch: str | None
@@ -236,8 +269,12 @@ class HubState:
             self._index(client)
             reply = subscriptions_reply(client.subscriptions, message.id)
         try:
-            client.outbox.send_beyond_capacity(reply_frame(reply))
+            client.outbox.put(reply_frame(reply), "reply")
+            client.outbox.flush()
         except OutboxClosed:
+            self.remove(client_id)
+        except Exception:
+            self._delivery_failed(client)
             self.remove(client_id)
 
     def _apply(

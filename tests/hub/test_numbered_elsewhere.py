@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import trio
 import trio.testing
-from wsproto.frame_protocol import FrameDecoder
+from helpers import decode_frames
 
 from sigma.config import HubConfig
 from sigma.hub.actor import CATCH_UP_S, HubActor
@@ -19,14 +18,7 @@ from sigma.protocol import Event, make_event
 
 
 def drain(outbox: Outbox) -> list[dict[str, Any]]:
-    frames = list(outbox._frames)
-    outbox._frames.clear()
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(b"".join(f.data for f in frames))
-    messages = []
-    while (frame := decoder.process_buffer()) is not None:
-        messages.append(orjson.loads(frame.payload))
-    return messages
+    return decode_frames(outbox.take_batch())
 
 
 def node_hub(handed: list[Publish] | None = None) -> HubActor:
