@@ -357,6 +357,7 @@ def _summary(figures: dict[str, Any]) -> str:
         "rss_per_conn_kb",
         "held",
         "ramp_s",
+        "ramp_cpu_us_per_conn",
     )
     return ", ".join(f"{k}={figures[k]}" for k in keys if k in figures)
 
