@@ -358,6 +358,7 @@ def _summary(figures: dict[str, Any]) -> str:
         "held",
         "ramp_s",
         "ramp_cpu_us_per_conn",
+        "ramp_server_sys_s",
     )
     return ", ".join(f"{k}={figures[k]}" for k in keys if k in figures)
 
