@@ -2,10 +2,11 @@
 
 Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
 `/metrics`, `/api/publish`, and `/admin/faults` when `[faults] admin` is on) is answered here;
-an upgrade on `/ws` is answered with its `101` by h11 (the request is read once, never replayed),
-and the connection becomes a `ClientSession` on a `sigma.websocket.connection.ServerConnection`,
-started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
-connection is logged and ends that connection only.
+an upgrade on `/ws` gets its `101` from h11 (the request is read once, never replayed), and the
+connection becomes a `ClientSession` on a `sigma.websocket.connection.ServerConnection`, started
+as a temporary child of the sessions' dynamic supervisor (`start_child_soon`: the handler does
+not wait for it). The `101` is held by the connection and leaves with the welcome, in one write.
+A failure while serving one connection is logged and ends that connection only.
 
 With `[gateway] tls_cert_file` and `tls_key_file` set, every accepted connection is first wrapped
 in a server-side `trio.SSLStream`, and nothing but TLS is spoken on the port (`https://`,
