@@ -271,3 +271,25 @@ async def test_engine_method_drop_leaves_the_call_unanswered(tmp_path: Any, faul
         )
         with trio.fail_after(5):
             assert await client.receive_some() == b""
+
+
+async def test_a_failing_ping_costs_that_client_only(faults: Faults) -> None:
+    """The keep-alive sweep serves every session: a write that raises while one client is
+    pinged closes that client with 1011, and the gateway goes on serving the others."""
+    config = make_config(heartbeat={"ping_interval_s": 0.2, "ping_timeout_s": 5.0})
+    async with running_stack(config, faults=faults) as stack:
+        async with open_websocket_url(stack.ws_url) as victim:
+            await victim.get_message()  # the welcome
+            await eventually(lambda: len(stack.hub.state.clients) == 1)
+            with faults.armed(spec("connection.try_write", "raise", once=True)) as point:
+                with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
+                    await victim.get_message()
+            assert point.fired == 1
+            assert (closed.value.reason.code, closed.value.reason.reason) == (
+                1011,
+                "internal error",
+            )
+        async with open_websocket_url(stack.ws_url) as newcomer:
+            await newcomer.get_message()
+            await stack.publish({"type": "notification", "data": {}})
+            assert orjson.loads(await newcomer.get_message())["seq"] == 1
