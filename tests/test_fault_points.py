@@ -281,9 +281,12 @@ async def test_a_failing_ping_costs_that_client_only(faults: Faults) -> None:
         async with open_websocket_url(stack.ws_url) as victim:
             await victim.get_message()  # the welcome
             await eventually(lambda: len(stack.hub.state.clients) == 1)
-            with faults.armed(spec("connection.try_write", "raise", once=True)) as point:
-                with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
-                    await victim.get_message()
+            with (
+                faults.armed(spec("connection.try_write", "raise", once=True)) as point,
+                pytest.raises(ConnectionClosed) as closed,
+                trio.fail_after(5),
+            ):
+                await victim.get_message()
             assert point.fired == 1
             assert (closed.value.reason.code, closed.value.reason.reason) == (
                 1011,
