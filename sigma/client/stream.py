@@ -64,6 +64,7 @@ from sigma.client.connection import (
 from sigma.client.errors import GatewayClosed, RequestFailed, StreamClosed, TokenExpired
 from sigma.client.items import Connected, Disconnected, Notice, StreamItem
 from sigma.client.sequence import Sequencer
+from sigma.errors import leaves
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     EVENT_TYPES,
@@ -550,22 +551,10 @@ async def connect(
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # `run` keeps its errors for the caller, so the group holds what the body raised.
-        only = _single_error(group)
+        found = leaves(group)
+        only = found[0] if len(found) == 1 else None
         if only is None:
             raise
         raise only from None
     if failed is not None:
         raise failed
-
-
-def _single_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside `group` (however deeply nested), else None."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending and len(leaves) < 2:
-        current = pending.pop()
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        else:
-            leaves.append(current)
-    return leaves[0] if len(leaves) == 1 and not pending else None
