@@ -145,9 +145,8 @@ class HubActor:
         return [len(client.outbox) for client in self.state.clients.values()]
 
     def herd_lagging(self) -> bool:
-        """Whether the hub takes no new events because most clients lag, or a full client is
-        on probation (for metrics)."""
-        return self.state.herd.lagging or bool(self.state.probation)
+        """Whether the hub takes no new events because most clients lag (for metrics)."""
+        return self.state.herd.lagging
 
     def on_probation(self) -> int:
         """How many clients are on probation now (for metrics)."""

@@ -86,7 +86,7 @@ async def test_a_stalled_client_is_cut_after_the_grace_and_no_sooner_with_the_ga
                 assert await publish_one(intake, n) == n + 1
             full_at = trio.current_time()
             assert intake.closed_because() == "herd_lagging"  # the gate is closed
-            assert list(actor.state.probation.since) == ["stalled"]
+            assert list(actor.state.probation.since) == ["stalled"] and actor.on_probation() == 1
 
             waited: list[float] = []
 
@@ -102,7 +102,7 @@ async def test_a_stalled_client_is_cut_after_the_grace_and_no_sooner_with_the_ga
             assert outboxes["stalled"].close_reason is not None
             assert outboxes["stalled"].close_reason.code == 4008
             assert actor.state.slow_disconnects == 1 and "stalled" not in actor.state.clients
-            assert intake.closed_because() is None  # reopened
+            assert intake.closed_because() is None and actor.on_probation() == 0  # reopened
             assert waited and GRACE_S <= waited[0] <= GRACE_S + 0.1
             await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
