@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -211,9 +211,16 @@ class HubState:
         """Look again at the clients on probation (when that is due): release those that
         drained, cut off (4008) those that still lag far behind the rest after the grace.
         Returns how many were cut."""
-        if not self.probation.due_review(now):
+        probation = self.probation
+        if not probation.due_review(now):
             return 0
-        cut = self.probation.review(self.fills_by_id(), now)
+        # Everyone's fill (a system call each) only when someone's grace is over; until then
+        # only whether those on probation have drained.
+        if any(probation.due(client_id, now) for client_id in probation.since):
+            fills = self.fills_by_id()
+        else:
+            fills = self.fills_by_id(probation.since)
+        cut = probation.review(fills, now)
         for client_id in cut:
             client = self.clients.get(client_id)
             if client is not None:
@@ -222,13 +229,20 @@ class HubState:
                 self.remove(client_id)
         return len(cut)
 
-    def fills_by_id(self) -> dict[str, float]:
-        """`fills(with_sockets=True)` by client id: what probation reads."""
+    def fills_by_id(self, only: Iterable[str] | None = None) -> dict[str, float]:
+        """`fills(with_sockets=True)` by client id, of every client or of those in `only`
+        that are still connected: what probation reads."""
         size = self._frame_bytes
         unflushed = self._unflushed
+        clients = self.clients
+        chosen: Iterable[tuple[str, Client]]
+        if only is None:
+            chosen = clients.items()
+        else:
+            chosen = [(client_id, clients[client_id]) for client_id in only if client_id in clients]
         return {
             client_id: max(0.0, c.outbox.lag_with_socket(size) - unflushed) / c.outbox.capacity
-            for client_id, c in self.clients.items()
+            for client_id, c in chosen
         }
 
     def fills(self, *, with_sockets: bool = False) -> list[float]:
