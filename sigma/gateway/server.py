@@ -1,7 +1,8 @@
 """The listening socket: HTTP routes and the WebSocket upgrade at `/ws`, on one port.
 
 Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
-`/metrics`, `/api/publish`, and `/admin/faults` when `[faults] admin` is on) is answered here;
+`/metrics`, `/api/publish`, and `/admin/faults` when `[faults] admin` is on) is answered here,
+the dashboard (`/`, `/static/...`, `/favicon.ico`) by `sigma.gateway.static_files`;
 an upgrade on `/ws` is replayed into trio-websocket and the connection becomes a `ClientSession`,
 started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
 connection is logged and ends that connection only.
@@ -36,6 +37,7 @@ from sigma.gateway.auth import Authenticator
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
 from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
+from sigma.gateway.static_files import StaticFiles
 from sigma.gateway.upgrade import (
     authenticate,
     check_origin,
@@ -46,7 +48,7 @@ from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
 from sigma.hub.messages import HubMessage, Publish
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
-from sigma.protocol import CORE_EVENT_TYPES, EventType, make_checked_event
+from sigma.protocol import KNOWN_EVENT_TYPES, OPT_IN_EVENT_TYPES, EventType, make_checked_event
 from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 
 log = structlog.get_logger("sigma.gateway")
@@ -130,9 +132,10 @@ class Gateway:
             abuse_window_s=config.limits.abuse_window_s,
         )
         self.authenticator = (
-            Authenticator(config.auth, CORE_EVENT_TYPES) if config.auth.mode == "jwt" else None
+            Authenticator(config.auth, KNOWN_EVENT_TYPES) if config.auth.mode == "jwt" else None
         )
         self.per_address = AddressLimit(config.gateway.max_connections_per_ip)
+        self.static = StaticFiles()
 
     async def handle_connection(self, stream: trio.SocketStream) -> None:
         """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
@@ -180,6 +183,10 @@ class Gateway:
         if request.path == ADMIN_FAULTS_PATH:
             await self._admin_faults(conn, request)
             return False
+        if StaticFiles.handles(request.path):
+            await self._read_body(conn)
+            await self.static.answer(conn, request)
+            return False
         methods = ROUTES.get(request.path)
         if methods is None:
             raise HttpError(404, "not_found", f"no route for {request.path}")
@@ -221,6 +228,12 @@ class Gateway:
                 400, "invalid_body", f"{dotted_location(first)}: {first['msg']}"
             ) from None
         items = parsed if isinstance(parsed, list) else [parsed]
+        forged = next((i for i, item in enumerate(items) if item.type in OPT_IN_EVENT_TYPES), None)
+        if forged is not None:
+            where = f"{forged}.type" if isinstance(parsed, list) else "type"
+            raise HttpError(
+                400, "invalid_body", f"{where}: supervision events come from the tree only"
+            )
         reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
         events = tuple(make_checked_event(item.type, item.data) for item in items)
         await self.hub.send(Publish(events, reply_send))
@@ -260,7 +273,7 @@ class Gateway:
         resume = ResumeRequest(
             since=_since_of(request),
             epoch=request.query_value("epoch"),
-            allowed=auth.claims.allowed if auth else CORE_EVENT_TYPES,
+            allowed=auth.claims.allowed if auth else KNOWN_EVENT_TYPES,
         )
         if self.sessions.child_count() >= self.config.gateway.max_connections:
             raise HttpError(503, "too_many_connections", "connection limit reached")

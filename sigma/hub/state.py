@@ -1,6 +1,8 @@
 """The hub's decisions, with no I/O: numbering, history, the client table and subscriptions.
 
-`HubState` is what the hub actor wraps in a loop. Every method is synchronous and never waits on
+`HubState` is what the hub actor wraps in a loop. It also keeps the newest state of each
+snapshot key (`sigma.hub.snapshots`), replayed to a client right after its welcome and to a
+client that subscribes to a type it did not have. Every method is synchronous and never waits on
 a client: delivery is `Outbox.offer` then `flush`, and a client that cannot take a frame is cut off
 according to its queue's policy.
 """
@@ -16,7 +18,9 @@ import structlog
 from sigma.hub.frames import Frame, build_frame, reply_frame
 from sigma.hub.messages import Client
 from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
+from sigma.hub.snapshots import SnapshotCache
 from sigma.protocol import (
+    ALL_EVENT_TYPES,
     CORE_EVENT_TYPES,
     ErrorCode,
     Event,
@@ -44,10 +48,14 @@ def snapshot_key_of(event: Event) -> str | None:
 
 @dataclass(frozen=True)
 class JoinResult:
-    """What a join produced: the welcome's `recovered` flag and how many events were replayed."""
+    """What a join produced: the welcome's `recovered` flag and how many events were replayed.
+
+    `snapshots`: how many snapshot frames (state on join) followed the welcome.
+    """
 
     recovered: bool | None
     replayed: int
+    snapshots: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,10 +87,11 @@ class HubState:
         self.max_subscriptions = max_subscriptions
         self.heartbeat_interval_s = heartbeat_interval_s
         self.clients: dict[str, Client] = {}
-        self._by_type: dict[str, dict[str, Client]] = {t: {} for t in CORE_EVENT_TYPES}
+        self._by_type: dict[str, dict[str, Client]] = {t: {} for t in ALL_EVENT_TYPES}
         self._history: deque[tuple[int, Frame]] = deque(maxlen=history_size)
         self.slow_disconnects = 0
         self._flushes: list[Outbox] = []
+        self.snapshots = SnapshotCache()
 
     # --- events ---------------------------------------------------------------------------
 
@@ -98,6 +107,7 @@ class HubState:
             encode_event(event, seq), event.type, snapshot_key_of(event), event=True
         )
         self._history.append((seq, frame))
+        self.snapshots.note(event, seq)
         subscribers = self._by_type[event.type]
         gone: list[str] = []
         flushes = self._flushes
@@ -130,11 +140,14 @@ class HubState:
 
         Runs without awaiting, so no event can slip between the replay and live delivery.
         Returns None, changing nothing, for a client that left while its join was on its way.
+
+        A client starts subscribed to the core types it is allowed (opt-in types such as
+        `supervision` need a `subscribe`). Unless it resumed with `recovered: true` (its replay
+        brings it up to date), the welcome is followed by the snapshots of its types.
         """
         if client.outbox.close_reason is not None:
             return None
-        if not client.subscriptions <= client.allowed:
-            client.subscriptions = client.subscriptions & client.allowed
+        client.subscriptions = client.subscriptions & client.allowed & CORE_EVENT_TYPES
         recovered, backlog = self._resume(client, since, epoch)
         client.outbox.send_beyond_capacity(
             reply_frame(
@@ -150,9 +163,12 @@ class HubState:
         )
         for frame in backlog:
             client.outbox.send_beyond_capacity(frame)
+        snapshots = [] if recovered else self.snapshots.frames(client.subscriptions)
+        for frame in snapshots:
+            client.outbox.send_beyond_capacity(frame)
         self.clients[client.client_id] = client
         self._index(client)
-        return JoinResult(recovered, len(backlog))
+        return JoinResult(recovered, len(backlog), len(snapshots))
 
     def _resume(
         self, client: Client, since: int | None, epoch: str | None
@@ -189,7 +205,7 @@ class HubState:
             subscribers.clear()
 
     def _index(self, client: Client) -> None:
-        for event_type in CORE_EVENT_TYPES:
+        for event_type in ALL_EVENT_TYPES:
             if event_type in client.subscriptions:
                 self._by_type[event_type][client.client_id] = client
             else:
@@ -198,10 +214,14 @@ class HubState:
     # --- subscriptions --------------------------------------------------------------------
 
     def command(self, client_id: str, message: Subscribe | Unsubscribe | ListSubscriptions) -> None:
-        """Apply a subscription command and reply to the client; errors become error replies."""
+        """Apply a subscription command and reply to the client; errors become error replies.
+
+        The reply is followed by the snapshots of the types the command added.
+        """
         client = self.clients.get(client_id)
         if client is None:
             return
+        before = client.subscriptions
         try:
             client.subscriptions = self._apply(client, message)
         except ProtocolViolation as violation:
@@ -211,6 +231,8 @@ class HubState:
             reply = subscriptions_reply(client.subscriptions, message.id)
         try:
             client.outbox.send_beyond_capacity(reply_frame(reply))
+            for frame in self.snapshots.frames(client.subscriptions - before):
+                client.outbox.send_beyond_capacity(frame)
         except OutboxClosed:
             self.remove(client_id)
 

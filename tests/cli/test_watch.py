@@ -22,7 +22,14 @@ from sigma.cli.watch.view import dashboard, snapshot
 from sigma.client.connection import Welcome
 from sigma.config import GatewayConfig, HeartbeatConfig
 from sigma.heartbeat import run_heartbeat
-from sigma.protocol import EVENT_TYPES, Event, Reply, missed_events_notice, subscriptions_reply
+from sigma.protocol import (
+    ALL_EVENT_TYPES,
+    EVENT_TYPES,
+    Event,
+    Reply,
+    missed_events_notice,
+    subscriptions_reply,
+)
 from sigma.supervision.policy import Backoff
 
 URL = "ws://127.0.0.1:1/ws"
@@ -177,7 +184,12 @@ def test_types_narrow_what_is_shown_and_what_is_subscribed() -> None:
             "types": sorted(set(EVENT_TYPES) - {"agent_status", "heartbeat"}),
         }
     ]
-    assert WatchState(URL).subscription_changes(list(EVENT_TYPES)) == []
+    assert WatchState(URL).subscription_changes(list(ALL_EVENT_TYPES)) == []
+    # the default watch opts in to supervision events, which a welcome never lists
+    default = WatchState(URL).subscription_changes(list(EVENT_TYPES))
+    assert [change.model_dump() for change in default] == [
+        {"id": None, "action": "subscribe", "types": ["supervision"]}
+    ]
     assert [c.action for c in state.subscription_changes(["system_status"])] == [
         "subscribe",
         "unsubscribe",

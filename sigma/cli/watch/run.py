@@ -44,7 +44,7 @@ from sigma.client.connection import (
     receive_welcome,
     resume_url,
 )
-from sigma.protocol import EVENT_TYPES
+from sigma.protocol import ALL_EVENT_TYPES
 
 CONNECT_TIMEOUT_S = 10.0
 REFRESH_S = 0.25
@@ -186,11 +186,11 @@ async def watch(
 
 def _types(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in EVENT_TYPES]
+    unknown = [name for name in names if name not in ALL_EVENT_TYPES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown event type(s) {', '.join(unknown) or text!r}; "
-            f"expected some of {', '.join(EVENT_TYPES)}"
+            f"expected some of {', '.join(ALL_EVENT_TYPES)}"
         )
     return names
 
@@ -251,7 +251,7 @@ def watch_main(argv: Sequence[str], *, console: Console | None = None) -> int:
     args = parser.parse_args(argv)
     if args.log_size < 1:
         parser.error("--log-size must be at least 1")
-    types = frozenset(name for group in args.types or [list(EVENT_TYPES)] for name in group)
+    types = frozenset(name for group in args.types or [list(ALL_EVENT_TYPES)] for name in group)
     options = WatchOptions(
         url=args.url, types=types, token=args.token, connect_timeout_s=args.timeout
     )

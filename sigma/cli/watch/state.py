@@ -30,11 +30,11 @@ from typing import Any
 from sigma.cli.probe_verdict import HeartbeatLimits, Status
 from sigma.cli.watch.summary import clip, summarize
 from sigma.client.connection import Welcome
-from sigma.protocol import EVENT_TYPES, Event, Reply, ServerMessage, Subscribe, Unsubscribe
+from sigma.protocol import ALL_EVENT_TYPES, Event, Reply, ServerMessage, Subscribe, Unsubscribe
 
 JsonObject = dict[str, Any]
 
-ALL_TYPES: frozenset[str] = frozenset(EVENT_TYPES)
+ALL_TYPES: frozenset[str] = frozenset(ALL_EVENT_TYPES)
 ALWAYS_SUBSCRIBED: frozenset[str] = frozenset({"heartbeat"})
 LOG_SIZE = 200
 """Log lines kept (the renderer shows the newest that fit)."""
@@ -271,6 +271,12 @@ class WatchState:
             self._log(now_s, LogKind.INFO, clip(str(data.get("message") or data.get("kind"))))
 
     def _on_event(self, event: Event, now_s: float) -> None:
+        if event.snapshot:  # retained state on join: older than the welcome's last_seq
+            if event.type in self.types:
+                self._apply(event)
+                text = f"(state) {summarize(event)}"
+                self._log(now_s, LogKind.EVENT, text, event.seq, event.type)
+            return
         seq = event.seq
         if seq is not None and self.last_seq is not None:
             if seq <= self.last_seq:
