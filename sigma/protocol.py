@@ -171,12 +171,18 @@ def pong(request_id: RequestId) -> Reply:
     return Reply(type="pong", data={"request_id": request_id})
 
 
-def subscriptions_reply(subscriptions: frozenset[str], request_id: RequestId) -> Reply:
-    """The answer to subscribe, unsubscribe and list_subscriptions: the set after the change."""
-    return Reply(
-        type="subscriptions",
-        data={"subscriptions": sorted(subscriptions), "request_id": request_id},
-    )
+def subscriptions_reply(
+    subscriptions: frozenset[str], request_id: RequestId, last_seq: int | None = None
+) -> Reply:
+    """The answer to subscribe, unsubscribe and list_subscriptions: the set after the change.
+
+    `last_seq`, when given, is the newest seq broadcast when the change took effect: every event
+    up to it of a type the client had is already before this reply in its stream.
+    """
+    data: dict[str, Any] = {"subscriptions": sorted(subscriptions), "request_id": request_id}
+    if last_seq is not None:
+        data["last_seq"] = last_seq
+    return Reply(type="subscriptions", data=data)
 
 
 def error_reply(code: ErrorCode, message: str, request_id: RequestId = None) -> Reply:

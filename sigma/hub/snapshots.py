@@ -4,7 +4,8 @@ A client that connects (or subscribes to a type) should not wait for the next po
 things stand. `SnapshotCache` keeps, per key, the newest broadcast event that describes a thing:
 
 - `system_status`, `storage_update`, `supervision`: one key each (a `supervision` event carries
-  the whole tree, see `sigma.supervision.feed`);
+  the whole tree, see `sigma.supervision_feed`). Heartbeats are not state: the next one comes
+  within `heartbeat_interval`;
 - `agent_status`: one key per agent (`agent_id`); an agent announced as `removed` is forgotten;
 - `compression_update`: one key per job (`job_id`) while the job is live; a job that reached
   `done`, `failed` or `cancelled` is forgotten.

@@ -228,7 +228,7 @@ class HubState:
             reply = violation.reply()
         else:
             self._index(client)
-            reply = subscriptions_reply(client.subscriptions, message.id)
+            reply = subscriptions_reply(client.subscriptions, message.id, self.last_seq)
         try:
             client.outbox.send_beyond_capacity(reply_frame(reply))
             for frame in self.snapshots.frames(client.subscriptions - before):

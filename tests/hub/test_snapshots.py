@@ -165,5 +165,8 @@ def test_the_cache_is_bounded_and_forgets_the_oldest_updated_key() -> None:
 def test_events_without_an_entity_are_not_cached() -> None:
     cache = SnapshotCache()
     cache.note(make_event("agent_status", {"state": "idle"}), 1)
-    cache.note(make_event("heartbeat", {}), 2)
+    cache.note(make_event("rpc_error", {}), 2)
+    cache.note(make_event("notification", {}), 3)
+    assert len(cache) == 0
+    cache.note(make_event("heartbeat", {"beat": 1}), 4)
     assert len(cache) == 0
