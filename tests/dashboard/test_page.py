@@ -21,6 +21,7 @@ pytestmark = needs_binary("chromium", package="chromium")
 
 ROOT_CHILDREN = ["engine", "hub", "sessions", "gateway", "poller", "heartbeat"]
 LOG_ROWS = 200
+PLACEHOLDER = "\N{EN DASH}"  # what the page shows before it knows a value
 
 
 def free_port() -> int:
@@ -97,7 +98,7 @@ def drive_browser(
         page.goto(url + "/")
         # within 2 s: connected, an epoch, a fresh heartbeat, a CPU figure (polled every 30 s)
         expect(by("connection-state")).to_have_text("connected", timeout=2000)
-        expect(by("epoch")).not_to_have_text("–", timeout=2000)
+        expect(by("epoch")).not_to_have_text(PLACEHOLDER, timeout=2000)
         expect(by("heartbeat-age")).to_have_attribute("data-level", "fresh", timeout=2000)
         expect(by("cpu-percent")).to_have_text(_number(), timeout=2000)
         first_epoch = by("epoch").inner_text()
