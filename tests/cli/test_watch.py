@@ -421,3 +421,25 @@ async def test_cli_exit_status_when_never_connected(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as usage:
         main(["watch", "--types", "weather"])
     assert usage.value.code == 2
+
+
+def test_snapshots_fill_the_view_without_counting_as_duplicates_and_supervision_shows() -> None:
+    state = WatchState(URL)
+    state.welcomed(a_welcome(last_seq=10), 0.0)
+    state.received(Event(type="system_status", seq=7, data={"cpu_usage": 3.0}, snapshot=True), 0.1)
+    assert state.system is not None and state.system.data["cpu_usage"] == 3.0
+    assert state.duplicates == 0 and state.last_seq == 10
+    exited = Event(
+        type="supervision",
+        seq=11,
+        data={
+            "kind": "child_exited",
+            "supervisor": "root",
+            "child_id": "poller",
+            "restarts": 0,
+            "reason": "InjectedFault: boom",
+        },
+    )
+    state.received(exited, 0.2)
+    assert summarize(exited) == "child_exited root/poller restarts 0 InjectedFault: boom"
+    assert state.log[-1].text == summarize(exited) and state.last_seq == 11

@@ -122,6 +122,7 @@ def drive_browser(
         page.locator("#fault-arm").click()
         expect(poller).to_have_attribute("data-restarts", str(restarts + 1), timeout=5000)
         expect(poller).to_have_attribute("data-state", "running", timeout=5000)
+        page.screenshot(path=str(screenshot.with_name("dashboard-healed.png")))
 
         # a type toggled off stops arriving, toggled on arrives again
         toggle = page.locator('[data-testid="subscription-toggle"][data-type="notification"]')

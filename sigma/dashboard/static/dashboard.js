@@ -133,6 +133,7 @@ function apply(event) {
       if (data.tree) view.tree = data.tree;
       if (!event.snapshot && data.child_id && data.supervisor === "root") {
         view.flashed.add(data.child_id);
+        if (!$("faults").hidden) refreshFaults(); // a fault may just have fired
       }
       dirty.add("tree");
       break;
@@ -317,6 +318,7 @@ function summary(event) {
       return `${d.kind} ${d.supervisor}/${text(d.child_id)}${d.reason ? ` · ${d.reason}` : ""}`;
     case "agent_status": return `${text(d.agent_id)} ${text(d.state)} ${text(d.change)}`;
     case "compression_update": return `${text(d.job_id).slice(0, 8)} ${text(d.state)} ${pct(Number(d.progress))}%`;
+    case "storage_update": return `data dir ${pct(d.data_dir?.percent)}% · ${text(d.file_count)} file(s)`;
     case "rpc_error": return `${text(d.method)}: ${text(d.message)}`;
     case "connection_error": return text(d.error);
     case "notification": return text(d.message ?? d.text ?? d.kind);
@@ -412,6 +414,13 @@ function showFaults(points) {
     el("li", {}, `${row.point}: ${row.description} · fired ${text(row.fired)}`)));
 }
 
+async function refreshFaults() {
+  try {
+    const response = await fetch("/admin/faults");
+    if (response.ok) showFaults((await response.json()).points || []);
+  } catch { /* the gateway may be restarting; the next event retries */ }
+}
+
 async function faultRequest(method, body) {
   const response = await fetch("/admin/faults", {
     method,
@@ -420,8 +429,7 @@ async function faultRequest(method, body) {
   });
   const payload = await response.json();
   if (!response.ok) { alert("error", `fault: ${payload.detail || payload.error}`); return; }
-  const list = await (await fetch("/admin/faults")).json();
-  showFaults(list.points || []);
+  await refreshFaults();
 }
 
 $("fault-arm").addEventListener("click", () => {
