@@ -1,6 +1,8 @@
 """Benchmark clients: worker processes that each hold many WebSocket connections.
 
-A worker is one process with one `epoll` loop over non-blocking sockets. The HTTP upgrade is
+A worker is one process with one `epoll` loop over non-blocking sockets (wrapped in TLS by the
+`ssl` module, with its handshake stepped in the same loop, when the server speaks `wss://`:
+`WorkerPlan.ca_file`). The HTTP upgrade is
 done by wsproto (it builds the request and parses the `101` response); after that the worker
 reads server frames straight off the socket. Server frames are never masked, so splitting them
 needs only the 2/4/10-byte header and the payload length (`split_frames`). That is several times
@@ -26,6 +28,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import struct
 import time
 from collections import Counter
@@ -150,7 +153,7 @@ class ClientConn:
 
     __slots__ = ("buf", "close_code", "closed", "ready", "received", "sock", "state", "ws")
 
-    CONNECTING, HANDSHAKE, OPEN = range(3)
+    CONNECTING, TLS, HANDSHAKE, OPEN = range(4)
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -258,6 +261,8 @@ class WorkerPlan:
     """Hard bound on the worker's life; it exits by itself after this long."""
     read_pause_s: float = 0.0
     """Sleep this long after each pass over ready sockets, so reads coalesce many frames."""
+    ca_file: str | None = None
+    """Speak TLS (`wss://`), trusting this CA certificate; None: plain TCP (`ws://`)."""
 
 
 def run_worker(plan: WorkerPlan, shared: Shared, results: Pipe) -> None:
@@ -282,6 +287,7 @@ def run_worker(plan: WorkerPlan, shared: Shared, results: Pipe) -> None:
     report_every = 0.002 + 1e-6 * plan.connections
     next_report = 0.0
     connect_deadline = born + plan.connect_timeout_s
+    tls = ssl.create_default_context(cafile=plan.ca_file) if plan.ca_file else None
     try:
         while time.monotonic() - born < plan.lifetime_s:
             now_mono = time.monotonic()
@@ -302,9 +308,14 @@ def run_worker(plan: WorkerPlan, shared: Shared, results: Pipe) -> None:
                 conn = conns[fd]
                 if conn.state == ClientConn.OPEN:
                     try:
-                        data = buffer[: conn.sock.recv_into(buffer)].tobytes()
-                    except BlockingIOError:
+                        if tls is None:
+                            data = buffer[: conn.sock.recv_into(buffer)].tobytes()
+                        else:
+                            data = _read_tls(conn.sock, buffer)
+                    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                         continue
+                    except ssl.SSLZeroReturnError:
+                        data = b""
                     except OSError as exc:
                         errors[f"recv: {exc.strerror}"] += 1
                         data = b""
@@ -317,7 +328,7 @@ def run_worker(plan: WorkerPlan, shared: Shared, results: Pipe) -> None:
                             errors[str(exc)[:80]] += 1
                             _drop(ep, conn)
                 else:
-                    _handshake_step(conn, mask, ep, plan, errors)
+                    _handshake_step(conn, mask, ep, plan, errors, tls)
                 if pending and fd in pending and (conn.ready or conn.closed):
                     pending.discard(fd)
             if events and plan.read_pause_s:
@@ -365,12 +376,33 @@ def _start_connect(plan: WorkerPlan, errors: Counter[str]) -> ClientConn | None:
     return ClientConn(sock)
 
 
+def _read_tls(sock: socket.socket, buffer: memoryview) -> bytes:
+    """What a TLS socket has ready, up to `RECV_BYTES`: one `recv_into` yields one TLS record at
+    most (16 KiB), so read on until it would block. Raises `ssl.SSLWantReadError` when nothing
+    at all was ready."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < RECV_BYTES:
+        try:
+            got = sock.recv_into(buffer[: RECV_BYTES - size])
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            if chunks:
+                break
+            raise
+        if not got:
+            break
+        chunks.append(buffer[:got].tobytes())
+        size += got
+    return b"".join(chunks)
+
+
 def _handshake_step(
     conn: ClientConn,
     mask: int,
     ep: select.epoll,
     plan: WorkerPlan,
     errors: Counter[str],
+    tls: ssl.SSLContext | None,
 ) -> None:
     sock = conn.sock
     if conn.state == ClientConn.CONNECTING:
@@ -381,15 +413,32 @@ def _handshake_step(
             errors[f"connect: {os.strerror(err)}"] += 1
             _drop(ep, conn)
             return
-        assert conn.ws is not None
-        sock.send(conn.ws.send(Request(host=f"{plan.host}:{plan.port}", target=plan.path)))
-        conn.state = ClientConn.HANDSHAKE
-        ep.modify(sock.fileno(), select.EPOLLIN)
+        if tls is None:
+            _send_upgrade(conn, ep, plan)
+            return
+        # The same file descriptor, now behind TLS; its handshake is stepped below.
+        conn.sock = tls.wrap_socket(sock, server_hostname=plan.host, do_handshake_on_connect=False)
+        conn.state = ClientConn.TLS
+    if conn.state == ClientConn.TLS:
+        assert isinstance(conn.sock, ssl.SSLSocket)
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            ep.modify(conn.sock.fileno(), select.EPOLLIN)
+            return
+        except ssl.SSLWantWriteError:
+            ep.modify(conn.sock.fileno(), select.EPOLLOUT)
+            return
+        except OSError as exc:
+            errors[f"tls handshake: {exc}"[:80]] += 1
+            _drop(ep, conn)
+            return
+        _send_upgrade(conn, ep, plan)
         return
     # HANDSHAKE: feed wsproto until it has seen the 101; then frames are ours to read.
     try:
         data = sock.recv(RECV_BYTES)
-    except BlockingIOError:
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
         return
     except OSError as exc:
         errors[f"handshake recv: {exc.strerror}"] += 1
@@ -416,6 +465,13 @@ def _handshake_step(
                 conn.ready = True
     if conn.state == ClientConn.OPEN:
         conn.ws = None  # from here on frames are split by `split_frames`
+
+
+def _send_upgrade(conn: ClientConn, ep: select.epoll, plan: WorkerPlan) -> None:
+    assert conn.ws is not None
+    conn.sock.send(conn.ws.send(Request(host=f"{plan.host}:{plan.port}", target=plan.path)))
+    conn.state = ClientConn.HANDSHAKE
+    ep.modify(conn.sock.fileno(), select.EPOLLIN)
 
 
 def _drop(ep: select.epoll, conn: ClientConn) -> None:
@@ -477,16 +533,20 @@ def _report(
 # --- the stalled client -------------------------------------------------------------------------
 
 
-def open_stalled(host: str, port: int, path: str, timeout_s: float = 10.0) -> socket.socket:
+def open_stalled(
+    host: str, port: int, path: str, timeout_s: float = 10.0, *, ca_file: str | None = None
+) -> socket.socket:
     """Connect a client that completes the handshake and then never reads.
 
     Its receive buffer is shrunk before connecting (so the TCP window stays tiny); the server
-    has to hold, or drop, whatever it wants to send it.
+    has to hold, or drop, whatever it wants to send it. With `ca_file`, over TLS.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RCVBUF_BYTES)
     sock.settimeout(timeout_s)
     sock.connect((host, port))
+    if ca_file is not None:
+        sock = ssl.create_default_context(cafile=ca_file).wrap_socket(sock, server_hostname=host)
     ws, request = upgrade_request(host, port, path)
     sock.sendall(request)
     deadline = time.monotonic() + timeout_s
@@ -551,16 +611,17 @@ def drain_stalled(sock: socket.socket, timeout_s: float) -> dict[str, Any]:
 
 
 def _compare_readers(n_frames: int = 200_000) -> None:
-    """Time `split_frames` against wsproto's `FrameDecoder` on the same server frames."""
-    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+    """Time `split_frames` against wsproto's client `Connection` on the same server frames."""
+    from wsproto.connection import Connection, ConnectionType
 
-    proto = FrameProtocol(client=False, extensions=[])
+    from sigma.websocket.frames import text_frame
+
     stamp = str(time.time_ns())
     payload = (
         '{"type":"notification","timestamp":"2026-01-28T12:50:32.786261+00:00","seq":123456,'
         f'"data":{{"bn":123456,"pad":"{"x" * 60}","bt":{stamp}}}}}'
     )
-    frame = bytes(proto.send_data(payload, fin=True))
+    frame = text_frame(payload.encode())
     chunk = frame * 100
     chunks = [chunk] * (n_frames // 100)
     conn = ClientConn(socket.socket())
@@ -569,18 +630,18 @@ def _compare_readers(n_frames: int = 200_000) -> None:
     for data in chunks:
         split_frames(conn, data, time.time_ns(), hist, [0])
     raw_s = time.perf_counter() - started
-    decoder = FrameDecoder(client=True)
+    protocol = Connection(ConnectionType.CLIENT)
     started = time.perf_counter()
     count = 0
     for data in chunks:
-        decoder.receive_bytes(data)
-        while (parsed := decoder.process_buffer()) is not None:
-            count += parsed.payload is not None
+        protocol.receive_data(data)
+        for _event in protocol.events():
+            count += 1
     wsproto_s = time.perf_counter() - started
     conn.sock.close()
     print(f"frame size {len(frame)} B, {n_frames} frames in reads of 100")
     print(f"split_frames (with latency): {raw_s / n_frames * 1e9:7.0f} ns/frame")
-    print(f"wsproto FrameDecoder        : {wsproto_s / n_frames * 1e9:7.0f} ns/frame")
+    print(f"wsproto Connection          : {wsproto_s / n_frames * 1e9:7.0f} ns/frame")
 
 
 if __name__ == "__main__":

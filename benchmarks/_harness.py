@@ -168,6 +168,7 @@ def _start_workers(
             connect_timeout_s,
             lifetime_s,
             read_pause_s,
+            server.ca_file,
         )
         receive, send = _mp.Pipe(duplex=False)
         handles.append(procs.start(run_worker, plan, shared, send))
@@ -234,13 +235,25 @@ def fanout_run(
         if mode == "max":
             batch, window = max_rate_batch(settings, clients)
             plan = PublishPlan(
-                server.publish_kind, server.publish_url, API_KEY, "max", batch, window
+                server.publish_kind,
+                server.publish_url,
+                API_KEY,
+                "max",
+                batch,
+                window,
+                ca_file=server.ca_file,
             )
             result.update(batch=batch, window=window)
         else:
             events_per_s = rate_msgs / clients
             plan = PublishPlan(
-                server.publish_kind, server.publish_url, API_KEY, "fixed", 0, rate=events_per_s
+                server.publish_kind,
+                server.publish_url,
+                API_KEY,
+                "fixed",
+                0,
+                rate=events_per_s,
+                ca_file=server.ca_file,
             )
             result.update(offered_msgs_per_s=rate_msgs, offered_events_per_s=events_per_s)
         pub_receive, pub_send = _mp.Pipe(duplex=False)
@@ -252,7 +265,7 @@ def fanout_run(
 
         stall_sock = None
         if stalled:
-            stall_sock = open_stalled(HOST, server.port, server.ws_path)
+            stall_sock = open_stalled(HOST, server.port, server.ws_path, ca_file=server.ca_file)
             stack.callback(stall_sock.close)
 
         rss_before = _rss(server_ps)
@@ -385,7 +398,7 @@ def connections_run(
         rss_with = _rss(server_ps)
         result["open_after_hold"] = shared.ready()
         publisher = (
-            HttpPublisher(server.publish_url, API_KEY)
+            HttpPublisher(server.publish_url, API_KEY, server.ca_file)
             if server.publish_kind == "http"
             else WsPublisher(server.publish_url)
         )

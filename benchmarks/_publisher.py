@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
@@ -64,6 +65,8 @@ class PublishPlan:
     rate: float = 0.0
     tick_s: float = 0.01
     lifetime_s: float = 600.0
+    ca_file: str | None = None
+    """Over `https://`: the CA certificate to trust."""
 
 
 class HttpPublisher:
@@ -75,15 +78,19 @@ class HttpPublisher:
     publisher (a `websockets` sync client sending one frame) spends a tenth of that.
     """
 
-    def __init__(self, url: str, api_key: str) -> None:
+    def __init__(self, url: str, api_key: str, ca_file: str | None = None) -> None:
         parts = urlsplit(url)
         self.headers = [
             ("host", parts.netloc),
             ("authorization", f"Bearer {api_key}"),
             ("content-type", "application/json"),
         ]
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=30.0)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((parts.hostname, parts.port), timeout=30.0)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if parts.scheme == "https":
+            context = ssl.create_default_context(cafile=ca_file)
+            sock = context.wrap_socket(sock, server_hostname=parts.hostname)
+        self.sock = sock
         self.conn = h11.Connection(h11.CLIENT)
 
     def send(self, body: bytes) -> None:
@@ -142,7 +149,9 @@ def run_publisher(plan: PublishPlan, shared: Shared, results: Pipe) -> None:
     publisher: HttpPublisher | WsPublisher | None = None
     try:
         publisher = (
-            HttpPublisher(plan.url, plan.api_key) if plan.kind == "http" else WsPublisher(plan.url)
+            HttpPublisher(plan.url, plan.api_key, plan.ca_file)
+            if plan.kind == "http"
+            else WsPublisher(plan.url)
         )
         while shared[Shared.PUB_GO] == 0 and time.monotonic() - born < plan.lifetime_s:
             time.sleep(0.001)

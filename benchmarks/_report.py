@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-PEERS = ("websockets", "node")
+PEERS = ("websockets", "node", "sigma-tls")
+"""What Sigma's figures are compared with; `sigma-tls` is Sigma itself over TLS (`--tls`)."""
 
 
 def _find(results: dict[str, Any], server: str, scenario: str, clients: int) -> dict[str, Any]:

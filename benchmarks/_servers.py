@@ -3,6 +3,9 @@
 - `sigma`: `python -m sigma serve --config <temp file> --host 127.0.0.1 --port <free port>` with
   the publish API on, no embedded engine (`embedded = false` and an unreachable `url`), nothing
   polled, heartbeats hourly, pings hourly, large client queues, log level warning.
+- `sigma-tls`: the same Sigma with `[gateway] tls_cert_file`/`tls_key_file`, a certificate for
+  127.0.0.1 issued by a throwaway `trustme` CA (written to the temporary folder); clients and
+  the publisher trust that CA (`Server.ca_file`) and speak `wss://` and `https://`.
 - `websockets`: `_peers/ws_asyncio_server.py` under the same Python.
 - `node`: `_peers/ws_node_server.js` with `ws` installed by `npm install ws` into a temporary
   folder (once per benchmark run); unavailable when node or npm is missing or the install fails.
@@ -39,7 +42,7 @@ SIGMA_CONFIG = """\
 [gateway]
 host = "127.0.0.1"
 port = {port}
-
+{tls}
 [engine]
 embedded = false
 url = "http://127.0.0.1:9/rpc"
@@ -80,6 +83,8 @@ class Server:
     publish_kind: str
     """`http` (Sigma's POST /api/publish) or `ws` (a control WebSocket)."""
     log_path: Path
+    ca_file: str | None = None
+    """The CA certificate that clients trust when the server speaks TLS; None: plain TCP."""
 
     @property
     def pid(self) -> int:
@@ -90,7 +95,7 @@ class Server:
     def publish_url(self) -> str:
         """Where the publisher connects."""
         if self.publish_kind == "http":
-            return f"http://{HOST}:{self.port}"
+            return f"{'https' if self.ca_file else 'http'}://{HOST}:{self.port}"
         return f"ws://{HOST}:{self.port}/publish"
 
     def ps(self) -> psutil.Process:
@@ -126,6 +131,7 @@ class ServerFactory:
         self._node_problem: str | None = None
         self._sigma_src: Path | None = None
         self._sigma_commit: str | None = None
+        self._tls_files: tuple[Path, Path, Path] | None = None
         if sigma_ref:
             self._sigma_src, self._sigma_commit = _extract_sigma(sigma_ref, workdir)
 
@@ -189,15 +195,40 @@ class ServerFactory:
                 ).stdout.strip()
         return out
 
+    def tls_files(self) -> tuple[Path, Path, Path]:
+        """(CA certificate, server certificate, server key) for 127.0.0.1, made once per run."""
+        if self._tls_files is None:
+            import trustme
+
+            ca = trustme.CA()
+            issued = ca.issue_cert(HOST)
+            ca_file, cert_file, key_file = (
+                self.workdir / name for name in ("ca.pem", "cert.pem", "key.pem")
+            )
+            ca.cert_pem.write_to_path(str(ca_file))
+            cert_file.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+            issued.private_key_pem.write_to_path(str(key_file))
+            self._tls_files = (ca_file, cert_file, key_file)
+        return self._tls_files
+
     def start(self, name: str) -> Server:
-        """Start `name` (sigma, websockets or node) on a free port; return once it listens."""
+        """Start `name` (sigma, sigma-tls, websockets or node) on a free port; return once it
+        listens."""
         port = free_port()
         log_path = self.workdir / f"{name}-{port}.log"
         env = dict(os.environ)
-        if name == "sigma":
-            config = self.workdir / f"sigma-{port}.toml"
+        ca_file: str | None = None
+        if name in ("sigma", "sigma-tls"):
+            tls = ""
+            if name == "sigma-tls":
+                ca, cert, key = self.tls_files()
+                ca_file = str(ca)
+                tls = f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
+            config = self.workdir / f"{name}-{port}.toml"
             config.write_text(
-                SIGMA_CONFIG.format(port=port, queue_size=self.sigma_queue_size, api_key=API_KEY)
+                SIGMA_CONFIG.format(
+                    port=port, queue_size=self.sigma_queue_size, api_key=API_KEY, tls=tls
+                )
             )
             argv = [sys.executable, "-m", "sigma", "serve", "--config", str(config)]
             argv += ["--host", HOST, "--port", str(port)]
@@ -225,7 +256,7 @@ class ServerFactory:
                 env=env,
                 start_new_session=True,
             )
-        server = Server(name, process, port, ws_path, publish_kind, log_path)
+        server = Server(name, process, port, ws_path, publish_kind, log_path, ca_file)
         try:
             _wait_listening(server)
         except BaseException:

@@ -1,7 +1,7 @@
 """Side-by-side fan-out benchmark: Sigma against Python `websockets` and node `ws`.
 
 Usage:
-    python benchmarks/fanout.py [--quick] [--json] [--servers sigma,websockets,node]
+    python benchmarks/fanout.py [--quick] [--json] [--servers sigma,websockets,node] [--tls]
 
 Every server runs in its own process on 127.0.0.1 (a free port) and gets the same clients (worker
 processes, each holding many connections and reading raw frames) and the same ~200-byte JSON
@@ -15,6 +15,10 @@ events, published in batches by a separate publisher process. Scenarios:
   C = 100 `max` run, and what the server holds for the stalled one.
 - `idle`: 5,000 idle connections: server RSS per connection.
 - `ramp`: 10,000 connections: whether all are accepted and held.
+
+With `--tls`, Sigma also runs as `sigma-tls`: the same server with a `trustme` certificate, its
+clients and publisher speaking `wss://` and `https://` and trusting that CA, right after plain
+`sigma` in every round; the ratios `..._vs_sigma-tls` are then plain Sigma over Sigma on TLS.
 
 Prints one table per scenario kind and the Sigma / peer ratios; with `--json`, one JSON object
 instead (progress goes to stderr either way). See BENCHMARKS.md for what each figure means.
@@ -45,6 +49,7 @@ from _report import compute_ratios, render
 from _servers import ServerFactory
 
 ALL_SERVERS = ("sigma", "websockets", "node")
+KNOWN_SERVERS = (*ALL_SERVERS, "sigma-tls")
 FD_LIMIT_WANTED = 65536
 RATE = "delivered_msgs_per_s"
 QUIET_BELOW_PCT = 20.0
@@ -90,7 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default=",".join(ALL_SERVERS),
-        help="comma-separated subset of sigma,websockets,node (default: all)",
+        help="comma-separated subset of sigma,websockets,node,sigma-tls (default: the first three)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also run Sigma over TLS (sigma-tls: wss:// and https://, a trustme certificate)",
     )
     parser.add_argument(
         "--scenarios",
@@ -173,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         read_pause_s=args.read_pause_ms / 1000,
     )
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = sorted(set(servers) - set(KNOWN_SERVERS))
+    if unknown:
+        raise SystemExit(f"fanout.py: unknown server(s) {', '.join(unknown)}")
+    if args.tls and "sigma-tls" not in servers:
+        at = servers.index("sigma") + 1 if "sigma" in servers else 0
+        servers.insert(at, "sigma-tls")
     fd_limit = raise_fd_limit()
     results: dict[str, Any] = {
         "machine": machine(),

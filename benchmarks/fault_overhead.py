@@ -9,9 +9,9 @@ Three measurements, each timed with the point disarmed ("checked") and with the 
 - `check`: the bare `if point.armed:` against an empty loop body;
 - `hub`: the hub's loop body (`HubActor.handle` of one `Publish` to one client, whose queue is
   emptied every 1000 events), as `_serve` runs it, preceded or not by the `hub.publish` check;
-- `sender`: the real `sigma.gateway.sender.Sender` (which passes the `sender.write` point) against
-  a subclass whose batch write is a copy without the check, writing one frame per batch to a
-  stream that discards it.
+- `sender`: the real `sigma.gateway.sender.send_backlog` (which passes the `sender.write` point)
+  against a copy of its loop without the check, writing one frame per batch through a
+  `ServerConnection` to a stream that discards it.
 
 The differences are a few nanoseconds against microseconds of work; the `check` line shows the
 raw cost. Noise between runs is of the same order, so read the two columns side by side.
@@ -29,13 +29,14 @@ import trio
 
 from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
-from sigma.gateway.sender import Sender, StreamLock
+from sigma.gateway.sender import send_backlog
 from sigma.hub.actor import HubActor
 from sigma.hub.frames import Frame, build_frame, reply_frame
 from sigma.hub.messages import Client, Publish
-from sigma.hub.outbox import PARTIAL_FRAME, Outbox
+from sigma.hub.outbox import Outbox
 from sigma.log import configure_logging
 from sigma.protocol import make_event, missed_events_notice
+from sigma.websocket.connection import ServerConnection
 
 HUB_CLIENTS = 1
 DRAIN_EVERY = 1000
@@ -74,7 +75,7 @@ def new_hub() -> tuple[HubActor, list[Outbox]]:
     outboxes = [Outbox(1_000_000) for _ in range(HUB_CLIENTS)]
     for n, outbox in enumerate(outboxes):
         actor.state.join(Client(f"c{n}", outbox), since=None, epoch=None)
-        outbox._frames.clear()
+        outbox.take_batch()
     return actor, outboxes
 
 
@@ -95,7 +96,7 @@ def hub_run(checked: bool) -> Callable[[int], float]:
                     for _ in range(DRAIN_EVERY):
                         actor.handle(message)
                 for outbox in outboxes:
-                    outbox._frames.clear()
+                    outbox.take_batch()
             return time.perf_counter_ns() - started
 
         return trio.run(main)
@@ -106,7 +107,7 @@ def hub_run(checked: bool) -> Callable[[int], float]:
 # --- the sender's loop ---------------------------------------------------------------------------
 
 
-class DiscardingStream:
+class DiscardingStream(trio.abc.Stream):
     """Takes every write; refills the outbox so that the sender's next batch is ready at once."""
 
     def __init__(self, outbox: Outbox, frame: Frame, writes: int) -> None:
@@ -114,32 +115,42 @@ class DiscardingStream:
         self.frame = frame
         self.left = writes
 
-    async def send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self.left -= 1
         if self.left > 0:
-            self.outbox.send_nowait(self.frame)
+            self.outbox.put(self.frame)
         else:
-            self.outbox.close(1000, "done")
+            self.outbox.close(1006, "done")  # 1006: no close frame is written
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.sleep_forever()
+        return b""
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
 
 
-class FakeConnection:
-    """What `Sender` touches of a trio-websocket connection."""
-
-    def __init__(self, stream: DiscardingStream) -> None:
-        self.closed = None
-        self._stream = stream
-
-
-class UncheckedSender(Sender):
-    """`Sender` with its batch write as of this writing, without the fault check."""
-
-    async def _write_batch(self, batch: list[Frame]) -> None:
+async def unchecked_backlog(outbox: Outbox, connection: ServerConnection) -> None:
+    """`send_backlog` as of this writing, without the fault check."""
+    while True:
+        if connection.owes:
+            await connection.write(b"")
+        batch = outbox.take_batch()
+        if not batch:
+            close = outbox.close_reason
+            if close is not None:
+                await connection.send_close(close.code, close.reason)
+            return
         chunks = [frame.data for frame in batch]
-        dropped = self._outbox.take_dropped()
+        del batch
+        dropped = outbox.take_dropped()
         if dropped:
-            notice = reply_frame(missed_events_notice(dropped)).data
-            chunks.insert(1 if batch[0].event_type == PARTIAL_FRAME else 0, notice)
-        await self.write(b"".join(chunks))
+            chunks.insert(0, reply_frame(missed_events_notice(dropped)).data)
+        await connection.write(b"".join(chunks))
+        await trio.lowlevel.checkpoint()
 
 
 def sender_run(checked: bool) -> Callable[[int], float]:
@@ -147,12 +158,15 @@ def sender_run(checked: bool) -> Callable[[int], float]:
         async def main() -> float:
             frame = build_frame(b'{"type":"notification","seq":1,"data":{}}', "notification")
             outbox = Outbox(16)
-            ws = FakeConnection(DiscardingStream(outbox, frame, iterations))
-            outbox.send_nowait(frame)
+            stream = DiscardingStream(outbox, frame, iterations)
+            connection = ServerConnection(stream, max_message_bytes=1 << 16, on_ping=print)
+            outbox.put(frame)
             point: FaultPoint = Faults().point("sender.write")
             started = time.perf_counter_ns()
-            sender = Sender if checked else UncheckedSender
-            await sender(ws, outbox, StreamLock(), point).run()  # type: ignore[arg-type]
+            if checked:
+                await send_backlog(outbox, connection, point)
+            else:
+                await unchecked_backlog(outbox, connection)
             return time.perf_counter_ns() - started
 
         return trio.run(main)

@@ -39,13 +39,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import psutil
 import trio
 from prometheus_client.parser import text_string_to_metric_families
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    open_websocket_url,
+    wrap_client_stream,
+)
 
 FAULT_PLAN: list[dict[str, Any]] = [
     {"point": "poller.call", "action": "raise", "once": True},
@@ -168,13 +174,22 @@ async def churn_client(url: str, rng: random.Random) -> str:
     polite = rng.random() < 0.7
     reads = rng.randrange(1, 10)
     try:
-        async with open_websocket_url(url) as ws:
+        if polite:
+            async with open_websocket_url(url) as ws:
+                with trio.move_on_after(2.0):
+                    for _ in range(reads):
+                        await ws.get_message()
+            return "polite"
+        parts = urlsplit(url)
+        stream = await trio.open_tcp_stream(parts.hostname or "127.0.0.1", parts.port or 80)
+        async with trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, parts.netloc, parts.path or "/")
             with trio.move_on_after(2.0):
                 for _ in range(reads):
                     await ws.get_message()
-            if not polite:
-                await trio.aclose_forcefully(ws._stream)
-        return "polite" if polite else "vanished"
+            await trio.aclose_forcefully(stream)  # the socket we own: gone without a close
+            nursery.cancel_scope.cancel()
+        return "vanished"
     except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError):
         return "failed"
 

@@ -2,7 +2,12 @@
 
 Children of the root supervisor, started in this order and stopped in reverse:
 
-    engine (when embedded) -> hub -> sessions (dynamic) -> gateway -> poller -> heartbeat
+    engine (when embedded) -> hub -> broker (kind = "redis") -> sessions (dynamic) -> gateway
+    -> poller -> heartbeat
+
+With `[broker] kind = "redis"` the hub hands every publish to the broker link
+(`sigma.broker.stream`), which numbers it in Redis and feeds the hub back every event of the
+cluster, and the poller polls only while this node holds the lease (`sigma.broker.leadership`).
 
 So on shutdown the producers stop first, then the gateway stops accepting, then every client
 session closes with 1001, then the hub, then the engine. Like the hub's numbering, the table of
@@ -29,6 +34,9 @@ import structlog
 import trio
 
 from sigma.backoff import Backoff
+from sigma.broker.leadership import run_poller_when_leader
+from sigma.broker.node import node_id_of
+from sigma.broker.stream import RedisBroker, run_broker_link
 from sigma.config import Config, PollerConfig, SupervisorConfig
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults
@@ -187,6 +195,24 @@ def build_tree(
     )
     if not config.engine.embedded:
         endpoints.engine_url = config.engine.rpc_url
+    node_id = health.node_id or node_id_of(config.broker)
+    broker = (
+        RedisBroker(
+            config.broker,
+            history_size=config.hub.history_size,
+            queue_size=config.hub.inbox_size,
+            node_id=node_id,
+        )
+        if config.broker.kind == "redis"
+        else None
+    )
+    poller = (
+        functools.partial(run_poller, metrics=metrics, faults=faults)
+        if broker is None
+        else functools.partial(
+            run_poller_when_leader, broker=broker, metrics=metrics, faults=faults
+        )
+    )
     children = [
         *(
             [
@@ -206,12 +232,32 @@ def build_tree(
                 run_hub,
                 heartbeat_interval_s=config.heartbeat.interval_s,
                 metrics=metrics,
-                state=new_hub_state(config.hub, heartbeat_interval_s=config.heartbeat.interval_s),
+                state=new_hub_state(
+                    config.hub, heartbeat_interval_s=config.heartbeat.interval_s, node_id=node_id
+                ),
                 faults=faults,
+                numbering=broker.submit if broker is not None else None,
+                node_id=node_id,
             ),
             (hub_receive, config.hub),
             shutdown_timeout_s=shutdown_s,
             watchdog_s=watchdog_s(HUB_PERIOD_S, minimum_s=watchdog_min_s),
+        ),
+        *(
+            [
+                ChildSpec(
+                    "broker",
+                    functools.partial(
+                        run_broker_link,
+                        retry_min_s=config.poller.retry_min_s,
+                        retry_max_s=config.poller.retry_max_s,
+                    ),
+                    (broker, hub_send, health),
+                    shutdown_timeout_s=shutdown_s,
+                )
+            ]
+            if broker is not None
+            else []
         ),
         ChildSpec(
             "sessions",
@@ -227,7 +273,7 @@ def build_tree(
         ),
         ChildSpec(
             "poller",
-            functools.partial(run_poller, metrics=metrics, faults=faults),
+            poller,
             (config.poller, endpoints, hub_send, health),
             shutdown_timeout_s=shutdown_s,
             watchdog_s=watchdog_s(poller_period_s(config.poller), minimum_s=watchdog_min_s),
@@ -286,7 +332,7 @@ async def serve(
     propagates. Resource handling: owns the hub's inbox and the supervision event channel, whose
     send end is closed once the tree has stopped, so that its reader ends after the last event.
     """
-    health = HealthBoard()
+    health = HealthBoard(node_id=node_id_of(config.broker), broker_kind=config.broker.kind)
     metrics = Metrics(started_at=health.started_at)
     faults = faults or Faults(config.faults.points)
     for spec in config.faults.points:
@@ -312,7 +358,12 @@ async def serve(
     async with hub_send, hub_receive, events_receive, trio.open_nursery() as observers:
         observers.start_soon(observe_supervision_events, events_receive, metrics, tee)
         async with events_send, trio.open_nursery() as tree:
-            tree.start_soon(feed_supervision, tee.subscribe(), hub_send, TreeView(root, sessions))
+            tree.start_soon(
+                feed_supervision,
+                tee.subscribe(),
+                hub_send,
+                TreeView(root, sessions, node=health.node_id),
+            )
             try:
                 await tree.start(root.run)
                 task_status.started(

@@ -17,15 +17,24 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from sigma.errors import ConfigError, dotted_location, first_error
 from sigma.faults import FaultSpec
-from sigma.keys import load_public_key
+from sigma.keys import check_certificate_file, load_public_key, load_server_tls
 
 CONFIG_ENV_VAR = "SIGMA_CONFIG"
 DEFAULT_CONFIG_NAME = "supervisor.toml"
@@ -46,7 +55,13 @@ class Section(BaseModel):
 
 
 class GatewayConfig(Section):
-    """`[gateway]`: the listening socket for WebSocket clients and HTTP routes."""
+    """`[gateway]`: the listening socket for WebSocket clients and HTTP routes.
+
+    With `tls_cert_file` and `tls_key_file` (PEM; both or neither) the port speaks TLS only:
+    `wss://` and `https://`. Both files are read and matched at load time, so a wrong path or a
+    key of another certificate stops `sigma serve` before it listens. Relative paths are taken
+    from the working directory, as every path in this file is.
+    """
 
     host: str = "127.0.0.1"
     port: Port = 12080
@@ -56,6 +71,37 @@ class GatewayConfig(Section):
     max_connections: int = Field(default=20_000, ge=1)
     max_connections_per_ip: int = Field(default=20_000, ge=1)
     max_http_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    reuse_port: bool = False
+    """True: listen with SO_REUSEPORT, so several `sigma serve` processes share one port."""
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = Field(default=None, validate_default=True)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the port speaks TLS (`wss://`, `https://`)."""
+        return self.tls_cert_file is not None
+
+    @field_validator("tls_cert_file")
+    @classmethod
+    def _certificate_readable(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            check_certificate_file(path)
+        return path
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _key_matches_certificate(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert_file" not in info.data:
+            return path  # the certificate is refused already; that error is the one to show
+        cert = info.data["tls_cert_file"]
+        if cert is None and path is None:
+            return None
+        if cert is None:
+            raise ValueError("needs tls_cert_file too (give both, or neither)")
+        if path is None:
+            raise ValueError("required when tls_cert_file is set (give both, or neither)")
+        load_server_tls(cert, path)
+        return path
 
 
 class EngineConfig(Section):
@@ -124,6 +170,44 @@ class HubConfig(Section):
     history_size: int = Field(default=1024, ge=0)
     inbox_size: int = Field(default=1024, ge=1)
     max_subscriptions: int = Field(default=64, ge=1)
+
+
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+class BrokerConfig(Section):
+    """`[broker]`: who numbers events and elects the poller.
+
+    `kind = "memory"`: this process alone (the hub numbers events itself). `kind = "redis"`:
+    every node sharing `url` and `stream` is one gateway; events are numbered in Redis and read
+    back by every node, and one node at a time holds the poller lease for `lease_s`.
+    `node_id` names this node in `/health` and heartbeats (empty: `<hostname>-<pid>`).
+    `publish_timeout_s` bounds how long a publish waits for Redis before it is refused;
+    `idempotency_s` is how long an `Idempotency-Key` is remembered.
+    """
+
+    kind: Literal["memory", "redis"] = "memory"
+    url: str = "redis://127.0.0.1:6379/0"
+    stream: str = Field(default="sigma", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    lease_s: float = Field(default=5.0, ge=0.3, le=300.0)
+    node_id: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
+    publish_timeout_s: PositiveSeconds = 5.0
+    idempotency_s: float = Field(default=3600.0, ge=1.0)
+
+    @model_validator(mode="after")
+    def _url_names_redis(self) -> Self:
+        parsed = urlsplit(self.url)
+        if parsed.scheme not in REDIS_URL_SCHEMES:
+            raise ValueError(
+                f"url must start with redis://, rediss:// or unix:// (got {self.url!r})"
+            )
+        if parsed.scheme != "unix" and not parsed.hostname:
+            raise ValueError(f"url needs a host, as in redis://host:6379/0 (got {self.url!r})")
+        try:
+            parsed.port  # noqa: B018 (raises on a port out of range)
+        except ValueError:
+            raise ValueError(f"url has an invalid port (got {self.url!r})") from None
+        return self
 
 
 class AuthConfig(Section):
@@ -255,6 +339,7 @@ class Config(Section):
     poller: PollerConfig = PollerConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     hub: HubConfig = HubConfig()
+    broker: BrokerConfig = BrokerConfig()
     auth: AuthConfig = AuthConfig()
     api: ApiConfig = ApiConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -275,9 +360,23 @@ class Config(Section):
     def redacted_dump(self) -> dict[str, Any]:
         """The effective configuration as JSON-ready data, with every set secret shown as "***".
 
-        For `sigma config check` and anything else that prints or logs the configuration.
+        For `sigma config check` and anything else that prints or logs the configuration. The
+        password in `[broker] url`, when it has one, is shown as "***" too.
         """
-        return _redacted(self)
+        dumped = _redacted(self)
+        dumped["broker"]["url"] = url_without_password(self.broker.url)
+        return dumped
+
+
+def url_without_password(url: str) -> str:
+    """`url` with its password, if it has one, shown as "***" (for logs and printed configs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _redacted(model: BaseModel) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The project's exceptions, split by whose fault they are.
 
 - `ConfigError`: the operator's configuration is wrong.
-- `RemoteError` and subclasses: something outside the process misbehaved (a peer, the engine).
+- `RemoteError` and subclasses: something outside the process misbehaved (a peer, the engine);
+  `PeerGone` is the one "the peer left" of the HTTP and WebSocket edges.
 - `SupervisorError` and subclasses: the supervision tree gave up.
 
 Plus three readers of pydantic's `ValidationError`, which every place that turns bad input
@@ -27,6 +28,10 @@ class ConfigError(SigmaError):
 
 class RemoteError(SigmaError):
     """Something outside this process broke the contract: a client, a peer or the engine."""
+
+
+class PeerGone(RemoteError):
+    """The peer closed or broke the connection (HTTP or WebSocket): nothing more reaches it."""
 
 
 class EngineUnavailable(RemoteError):

@@ -7,6 +7,7 @@ Each actor's loop and each I/O edge passes through a named `FaultPoint`:
 | `poller.call` | before each JSON-RPC call the poller makes |
 | `hub.publish` | before the hub takes the next message from its inbox |
 | `sender.write` | before a client's sender writes a batch |
+| `connection.try_write` | inside the hub's direct write to an idle client's socket |
 | `heartbeat.tick` | before each heartbeat |
 | `engine.method` | before the engine runs a method |
 
@@ -34,6 +35,7 @@ import trio
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FAULT_POINTS: tuple[str, ...] = (
+    "connection.try_write",
     "engine.method",
     "heartbeat.tick",
     "hub.publish",
@@ -42,6 +44,7 @@ FAULT_POINTS: tuple[str, ...] = (
 )
 FaultActionName = Literal["raise", "hang", "delay", "drop"]
 DROP_MEANS: dict[str, str] = {
+    "connection.try_write": "the direct write is skipped: the client's sender writes instead",
     "engine.method": "the call goes unanswered: the engine closes the connection without a reply",
     "heartbeat.tick": "this heartbeat is skipped",
     "poller.call": "this poll is skipped",
@@ -49,6 +52,8 @@ DROP_MEANS: dict[str, str] = {
 }
 """What `drop` does at each point that supports it. `hub.publish` does not: dropping a message
 before the hub numbers it would lose an event that no client could ever notice."""
+SYNCHRONOUS_POINTS = frozenset({"connection.try_write"})
+"""Points passed in code that never waits (`FaultPoint.hit_now`): they take `raise` or `drop`."""
 
 
 class InjectedFault(Exception):
@@ -78,6 +83,10 @@ class FaultSpec(BaseModel):
             raise ValueError(
                 f"drop is not supported at {self.point}: it would lose a message before it is "
                 "numbered, unseen by any client; use raise, hang or delay"
+            )
+        if self.point in SYNCHRONOUS_POINTS and self.action in ("hang", "delay"):
+            raise ValueError(
+                f"{self.action} is not supported at {self.point}: it never waits; use raise or drop"
             )
         triggers = [self.once, self.every is not None, self.probability is not None]
         if sum(triggers) > 1:
@@ -149,6 +158,16 @@ class FaultPoint:
             await trio.sleep_forever()
         if spec.action == "delay":
             await trio.sleep(spec.delay_s)
+        return spec.action == "drop"
+
+    def hit_now(self) -> bool:
+        """`hit` for code that never waits: raises `InjectedFault` for `raise`, returns True
+        for `drop` (the only actions a synchronous point accepts)."""
+        spec = self._fires()
+        if spec is None:
+            return False
+        if spec.action == "raise":
+            raise InjectedFault(f"fault injected at {self.name}")
         return spec.action == "drop"
 
 

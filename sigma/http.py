@@ -1,8 +1,9 @@
 """HTTP/1.1 on a trio stream, parsed and framed by h11; shared by the gateway and the engine.
 
 `HttpServerConnection` reads requests (with keep-alive), reads bounded bodies, writes responses,
-and can hand an upgrade request over to a WebSocket library as a stream that replays it.
-Nothing here parses HTTP by hand: h11 does, in both directions.
+and answers a WebSocket upgrade with its `101` (after which `sigma.websocket.connection` owns the
+stream). Nothing here parses HTTP by hand: h11 does, in both directions; wsproto computes the
+handshake's accept token.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import orjson
 import trio
+from wsproto.utilities import generate_accept_token
+
+from sigma.errors import PeerGone
 
 RECEIVE_CHUNK_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 16 * 1024
@@ -73,10 +77,6 @@ def _head_too_large() -> HttpError:
     )
 
 
-class PeerGone(Exception):
-    """The peer closed or broke the connection; nothing more can be said to it."""
-
-
 @dataclass(frozen=True)
 class HttpRequest:
     """One parsed request head."""
@@ -106,50 +106,6 @@ class HttpRequest:
         """True when this is a WebSocket upgrade request."""
         upgrade = (self.header("upgrade") or "").lower()
         return self.method == "GET" and upgrade == "websocket"
-
-
-class ReplayStream(trio.abc.Stream):
-    """A stream that first yields `prefix`, then whatever `inner` receives.
-
-    Lets a WebSocket library read an upgrade request that h11 has already consumed. It also
-    notes when bytes last arrived (`received_at`, trio time), which is how a session knows its
-    client is alive.
-    """
-
-    __slots__ = ("_inner", "_prefix", "received_at")
-
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
-        self._inner = inner
-        self._prefix = prefix
-        self.received_at = trio.current_time()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        """Return buffered bytes first, then read from the wrapped stream."""
-        if self._prefix:
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
-            await trio.lowlevel.checkpoint()
-            return chunk
-        data = bytes(await self._inner.receive_some(max_bytes))
-        self.received_at = trio.current_time()
-        return data
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Write to the wrapped stream."""
-        await self._inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        """Delegate to the wrapped stream."""
-        await self._inner.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        """Close the wrapped stream."""
-        await self._inner.aclose()
-
-    @property
-    def inner(self) -> trio.abc.Stream:
-        """The wrapped transport stream."""
-        return self._inner
 
 
 class HttpServerConnection:
@@ -287,18 +243,37 @@ class HttpServerConnection:
         """True when another request may follow on this connection."""
         return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
 
-    async def take_upgrade_stream(self, request: HttpRequest) -> ReplayStream:
-        """A stream that replays `request` (re-serialised by h11) and any bytes after it.
+    async def accept_websocket(self, request: HttpRequest) -> bytes:
+        """Answer a checked WebSocket upgrade request with `101 Switching Protocols`.
 
-        Call right after `next_request()` returned an upgrade request; this connection is
-        finished with afterwards.
+        Call right after `next_request()` returned the upgrade request (already checked by
+        `sigma.gateway.upgrade`). h11 writes the 101, with the `Sec-WebSocket-Accept` that
+        wsproto computes from the key; the request is read once, here, never replayed.
+        Returns the bytes that arrived after the request head (the client's first frames):
+        from now on the stream speaks WebSocket and this object is finished with.
+        Raises `PeerGone` when the peer left, `HttpError(400)` for an upgrade with a body.
         """
         event = await self._next_event()
         while event is not h11.PAUSED:
             if not isinstance(event, h11.EndOfMessage):
                 raise HttpError(400, "bad_request", "an upgrade request has no body")
             event = await self._next_event()
-        replay = h11.Connection(h11.CLIENT).send(request.raw)
-        assert replay is not None
+        key = (request.header("sec-websocket-key") or "").encode("latin-1")
+        accept = generate_accept_token(key).decode("ascii")
+        switch = h11.InformationalResponse(
+            status_code=101,
+            headers=[
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-accept", accept),
+            ],
+            reason="Switching Protocols",
+        )
+        data = self._h11.send(switch)
+        assert data is not None
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(str(exc)) from None
         trailing, _closed = self._h11.trailing_data
-        return ReplayStream(self.stream, replay + bytes(trailing))
+        return bytes(trailing)

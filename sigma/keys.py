@@ -5,11 +5,14 @@ A leaf: `sigma.config` validates with it at load time, the gateway uses what it 
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import get_default_algorithms
@@ -33,3 +36,55 @@ def load_public_key(path: Path, algorithm: str) -> Any:
     if isinstance(key, RSAPrivateKey | EllipticCurvePrivateKey):
         raise ValueError(f"{path} holds a private key; give the gateway the public key only")
     return key
+
+
+def load_server_tls(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A server-side TLS context holding the PEM certificate chain and private key given.
+
+    `cert_file` holds the server's certificate, optionally followed by its intermediates;
+    `key_file` its private key, unencrypted (a server restarted unattended has nobody to type
+    a passphrase). The context is Python's default for serving clients
+    (`ssl.Purpose.CLIENT_AUTH`: TLS 1.2 or later, the library's default ciphers), offers
+    HTTP/1.1 by ALPN and asks no certificate of clients.
+    Raises `ValueError` with a one-line reason naming the file at fault: unreadable, not a PEM
+    certificate or key, an encrypted key, or a key that does not belong to the certificate.
+    """
+    check_certificate_file(cert_file)
+    key_pem = _read(key_file)
+    try:
+        serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise ValueError(f"{key_file} is encrypted; give the gateway an unencrypted key") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(f"{key_file} holds no PEM private key") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_alpn_protocols(["http/1.1"])  # the one protocol served, WebSocket upgrades too
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(
+                f"{key_file} is not the private key of the certificate in {cert_file}"
+            ) from None
+        raise ValueError(f"cannot use {cert_file} with {key_file}: {exc.reason or exc}") from None
+    return context
+
+
+def check_certificate_file(path: Path) -> None:
+    """Check that `path` is readable and holds at least one PEM certificate.
+
+    Raises `ValueError` with a one-line reason.
+    """
+    pem = _read(path)
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ValueError(f"{path} holds no PEM certificate") from None
+
+
+def _read(path: Path) -> bytes:
+    """The bytes of `path`, or `ValueError("cannot read PATH: reason")`."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None

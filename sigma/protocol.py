@@ -11,7 +11,7 @@ Events are encoded to JSON once (`encode()`), never once per client.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal, get_args
 
 import orjson
@@ -40,6 +40,28 @@ EVENT_TYPES: tuple[str, ...] = tuple(t for t in ALL_EVENT_TYPES if t not in OPT_
 CORE_EVENT_TYPES: frozenset[str] = frozenset(EVENT_TYPES)
 KNOWN_EVENT_TYPES: frozenset[str] = frozenset(ALL_EVENT_TYPES)
 RequestId = str | int | None
+
+
+class CloseCode(IntEnum):
+    """Every WebSocket close code Sigma sends or records (RFC 6455 7.4, and its own 4xxx).
+
+    1006 never goes on the wire: it is how a session records a peer that left without a close
+    frame. Codes below 3000 are the RFC's; 4000-4999 are private to this protocol.
+    """
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    ABNORMAL = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TOKEN_EXPIRED = 4001
+    SLOW_CONSUMER = 4008
+    RATE_LIMITED = 4029
 
 
 def utc_now_iso() -> str:
@@ -147,8 +169,9 @@ def welcome(
     epoch: str,
     heartbeat_interval_s: float,
     recovered: bool | None,
+    node: str = "",
 ) -> Reply:
-    """The first frame a client receives after the handshake."""
+    """The first frame a client receives after the handshake; `node` names the server's node."""
     data: dict[str, Any] = {
         "kind": "welcome",
         "client_id": client_id,
@@ -163,6 +186,8 @@ def welcome(
     }
     if recovered is not None:
         data["recovered"] = recovered
+    if node:
+        data["node"] = node
     return Reply(type="notification", data=data)
 
 

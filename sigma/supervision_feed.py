@@ -18,6 +18,9 @@ right after it:
 whole `tree`, the newest one is the tree's state, which the hub keeps as the `supervision`
 snapshot: a client that subscribes gets it at once.
 
+In a cluster every node's events reach every client, each with `node` (the node's id, as in
+its welcome and heartbeats); the hub keeps the newest one per node as snapshots.
+
 The sessions' supervisor starts and ends one temporary child per WebSocket connection; those
 events are on the wire too (their `supervisor` is `sessions`), and `child_count` follows them.
 """
@@ -54,9 +57,10 @@ KINDS: dict[type, str] = {
 class TreeView:
     """Reads the tree's current state: the root's children and the sessions' child count."""
 
-    def __init__(self, root: Supervisor, sessions: DynamicSupervisor) -> None:
+    def __init__(self, root: Supervisor, sessions: DynamicSupervisor, *, node: str = "") -> None:
         self.root = root
         self.sessions = sessions
+        self.node = node
 
     def describe(self) -> dict[str, Any]:
         """The root's children in start order, each with its state, restarts and last exit."""
@@ -113,6 +117,8 @@ def supervision_data(event: SupervisionEvent, tree: TreeView) -> dict[str, Any]:
         case _:
             pass
     data["tree"] = tree.describe()
+    if tree.node:
+        data["node"] = tree.node
     return data
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import RedisServer
 
 from sigma.faults import Faults
 
@@ -43,6 +44,32 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for row in figures:
         terminalreporter.line(json.dumps(row))
     terminalreporter.line(f"(also in {path})")
+
+
+@pytest.fixture
+def start_redis(tmp_path: Any) -> Iterator[Any]:
+    """Start `redis-server`s of the test's own: `start_redis(appendonly=False)` gives a running
+    `RedisServer` on a free port with its files under tmp_path; each is stopped by its pid at
+    the end. Tests using it carry `needs_binary("redis-server", package="redis-server")`."""
+    servers: list[RedisServer] = []
+
+    def start(*, appendonly: bool = False) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(servers)}", appendonly=appendonly)
+        servers.append(server)
+        server.launch()
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(start_redis: Any) -> RedisServer:
+    """One running `redis-server` without persistence (see `start_redis`)."""
+    server: RedisServer = start_redis()
+    return server
 
 
 @pytest.fixture

@@ -4,7 +4,13 @@ frame decoder. Imported by tests as `helpers` (pytest puts tests/ on the path)."
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +21,6 @@ import httpx
 import orjson
 import pytest
 import trio
-from wsproto.frame_protocol import FrameDecoder
 
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.faults import Faults
@@ -24,6 +29,7 @@ from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor, run_hub
 from sigma.hub.frames import Frame
 from sigma.hub.messages import HubMessage
+from sigma.hub.outbox import Outbox, OutboxClosed
 from sigma.metrics import Metrics
 from sigma.supervision.supervisor import DynamicSupervisor
 
@@ -100,23 +106,85 @@ def tree_config(
     return Config.model_validate(raw)
 
 
+OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG = 0x1, 0x8, 0x9, 0xA
+
+
+def parse_server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Split unmasked server frames (RFC 6455 5.2): `(opcode, payload)` each, and the bytes of
+    a last frame that is not complete (empty when the data ends on a frame boundary).
+
+    The tests' own reader, so that no test leans on a library's private frame decoder.
+    """
+    frames: list[tuple[int, bytes]] = []
+    at = 0
+    while len(data) - at >= 2:
+        first, second = data[at], data[at + 1]
+        assert not second & 0x80, "a server frame is never masked"
+        length, header = second & 0x7F, 2
+        if length == 126:
+            if len(data) - at < 4:
+                break
+            length, header = int.from_bytes(data[at + 2 : at + 4], "big"), 4
+        elif length == 127:
+            if len(data) - at < 10:
+                break
+            length, header = int.from_bytes(data[at + 2 : at + 10], "big"), 10
+        if len(data) - at < header + length:
+            break
+        assert first & 0x80, "Sigma sends no fragmented frames"
+        frames.append((first & 0x0F, data[at + header : at + header + length]))
+        at += header + length
+    return frames, data[at:]
+
+
+class OutboxReader:
+    """Plays an outbox's sender in tests: woken when the outbox hands frames over.
+
+    No socket and no direct writer: everything the hub flushes waits for `receive_batch`.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self._woken = trio.Event()
+        outbox.attach(self._woken.set)
+
+    async def receive_batch(self) -> list[Frame]:
+        """Everything queued, once there is something; `OutboxClosed` once closed."""
+        while True:
+            batch = self.outbox.take_batch()
+            if batch:
+                await trio.lowlevel.checkpoint()
+                return batch
+            close = self.outbox.close_reason
+            if close is not None:
+                raise OutboxClosed(close)
+            await self._woken.wait()
+            self._woken = trio.Event()
+            self.outbox.attach(self._woken.set)
+
+
 def decode_frames(frames: Iterable[Frame]) -> list[dict[str, Any]]:
     """The JSON messages in a run of server frames (as queued in an outbox)."""
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(b"".join(frame.data for frame in frames))
-    messages = []
-    while (frame := decoder.process_buffer()) is not None:
-        messages.append(orjson.loads(frame.payload))
-    return messages
+    return decode_wire(b"".join(frame.data for frame in frames))
+
+
+def decode_wire(data: bytes) -> list[dict[str, Any]]:
+    """The JSON messages in server frames as they came off the wire (whole frames only)."""
+    parsed, _rest = parse_server_frames(data)
+    return [orjson.loads(payload) for opcode, payload in parsed if opcode == OPCODE_TEXT]
 
 
 @asynccontextmanager
 async def running_stack(
-    config: Config | None = None, *, faults: Faults | None = None
+    config: Config | None = None,
+    *,
+    faults: Faults | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> AsyncIterator[Stack]:
     """Start the real hub, sessions supervisor and gateway; stop them on exit.
 
-    `faults` (a fresh, disarmed registry when not given) reaches the hub and the gateway.
+    `faults` (a fresh, disarmed registry when not given) reaches the hub and the gateway;
+    `verify` is how `Stack.http` checks a TLS gateway's certificate (httpx's `verify`).
     """
     config = config or make_config()
     faults = faults or Faults(config.faults.points)
@@ -145,7 +213,7 @@ async def running_stack(
             health,
             metrics,
         )
-        async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        async with httpx.AsyncClient(base_url=gateway.http_url, verify=verify) as http:
             yield Stack(config, gateway, sessions, hub, hub_send, health, http, metrics, faults)
         nursery.cancel_scope.cancel()
 
@@ -171,3 +239,82 @@ def needs_binary(name: str, *, package: str) -> pytest.MarkDecorator:
         shutil.which(name) is None,
         reason=f"needs {name} (apt-get install {package})",
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A `redis-server` of the test's own, on a free port, its files in `directory`.
+
+    `appendonly`: persist every write to an append-only file (fsync always), so that a restart
+    after SIGKILL finds everything; otherwise nothing is saved and a restart comes back empty.
+    Started and stopped by its pid, never by name.
+    """
+
+    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+        self.directory = directory
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def launch(self) -> None:
+        """Start the server; `wait_ready` or `ready` says when it answers."""
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else []
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.directory), "--save", "", "--appendonly", "no", *persistence,
+        ]  # fmt: skip
+        log = (self.directory / "redis.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def answers(self) -> bool:
+        """True when the server answers PING now."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Block until the server answers PING (for fixtures, before trio runs)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.answers():
+            assert self.process is not None and self.process.poll() is None, "redis-server died"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+
+    async def ready(self, timeout_s: float = 10.0) -> None:
+        """Wait until the server answers PING, without blocking the other tasks."""
+        with trio.fail_after(timeout_s):
+            while not await trio.to_thread.run_sync(self.answers):  # noqa: ASYNC110 (a process)
+                await trio.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it: nothing it had not written to disk survives."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s)."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None

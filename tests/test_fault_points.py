@@ -170,6 +170,60 @@ async def test_sender_write_cuts_that_client_only(action: str, code: int, faults
         await eventually(lambda: stack.sessions.count_children().active == 0)
 
 
+# --- connection.try_write, inside the hub's own write ------------------------------------------
+
+
+async def test_a_failing_direct_write_costs_that_client_only(faults: Faults) -> None:
+    """An exception inside the hub's write to one idle client closes that client with 1011;
+    the hub is not restarted and every other client keeps contiguous `seq`."""
+    async with running_stack(make_config(), faults=faults) as stack:
+        hub = stack.hub
+        async with (
+            open_websocket_url(stack.ws_url) as victim,
+            open_websocket_url(stack.ws_url) as first,
+            open_websocket_url(stack.ws_url) as second,
+        ):
+            for ws in (victim, first, second):
+                await ws.get_message()  # the welcome
+            await eventually(lambda: len(hub.state.clients) == 3)
+            # The victim joined first, so the hub writes to it first.
+            with faults.armed(spec("connection.try_write", "raise", once=True)) as point:
+                await stack.publish({"type": "notification", "data": {"n": 1}})
+            assert point.fired == 1
+            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
+                await victim.get_message()
+            assert (closed.value.reason.code, closed.value.reason.reason) == (
+                1011,
+                "internal error",
+            )
+            for n in range(2, 6):
+                await stack.publish({"type": "notification", "data": {"n": n}})
+            for ws in (first, second):
+                seqs = [orjson.loads(await ws.get_message())["seq"] for _ in range(5)]
+                assert seqs == [1, 2, 3, 4, 5]
+            assert stack.hub is hub and len(hub.state.clients) == 2
+            assert hub.state.last_seq == 5
+
+
+async def test_a_dropped_direct_write_leaves_the_event_to_the_sender(faults: Faults) -> None:
+    async with (
+        running_stack(make_config(), faults=faults) as stack,
+        open_websocket_url(stack.ws_url) as ws,
+    ):
+        await ws.get_message()
+        await eventually(lambda: len(stack.hub.state.clients) == 1)
+        with faults.armed(spec("connection.try_write", "drop", once=True)) as point:
+            await stack.publish({"type": "notification", "data": {}})
+            assert orjson.loads(await ws.get_message())["seq"] == 1
+        assert point.fired == 1
+
+
+def test_connection_try_write_refuses_hang_and_delay() -> None:
+    for action in ("hang", "delay"):
+        with pytest.raises(ValueError, match=r"not supported at connection\.try_write"):
+            spec("connection.try_write", action)
+
+
 # --- engine.method ------------------------------------------------------------------------------
 
 

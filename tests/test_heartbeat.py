@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from helpers import decode_frames
+from helpers import OutboxReader, decode_frames
 
 from sigma.app import RootStates
 from sigma.config import HeartbeatConfig, HubConfig
@@ -25,7 +25,9 @@ from sigma.supervision.supervisor import Backoff, ChildSpec, Supervisor, Supervi
 HANG_GUARD_S = 3600.0
 
 
-async def receive_heartbeats(outbox: Outbox, count: int) -> list[tuple[float, dict[str, Any]]]:
+async def receive_heartbeats(
+    outbox: OutboxReader, count: int
+) -> list[tuple[float, dict[str, Any]]]:
     """The next `count` heartbeats in `outbox`, each with the (virtual) time it arrived."""
     received: list[tuple[float, dict[str, Any]]] = []
     with trio.fail_after(HANG_GUARD_S):
@@ -48,11 +50,11 @@ async def test_heartbeats_arrive_every_interval_exactly_through_a_real_hub(
     interval_s = 15.0
     states = {"hub": "running", "heartbeat": "running"}
     hub_send, hub_receive = trio.open_memory_channel[HubMessage](16)
-    outbox = Outbox(64)
+    outbox = OutboxReader(Outbox(64))
     async with trio.open_nursery() as nursery:
         hub = functools.partial(run_hub, heartbeat_interval_s=interval_s)
         await nursery.start(hub, hub_receive, HubConfig())
-        await hub_send.send(Join(Client("client", outbox)))
+        await hub_send.send(Join(Client("client", outbox.outbox)))
         started_at = trio.current_time()
         heartbeat = functools.partial(
             run_heartbeat, actor_states=lambda: states, started_at=started_at - 100.0
@@ -107,8 +109,8 @@ async def test_heartbeats_report_each_actor_of_the_tree_as_it_is(
     five_s = Backoff(min_s=5.0, max_s=5.0, factor=0.0)
     root = Supervisor("root", specs, SupervisorPolicy(backoff=five_s))
     states.root = root
-    outbox = Outbox(64)
-    await hub_send.send(Join(Client("client", outbox)))  # waits in the inbox for the hub
+    outbox = OutboxReader(Outbox(64))
+    await hub_send.send(Join(Client("client", outbox.outbox)))  # waits in the inbox for the hub
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         received = await receive_heartbeats(outbox, 10)

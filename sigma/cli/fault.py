@@ -10,7 +10,9 @@ Exit status: 0 done; 1 the server refused (or could not be reached); 2 a usage e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import ssl
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
+from sigma.client.tls import tls_context
 from sigma.errors import dotted_location, first_error, stated_reason
 from sigma.faults import FAULT_POINTS, FaultSpec
 
@@ -37,13 +40,17 @@ class FaultCommandError(Exception):
         self.exit_status = exit_status
 
 
-def add_fault_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `fault arm`, `fault list` and `fault clear` to the `sigma` parser."""
-    fault = commands.add_parser("fault", help="arm or clear fault points of a running server")
+def add_fault_commands(fault: argparse.ArgumentParser) -> None:
+    """Add `fault arm`, `fault list` and `fault clear` to the `sigma fault` parser."""
     actions = fault.add_subparsers(dest="fault_command", required=True)
 
     def add_url(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--url", default=DEFAULT_URL, help=f"gateway (default {DEFAULT_URL})")
+        sub.add_argument(
+            "--cafile",
+            metavar="FILE",
+            help="for an https:// URL: trust only the CA certificate(s) in this PEM file",
+        )
         sub.add_argument(
             "--timeout",
             type=float,
@@ -80,19 +87,24 @@ def run_fault_command(args: argparse.Namespace) -> int:
     """Run a parsed `sigma fault ...` command; print what happened; return the exit status."""
     try:
         base = _base_url(args.url)
+        try:
+            verify: ssl.SSLContext | bool = tls_context(base, args.cafile) or True
+        except ValueError as exc:
+            raise FaultCommandError(str(exc), EXIT_USAGE) from None
+        request = functools.partial(_request, base=base, timeout_s=args.timeout, verify=verify)
         if args.fault_command == "arm":
             spec = _spec_of(args)
-            row = _request("POST", base, args.timeout, json=spec.model_dump(exclude_none=True))
+            row = request("POST", json=spec.model_dump(exclude_none=True))
             print(f"armed {row['point']}: {row['description']}")
         elif args.fault_command == "list":
-            rows = _request("GET", base, args.timeout)["points"]
+            rows = request("GET")["points"]
             if args.json:
                 print(json.dumps(rows, indent=2))
             else:
                 print(format_points(rows))
         else:
             params = {"point": args.point} if args.point else None
-            _request("DELETE", base, args.timeout, params=params)
+            request("DELETE", params=params)
             print(f"cleared {args.point or 'every fault point'}")
     except FaultCommandError as error:
         print(f"sigma: {error}", file=sys.stderr)
@@ -134,16 +146,19 @@ def _base_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise FaultCommandError(
-            f"--url must be the gateway's http://host:port (got {url!r})", EXIT_USAGE
+            f"--url must be the gateway's http://host:port or https://host:port (got {url!r})",
+            EXIT_USAGE,
         )
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _request(method: str, base: str, timeout_s: float, **kwargs: Any) -> Any:
+def _request(
+    method: str, *, base: str, timeout_s: float, verify: ssl.SSLContext | bool, **kwargs: Any
+) -> Any:
     """One call to the admin endpoint: its JSON on 200, else `FaultCommandError`."""
     url = base + ADMIN_PATH
     try:
-        with httpx.Client(timeout=timeout_s, trust_env=False) as http:
+        with httpx.Client(timeout=timeout_s, trust_env=False, verify=verify) as http:
             response = http.request(method, url, **kwargs)
     except httpx.HTTPError as exc:
         raise FaultCommandError(

@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="monitoring probe, Nagios plugin style (`sigma check -h`)")
     commands.add_parser("watch", help="live terminal view of the event stream (`sigma watch -h`)")
 
-    add_fault_commands(commands)
+    add_fault_commands(
+        commands.add_parser("fault", help="arm or clear fault points of a running server")
+    )
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -188,14 +190,18 @@ def run_until_signalled(start: Callable[..., Awaitable[object]], config: Config,
                     nursery.cancel_scope.cancel()
                     break
 
+    failed = False
     try:
         trio.run(run)
-    except Exception as error:
-        cause = _innermost(error)
-        if isinstance(cause, SupervisorError):
+    except* SupervisorError as group:
+        failed = True
+        for cause in _leaves(group):
             log.error(f"{name} gave up: the supervision tree could not keep running: {cause}")
-        else:
+    except* Exception as group:
+        failed = True
+        for cause in _leaves(group):
             log.error(f"{name} stopped: {type(cause).__name__}: {cause}")
+    if failed:
         return EXIT_FAILED
     log.info(f"{name} stopped cleanly")
     return EXIT_OK
@@ -232,10 +238,15 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
 
 
-def _innermost(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception in `group`, nested groups opened (what `except*` matched)."""
+    leaves: list[BaseException] = []
+    for member in group.exceptions:
+        if isinstance(member, BaseExceptionGroup):
+            leaves.extend(_leaves(member))
+        else:
+            leaves.append(member)
+    return leaves
 
 
 def _arm_hard_exit(after_s: float) -> None:

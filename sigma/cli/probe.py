@@ -6,8 +6,14 @@ and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN. Which state follows from wha
 is decided in `sigma.cli.probe_verdict` (its docstring states the thresholds); this module only
 observes.
 
-It runs at most `--timeout` (connect, handshake and welcome) plus twice the maximum heartbeat
-age (the wait for a heartbeat), so a scheduler's own timeout should allow that much.
+In a cluster (`[broker] kind = "redis"`) every node's heartbeats reach every client; the probe
+waits for one of the node it is connected to (the welcome's `node`), so that it checks that
+node's whole path through the broker and back, not just that some node is alive.
+
+It runs at most `--timeout` (connect, TLS and WebSocket handshakes, and welcome) plus twice
+the maximum heartbeat age (the wait for a heartbeat), so a scheduler's own timeout should allow
+that much; a `wss://` handshake that timed out costs up to 2 s more, spent finding out whether
+the gateway's certificate was the reason. `--cafile` trusts a private CA.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import functools
 import math
 import os
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -47,6 +54,7 @@ from sigma.client.connection import (
     parse_timestamp,
     receive_welcome,
 )
+from sigma.client.tls import tls_context
 from sigma.protocol import Event
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -54,20 +62,26 @@ TOKEN_ENV_VAR = "SIGMA_TOKEN"
 
 
 async def observe(
-    url: str, *, timeout_s: float, max_age_s: float | None = None, token: str | None = None
+    url: str,
+    *,
+    timeout_s: float,
+    max_age_s: float | None = None,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Observation:
     """Connect to `url`, read the welcome, wait for a heartbeat: what happened, never raising.
 
-    `timeout_s` bounds the connection, the handshake and the welcome together; the heartbeat is
-    then awaited up to twice the maximum age. Resource handling: closes its connection.
+    `timeout_s` bounds the connection (TLS included), the handshake and the welcome together;
+    the heartbeat is then awaited up to twice the maximum age. `ssl_context` verifies a
+    `wss://` gateway (`tls_context`). Resource handling: closes its connection.
     """
     started = trio.current_time()
     try:
-        async with connect(url, timeout_s=timeout_s, token=token) as ws:
+        async with connect(url, timeout_s=timeout_s, token=token, ssl_context=ssl_context) as ws:
             connect_s = trio.current_time() - started
             welcome = await receive_welcome(ws, max(0.0, timeout_s - connect_s))
             limits = HeartbeatLimits.for_interval(welcome.heartbeat_interval, max_age_s)
-            return await _await_heartbeat(ws, limits, connect_s)
+            return await _await_heartbeat(ws, limits, connect_s, node=welcome.node)
     except GatewayUnavailable as exc:
         return Unreachable(str(exc))
     except GatewayProtocolError as exc:
@@ -75,7 +89,7 @@ async def observe(
 
 
 async def _await_heartbeat(
-    ws: WebSocketConnection, limits: HeartbeatLimits, connect_s: float
+    ws: WebSocketConnection, limits: HeartbeatLimits, connect_s: float, *, node: str = ""
 ) -> Welcomed:
     welcomed_at = trio.current_time()
 
@@ -87,7 +101,11 @@ async def _await_heartbeat(
         try:
             while True:
                 message = decode_server_frame(await ws.get_message())
-                if isinstance(message, Event) and message.type == "heartbeat":
+                if (
+                    isinstance(message, Event)
+                    and message.type == "heartbeat"
+                    and (not node or message.data.get("node") == node)
+                ):
                     waited_s = trio.current_time() - welcomed_at
                     return ended(heartbeat=_heartbeat_seen(message, waited_s))
         except ConnectionClosed as exc:
@@ -177,6 +195,12 @@ def check_parser() -> argparse.ArgumentParser:
         default=os.environ.get(TOKEN_ENV_VAR) or None,
         help=f"a JWT sent as 'Authorization: Bearer' (default ${TOKEN_ENV_VAR})",
     )
+    parser.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="for a wss:// URL: trust only the CA certificate(s) in this PEM file "
+        "(default: the system's trusted CAs)",
+    )
     return parser
 
 
@@ -184,7 +208,8 @@ def check_main(argv: Sequence[str]) -> int:
     """Run `sigma check` with `argv` (after the word `check`): print one line, return the state."""
     try:
         args = check_parser().parse_args(argv)
-    except CheckUsageError as exc:
+        context = tls_context(args.url, args.cafile)
+    except (CheckUsageError, ValueError) as exc:
         verdict = usage_error(str(exc))
     else:
         run = functools.partial(
@@ -193,6 +218,7 @@ def check_main(argv: Sequence[str]) -> int:
             timeout_s=args.timeout,
             max_age_s=args.max_heartbeat_age,
             token=args.token,
+            ssl_context=context,
         )
         try:
             verdict = assess(trio.run(run))

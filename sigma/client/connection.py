@@ -11,12 +11,16 @@ the one place where trio-websocket's exceptions become the project's, split by w
 
 `trio_websocket.ConnectionClosed` after the welcome is left as it is: for a client, a close is an
 ordinary event whose reason (`describe_close`) says who closed and why.
+
+`wss://` URLs are verified against the system's trusted CAs, or against one private CA's
+certificate (`sigma.client.tls.tls_context`, from the tools' `--cafile`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -45,6 +49,8 @@ CLOSE_TIMEOUT_S = 1.0
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 """Largest server frame a client accepts (events such as storage_update can be large)."""
 REQUIRED_FIELDS = ("type", "timestamp", "seq", "data")
+TLS_DIAGNOSIS_S = 2.0
+"""How long a client spends finding out why a `wss://` handshake timed out (`_tls_problem`)."""
 
 
 class GatewayUnavailable(RemoteError):
@@ -72,6 +78,8 @@ class Welcome(BaseModel):
     heartbeat_interval: float = Field(gt=0)
     server_version: str
     recovered: bool | None = None
+    node: str = ""
+    """The node the client is connected to (a cluster names each; empty when not said)."""
 
 
 def check_ws_url(url: str) -> str:
@@ -161,11 +169,16 @@ async def receive_welcome(ws: WebSocketConnection, timeout_s: float) -> Welcome:
 
 @asynccontextmanager
 async def connect(
-    url: str, *, timeout_s: float, token: str | None = None
+    url: str,
+    *,
+    timeout_s: float,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket connection to `url`, completing the handshake within `timeout_s`.
 
-    `token` is sent as `Authorization: Bearer <token>`.
+    `token` is sent as `Authorization: Bearer <token>`; `ssl_context` (`tls.tls_context`) verifies a
+    `wss://` server (None: the system's trusted CAs).
     Resource handling: closes the connection on exit; a closing handshake that takes longer than
     `CLOSE_TIMEOUT_S` is abandoned silently (the connection is dropped either way).
     Error handling: a failed connect or handshake raises `GatewayUnavailable`; exceptions from
@@ -180,6 +193,7 @@ async def connect(
         with handshake:
             async with open_websocket_url(
                 url,
+                ssl_context=ssl_context,
                 extra_headers=headers,
                 max_message_size=MAX_FRAME_BYTES,
                 connect_timeout=math.inf,
@@ -197,7 +211,32 @@ async def connect(
     except HandshakeError as exc:
         raise GatewayUnavailable(f"cannot connect: {_os_reason(exc.__cause__)}") from exc
     if handshake.cancelled_caught:
+        problem = await _tls_problem(url, ssl_context) if url.startswith("wss:") else None
+        if problem is not None:
+            raise GatewayUnavailable(f"cannot connect: {problem}")
         raise GatewayUnavailable(f"no handshake within {timeout_s:g}s")
+
+
+async def _tls_problem(url: str, ssl_context: ssl.SSLContext | None) -> str | None:
+    """Why a TLS handshake with `url`'s server fails; None when it succeeds or stays unanswered.
+
+    trio-websocket does not report a failed TLS handshake (a certificate that is not trusted,
+    expired, or for another name): it waits out the handshake timeout instead
+    (python-trio/trio-websocket#199). After such a timeout, one bare TLS handshake, bounded by
+    `TLS_DIAGNOSIS_S`, says what was wrong.
+    """
+    parts = urlsplit(url)
+    context = ssl_context or ssl.create_default_context()
+    with trio.move_on_after(TLS_DIAGNOSIS_S):
+        try:
+            stream = await trio.open_ssl_over_tcp_stream(
+                parts.hostname or "", parts.port or 443, ssl_context=context, https_compatible=True
+            )
+            async with stream:
+                await stream.do_handshake()
+        except (OSError, trio.BrokenResourceError) as exc:
+            return _os_reason(exc)
+    return None
 
 
 def describe_close(closed: ConnectionClosed) -> str:
@@ -228,10 +267,15 @@ def _rejection_detail(body: bytes | None) -> str:
 
 
 def _os_reason(error: BaseException | None) -> str:
-    """The most specific OS-level reason inside `error` ("connection refused"), else its text."""
+    """The most specific OS-level or TLS reason inside `error` ("connection refused"), else its
+    text."""
     pending: list[BaseException] = [error] if error is not None else []
     while pending:
         current = pending.pop(0)
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"TLS certificate not accepted: {current.verify_message}"
+        if isinstance(current, ssl.SSLError):
+            return f"TLS handshake failed: {(current.reason or str(current)).lower()}"
         if isinstance(current, OSError) and current.errno is not None:
             # trio puts the address into strerror; the plain system text reads better.
             text = os.strerror(current.errno) if current.errno > 0 else current.strerror

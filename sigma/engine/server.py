@@ -31,8 +31,9 @@ from sigma.engine.methods import HostMethods
 from sigma.engine.openrpc import Discovery
 from sigma.engine.paths import resolve_data_dir
 from sigma.engine.workers import WorkerPool
+from sigma.errors import PeerGone
 from sigma.faults import FaultPoint, Faults
-from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
+from sigma.http import HttpError, HttpRequest, HttpServerConnection
 
 log = structlog.get_logger(__name__)
 

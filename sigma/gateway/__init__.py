@@ -4,7 +4,8 @@ Read in this order:
 - `server`: listeners, routes, `run_gateway` and `GatewayHandle`;
 - `upgrade`: the checks an upgrade request must pass (handshake, Origin, token);
 - `auth`, `limits`: JWT verification, connection and message limits (pure decisions);
-- `session`: one WebSocket client from handshake to close, and `sender`, which drains its outbox;
+- `session`: one WebSocket client from its 101 to its close (on a
+  `sigma.websocket.connection.ServerConnection`), and `sender`, which writes its backlog;
 - `keepalive`: one sweep that pings quiet clients and closes silent ones;
 - `admin_faults`: `/admin/faults`, arming fault points from loopback.
 """

@@ -3,9 +3,19 @@
 Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
 `/metrics`, `/api/publish`, and `/admin/faults` when `[faults] admin` is on) is answered here,
 the dashboard (`/`, `/static/...`, `/favicon.ico`) by `sigma.gateway.static_files`;
-an upgrade on `/ws` is replayed into trio-websocket and the connection becomes a `ClientSession`,
+an upgrade on `/ws` is answered with its `101` by h11 (the request is read once, never replayed),
+and the connection becomes a `ClientSession` on a `sigma.websocket.connection.ServerConnection`,
 started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
 connection is logged and ends that connection only.
+
+With `[gateway] tls_cert_file` and `tls_key_file` set, every accepted connection is first wrapped
+in a server-side `trio.SSLStream`, and nothing but TLS is spoken on the port (`https://`,
+`wss://`). The TLS handshake has `handshake_timeout_s`, as the request head after it has; a
+client that fails it (does not trust the certificate, speaks plain HTTP, stalls) is logged at
+debug and dropped, and nobody else notices. `https_compatible=True`: like browsers and HTTP
+servers, neither side waits for the other's `close_notify` at the end. Over TLS the hub's
+direct write to an idle client's socket is off (it needs the bare socket, and a record must go
+through the `SSLStream`): the session's sender writes every frame, awaited.
 
 The upgrade is where the edge is guarded, in this order, each refusal a JSON error and nothing
 upgraded: a well-formed WebSocket handshake (400/426), an allowed `Origin` (403), a valid token
@@ -15,10 +25,13 @@ per-address connection limits (503), counted here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hmac
 import os
+import socket
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,8 +42,8 @@ import structlog
 import trio
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from sigma.config import Config
-from sigma.errors import TooManyChildren, dotted_location, first_error
+from sigma.config import Config, GatewayConfig
+from sigma.errors import PeerGone, TooManyChildren, dotted_location, first_error
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.gateway.auth import Authenticator
@@ -45,8 +58,9 @@ from sigma.gateway.upgrade import (
     remote_address,
 )
 from sigma.health import HealthBoard
-from sigma.http import HttpError, HttpRequest, HttpServerConnection, PeerGone
+from sigma.http import HttpError, HttpRequest, HttpServerConnection
 from sigma.hub.messages import HubMessage, Publish
+from sigma.keys import load_server_tls
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
 from sigma.protocol import KNOWN_EVENT_TYPES, OPT_IN_EVENT_TYPES, EventType, make_checked_event
 from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
@@ -54,6 +68,10 @@ from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 log = structlog.get_logger("sigma.gateway")
 
 CLOSE_TIMEOUT_S = 1.0
+PUBLISH_REPLY_MARGIN_S = 1.0
+"""A publish waits for its seqs this much beyond `[broker] publish_timeout_s`."""
+MAX_IDEMPOTENCY_KEY_CHARS = 128
+LISTEN_BACKLOG = 4096
 ACCEPT_RETRY_S = 0.1
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ROUTES: dict[str, frozenset[str]] = {
@@ -83,16 +101,17 @@ class GatewayHandle:
 
     host: str
     port: int
+    tls: bool = False
 
     @property
     def ws_url(self) -> str:
-        """The WebSocket URL clients connect to."""
-        return f"ws://{self.host}:{self.port}/ws"
+        """The WebSocket URL clients connect to (`wss://` over TLS)."""
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/ws"
 
     @property
     def http_url(self) -> str:
-        """The base URL of the HTTP routes."""
-        return f"http://{self.host}:{self.port}"
+        """The base URL of the HTTP routes (`https://` over TLS)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
 
 class Gateway:
@@ -136,13 +155,26 @@ class Gateway:
         )
         self.per_address = AddressLimit(config.gateway.max_connections_per_ip)
         self.static = StaticFiles()
+        gateway = config.gateway
+        self.tls: ssl.SSLContext | None = (
+            load_server_tls(gateway.tls_cert_file, gateway.tls_key_file)
+            if gateway.tls_cert_file is not None and gateway.tls_key_file is not None
+            else None
+        )
 
-    async def handle_connection(self, stream: trio.SocketStream) -> None:
+    async def handle_connection(self, socket_stream: trio.SocketStream) -> None:
         """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
 
+        Over TLS, the TLS handshake comes first (`_secure`).
         Error handling: nothing escapes; a bug is logged and answered 500 when still possible.
         Resource handling: closes the stream unless a session took it over.
         """
+        stream: trio.abc.Stream = socket_stream
+        if self.tls is not None:
+            secured = await self._secure(socket_stream, self.tls)
+            if secured is None:
+                return
+            stream = secured
         conn = HttpServerConnection(stream, max_body_bytes=self.config.gateway.max_http_body_bytes)
         handed_over = False
         try:
@@ -166,6 +198,27 @@ class Gateway:
         finally:
             if not handed_over:
                 await trio.aclose_forcefully(stream)
+
+    async def _secure(
+        self, stream: trio.SocketStream, context: ssl.SSLContext
+    ) -> trio.SSLStream[trio.SocketStream] | None:
+        """The TLS handshake, within `handshake_timeout_s`; None (stream closed) when it failed."""
+        peer = remote_address(stream)  # asked now: a peer that gave up may be unnamed later
+        secured = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+        failure = "timed out"
+        with trio.move_on_after(self.config.gateway.handshake_timeout_s):
+            try:
+                await secured.do_handshake()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                failure = str(exc.__cause__ or exc) or type(exc).__name__
+            except Exception:
+                log.exception("TLS handshake failed unexpectedly", peer=peer)
+                failure = "internal error"
+            else:
+                return secured
+        log.debug("TLS handshake failed", peer=peer, error=failure)
+        await trio.aclose_forcefully(stream)
+        return None
 
     async def _next_request(self, conn: HttpServerConnection) -> HttpRequest | None:
         with trio.move_on_after(self.config.gateway.handshake_timeout_s):
@@ -234,11 +287,20 @@ class Gateway:
             raise HttpError(
                 400, "invalid_body", f"{where}: supervision events come from the tree only"
             )
+        idempotency_key = _idempotency_key_of(request)
         reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
         events = tuple(make_checked_event(item.type, item.data) for item in items)
-        await self.hub.send(Publish(events, reply_send))
-        with trio.fail_after(self.config.gateway.handshake_timeout_s):
-            seqs = await reply_receive.receive()
+        await self.hub.send(Publish(events, reply_send, idempotency_key))
+        seqs = None
+        with trio.move_on_after(self.config.broker.publish_timeout_s + PUBLISH_REPLY_MARGIN_S):
+            with contextlib.suppress(trio.EndOfChannel):  # closed: the events were refused
+                seqs = await reply_receive.receive()
+        if seqs is None:
+            raise HttpError(
+                503,
+                "broker_unavailable",
+                "the events were not published: the broker is unreachable",
+            )
         if isinstance(parsed, list):
             await conn.respond_json(200, {"seqs": list(seqs)})
         else:
@@ -282,11 +344,16 @@ class Gateway:
             raise HttpError(
                 503, "too_many_connections_from_address", "connection limit for this address"
             )
+        trailing: bytes | None = None
         try:
-            stream = await conn.take_upgrade_stream(request)
-        except BaseException:
-            lease.release()
-            raise
+            with trio.move_on_after(self.config.gateway.handshake_timeout_s):
+                trailing = await conn.accept_websocket(request)
+        finally:
+            if trailing is None:
+                lease.release()
+        if trailing is None:
+            raise PeerGone("the 101 response could not be written in time")
+        stream = conn.stream
         client_id = str(uuid.uuid4())
         session = ClientSession(
             client_id,
@@ -294,8 +361,10 @@ class Gateway:
             self.session_settings,
             self.hub,
             resume,
+            trailing=trailing,
             auth=auth,
             write_fault=self.faults.point("sender.write"),
+            try_write_fault=self.faults.point("connection.try_write"),
             keepalive=self.keepalive,
             lease=lease,
             on_drop=self._count_drops,
@@ -324,6 +393,21 @@ class Gateway:
 def new_keepalive(config: Config) -> KeepAlive:
     """The live-session table for `[heartbeat] ping_interval_s` and `ping_timeout_s`."""
     return KeepAlive(config.heartbeat.ping_interval_s, config.heartbeat.ping_timeout_s)
+
+
+def _idempotency_key_of(request: HttpRequest) -> str | None:
+    """The `Idempotency-Key` header: 1 to 128 printable ASCII characters, or None when absent."""
+    raw = request.header("idempotency-key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable():
+        raise HttpError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
+        )
+    return key
 
 
 def _since_of(request: HttpRequest) -> int | None:
@@ -360,14 +444,43 @@ async def run_gateway(
     Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
     """
     gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive)
-    listeners = await trio.open_tcp_listeners(config.gateway.port, host=config.gateway.host)
+    listeners = await open_listeners(config.gateway)
     port = listeners[0].socket.getsockname()[1]
-    log.info("Gateway listening", url=f"ws://{config.gateway.host}:{port}/ws")
+    handle = GatewayHandle(config.gateway.host, port, tls=gateway.tls is not None)
+    log.info("Gateway listening", url=handle.ws_url)
     async with trio.open_nursery() as nursery:
         for listener in listeners:
             nursery.start_soon(accept_forever, listener, gateway.handle_connection, nursery)
         nursery.start_soon(gateway.keepalive.run)
-        task_status.started(GatewayHandle(config.gateway.host, port))
+        task_status.started(handle)
+
+
+async def open_listeners(config: GatewayConfig) -> list[trio.SocketListener]:
+    """Listen on `host:port`; with `reuse_port`, on one SO_REUSEPORT socket per address.
+
+    SO_REUSEPORT lets several processes listen on one port, and the kernel spreads new
+    connections over them; each of them must set it (Linux refuses a second plain listener).
+    """
+    if not config.reuse_port:
+        return await trio.open_tcp_listeners(config.port, host=config.host)
+    addresses = await trio.socket.getaddrinfo(
+        config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners = []
+    for family, kind, protocol, _, address in addresses:
+        sock = trio.socket.socket(family, kind, protocol)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
 
 
 async def accept_forever(

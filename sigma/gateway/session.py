@@ -1,13 +1,15 @@
-"""One WebSocket client from handshake to close: handshake, reader, sender, pings and close.
+"""One WebSocket client from its first frame to its close: reader, sender, pings and close.
 
-A session runs as a temporary child of the gateway's dynamic supervisor, in as few tasks as
-trio-websocket allows, because every task and cancel scope costs memory on every connection:
-- the session's own task: the handshake, then the sender (`sigma.gateway.sender.Sender`), which
-  writes whatever the hub queues in the outbox (through the `sender.write` fault point, when the
-  gateway hands one over);
-- trio-websocket's reader task (it parses incoming frames and answers pings);
-- `_read_frames`: decodes client frames; pings and bad frames are answered here, subscription
-  commands go to the hub;
+The gateway has already read the upgrade request and written the `101` (`sigma.http`); the
+session owns the socket from then on, through one `sigma.websocket.connection.ServerConnection`.
+It runs as a child of the gateway's session table, in as few tasks as it can, because every task
+and cancel scope costs memory on every connection:
+- the session's own task reads client frames: pings are answered with a pong queued as a control
+  frame, bad frames get an error reply, subscription commands go to the hub;
+- `sigma.gateway.sender.send_backlog`, only while the client is behind: an idle client's events
+  are written by the hub itself, straight to the socket (through the `connection.try_write`
+  fault point), and the sender's task is started when the socket did not take everything, and
+  ends when the backlog is written (through the `sender.write` fault point);
 - `_expire_token`, only with `[auth] mode = "jwt"`: closes with 4001 when the token's `exp`
   passes; a `refresh` frame with a good token for the same subject moves that deadline.
 Protocol pings are not a task of the session's: one `sigma.gateway.keepalive.KeepAlive` sweep
@@ -15,15 +17,18 @@ watches every session (`heard_at`, `send_ping`, `close_silent`).
 
 Client frames are metered by `sigma.gateway.limits.MessageRateLimit` before they are even decoded:
 frames past the budget are dropped with a paced `rate_limited` reply, sustained abuse closes
-with 4029.
+with 4029. A binary message closes the connection with 1003 (the protocol is JSON in text
+frames, RFC 6455 7.4.1: a type of data the endpoint cannot accept).
 
 Every way a session ends goes through one door: its outbox is closed with a close code (by the
-hub for a slow consumer or a hub restart, by the reader when the peer closed, by the keep-alive
-sweep). From then on the session has `close_timeout_s` to finish the write in flight and send
-its close frame; past that the stream is aborted. Shutdown cancels the session's task; it then
-closes the outbox with 1001 itself and, in a shielded scope bounded by the same timeout, writes
-the close frame and waits for the client's, unless a cancelled write left the framing torn (then
-the stream is aborted at once). A client that stopped reading can never hold a session open.
+hub for a slow consumer or a hub restart, or one client's delivery failing; by the reader when
+the peer sent a close frame or broke the protocol; by the keep-alive sweep). The sender then
+writes what the connection owes, the close frame and shuts the write side of TCP, while the
+reader discards what still arrives until the peer closes, all within `close_timeout_s` from the
+close; past that the stream is aborted. Shutdown cancels the session's task; it then closes the
+outbox with 1001 itself and, in a shielded scope bounded by the same timeout, writes the close
+frame and waits for the peer to close, unless a cancelled write left the framing torn (then the
+stream is aborted at once). A client that stopped reading can never hold a session open.
 """
 
 from __future__ import annotations
@@ -37,21 +42,19 @@ from typing import Any
 
 import structlog
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
-from wsproto.events import CloseConnection
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from sigma.errors import PeerGone
 from sigma.faults import FaultPoint
 from sigma.gateway.auth import SessionAuth, TokenRejected
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import Lease, MessageRateLimit, Verdict
-from sigma.gateway.sender import ClientGone, Sender, take_over_stream_lock
-from sigma.http import ReplayStream
-from sigma.hub.frames import PING_FRAME, reply_frame
+from sigma.gateway.sender import send_backlog
+from sigma.hub.frames import PING_FRAME, Frame, reply_frame
 from sigma.hub.messages import UNDELIVERABLE, Client, Command, HubMessage, Join, Leave
 from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
 from sigma.protocol import (
     CORE_EVENT_TYPES,
+    CloseCode,
     ErrorCode,
     Ping,
     ProtocolViolation,
@@ -62,18 +65,10 @@ from sigma.protocol import (
     pong,
     token_refreshed,
 )
+from sigma.websocket.connection import ConnectionClosing, ServerConnection
+from sigma.websocket.frames import pong_frame
 
 log = structlog.get_logger("sigma.session")
-
-NORMAL_CLOSURE = 1000
-GOING_AWAY = 1001
-ABNORMAL_CLOSURE = 1006
-PING_TIMEOUT_CODE = 1011
-INTERNAL_ERROR_CODE = 1011
-TOKEN_EXPIRED_CODE = 4001
-RATE_LIMITED_CODE = 4029
-TRIO_WEBSOCKET_QUEUE_SIZE = 4
-WebSocketProtocolError = (LocalProtocolError, RemoteProtocolError)
 
 
 @dataclass(frozen=True)
@@ -108,14 +103,13 @@ class ClientSession:
         "_hub",
         "_keepalive",
         "_lease",
+        "_nursery",
         "_rate",
         "_resume",
-        "_scope",
-        "_sender",
-        "_stream",
         "_token_expiry",
         "_write_fault",
         "client_id",
+        "connection",
         "outbox",
         "settings",
     )
@@ -123,38 +117,49 @@ class ClientSession:
     def __init__(
         self,
         client_id: str,
-        stream: ReplayStream,
+        stream: trio.abc.Stream,
         settings: SessionSettings,
         hub: trio.MemorySendChannel[HubMessage],
         resume: ResumeRequest,
         *,
+        trailing: bytes = b"",
         auth: SessionAuth | None = None,
         write_fault: FaultPoint | None = None,
+        try_write_fault: FaultPoint | None = None,
         keepalive: KeepAlive | None = None,
         lease: Lease | None = None,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
-        """`lease` is the session's place in the per-address count, given back when it ends;
+        """`stream` has just been upgraded and `trailing` is what arrived after the request;
+        `lease` is the session's place in the per-address count, given back when it ends;
         `on_drop` hears how many events the queue policy dropped, each time it drops some."""
         self.client_id = client_id
         self.settings = settings
+        self.connection = ServerConnection(
+            stream,
+            trailing=trailing,
+            max_message_bytes=settings.max_frame_bytes,
+            on_ping=self._answer_ping,
+            fault=try_write_fault,
+            defer_to=write_fault,
+        )
         self.outbox = Outbox(
             settings.queue_size,
             settings.slow_client_policy,
             on_close=self._start_closing_clock,
             on_drop=on_drop,
         )
-        self._stream = stream
+        direct = self.connection.try_write if self.connection.can_write_directly else None
+        self.outbox.attach(self._start_sender, direct)
         self._hub = hub
         self._resume = resume
         self._auth = auth
-        self._write_fault = write_fault
+        self._write_fault = write_fault or FaultPoint("sender.write")
         self._keepalive = keepalive
         self._lease = lease
-        self._sender: Sender | None = None
-        # The scope everything the session does runs in (its nursery's) once it runs; its
+        # The nursery everything the session does runs in, while it runs; its cancel scope's
         # deadline is the closing clock.
-        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
         # The token's deadline in trio time, fixed now (at the handshake) from its `exp`.
         self._token_expiry = (
             trio.CancelScope(deadline=trio.current_time() + auth.remaining_s()) if auth else None
@@ -168,56 +173,54 @@ class ClientSession:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Complete the handshake, join the hub, serve until closed; `started(client_id)`.
+        """Join the hub, serve until closed; `started(client_id)` once joined.
 
         Resource handling: always closes the stream and tells the hub it left. Cancelled from
         outside (shutdown, or its supervisor stopping it), it still closes with 1001, bounded
         by the close timeout (see the module docstring).
-        Error handling: a failed or slow handshake raises before `started()`.
         """
-        ws: WebSocketConnection | None = None
+        scope: trio.CancelScope | None = None
         try:
             async with trio.open_nursery() as nursery:
-                self._scope = nursery.cancel_scope
-                ws, sender = await self._handshake(nursery)
+                self._nursery = nursery
+                scope = nursery.cancel_scope
                 await self._hub.send(Join(self._client(), self._resume.since, self._resume.epoch))
                 task_status.started(self.client_id)
-                self._start_serving(nursery, ws, sender)
-                try:
-                    await sender.run()
-                except ClientGone as exc:
-                    self.outbox.close(GOING_AWAY, "client gone")
-                    log.debug("Client socket gone", client_id=self.client_id, error=str(exc))
-                else:
-                    close = self.outbox.close_reason
-                    assert close is not None
-                    await ws.aclose(close.code, close.reason)
-                nursery.cancel_scope.cancel()
+                if self._token_expiry is not None:
+                    nursery.start_soon(self._expire_token, self._token_expiry)
+                if self._keepalive is not None:
+                    self._keepalive.add(self)
+                await self._read_frames()
+                if self._token_expiry is not None:
+                    self._token_expiry.cancel()
         finally:
-            await self._finish(ws)
+            self._nursery = None
+            out_of_time = scope is not None and trio.current_time() >= scope.deadline
+            await self._finish(out_of_time=out_of_time)
 
-    def _start_serving(
-        self, nursery: trio.Nursery, ws: WebSocketConnection, sender: Sender
-    ) -> None:
-        """Start reading client frames (and the token clock); let the hub write directly."""
-        nursery.start_soon(self._read_frames, ws)
-        if self._token_expiry is not None:
-            nursery.start_soon(self._expire_token, self._token_expiry)
-        if self._keepalive is not None:
-            self._keepalive.add(self)
-        if sender.can_write_now:
-            self.outbox.attach_direct_writer(sender.write_now)
+    def _start_sender(self) -> None:
+        """The outbox's `wake`: start the sender's task for a backlog (or the close frame)."""
+        nursery = self._nursery
+        if nursery is not None:
+            nursery.start_soon(self._send)
 
-    async def _finish(self, ws: WebSocketConnection | None) -> None:
-        out_of_time = self._scope is not None and trio.current_time() >= self._scope.deadline
+    async def _send(self) -> None:
+        try:
+            await send_backlog(self.outbox, self.connection, self._write_fault)
+        except PeerGone as exc:
+            self.outbox.sending = False
+            self.outbox.close(CloseCode.ABNORMAL, "client gone")
+            log.debug("Client socket gone", client_id=self.client_id, error=str(exc))
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+
+    async def _finish(self, *, out_of_time: bool) -> None:
         interrupted = self.outbox.close_reason is None  # neither side asked to close
         if interrupted:
-            if ws is None:
-                self.outbox.close(ABNORMAL_CLOSURE, "the handshake did not complete")
-            elif _being_cancelled():
-                self.outbox.close(GOING_AWAY, "server shutting down")
+            if _being_cancelled():
+                self.outbox.close(CloseCode.GOING_AWAY, "server shutting down")
             else:
-                self.outbox.close(INTERNAL_ERROR_CODE, "internal error")
+                self.outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
         if self._keepalive is not None:
             self._keepalive.discard(self)
         if self._lease is not None:
@@ -225,41 +228,23 @@ class ClientSession:
         # Best effort: the hub also drops closed outboxes on its next delivery.
         with contextlib.suppress(*UNDELIVERABLE):
             self._hub.send_nowait(Leave(self.client_id))
+        close = self.outbox.close_reason
+        connection = self.connection
         with trio.CancelScope(shield=True) as cleanup:
             cleanup.deadline = trio.current_time() + self.settings.close_timeout_s
-            close = self.outbox.close_reason
-            sender = self._sender
-            if interrupted and ws is not None and sender is not None and not sender.mid_frame:
+            if interrupted and not connection.broken:
                 assert close is not None
-                await self._say_goodbye(ws, sender, close)
-            await trio.aclose_forcefully(self._stream)
+                with contextlib.suppress(PeerGone):
+                    await connection.send_close(close.code, close.reason)
+                    await connection.wait_for_close_reply()
+            await connection.aclose()
         log.debug(
             "Client session closed",
             client_id=self.client_id,
             code=close.code if close else None,
             reason=close.reason if close else None,
-            aborted=out_of_time or cleanup.cancelled_caught,
+            aborted=out_of_time or cleanup.cancelled_caught or connection.broken,
         )
-
-    async def _say_goodbye(
-        self, ws: WebSocketConnection, sender: Sender, close: CloseReason
-    ) -> None:
-        """The closing handshake, by hand (trio-websocket's reader is gone by now).
-
-        Sends the close frame, reads until the client's close frame arrives (ignoring anything
-        before it), and returns; the caller then closes the TCP connection, as RFC 6455 wants
-        the server to do first.
-        """
-        protocol = ws._wsproto
-        with contextlib.suppress(
-            ClientGone, trio.BrokenResourceError, trio.ClosedResourceError, *WebSocketProtocolError
-        ):
-            await sender.write(protocol.send(CloseConnection(close.code, close.reason)))
-            while not any(isinstance(event, CloseConnection) for event in protocol.events()):
-                data = await self._stream.receive_some()
-                if not data:
-                    return
-                protocol.receive_data(data)
 
     def _client(self) -> Client:
         return Client(
@@ -269,53 +254,58 @@ class ClientSession:
             subscriptions=self._resume.allowed,
         )
 
-    async def _handshake(self, nursery: trio.Nursery) -> tuple[WebSocketConnection, Sender]:
-        with trio.fail_after(self.settings.handshake_timeout_s):
-            request = await wrap_server_stream(
-                nursery,
-                self._stream,
-                message_queue_size=TRIO_WEBSOCKET_QUEUE_SIZE,
-                max_message_size=self.settings.max_frame_bytes,
-            )
-            ws = await request.accept()
-            lock = await take_over_stream_lock(ws)
-        self._sender = Sender(ws, self.outbox, lock, self._write_fault)
-        return ws, self._sender
-
     def _start_closing_clock(self, _: CloseReason) -> None:
         """From the moment the outbox closes, the session has `close_timeout_s` to finish."""
-        if self._scope is not None:
-            self._scope.deadline = trio.current_time() + self.settings.close_timeout_s
+        if self._nursery is not None:
+            self._nursery.cancel_scope.deadline = (
+                trio.current_time() + self.settings.close_timeout_s
+            )
 
     # --- keep-alive (`sigma.gateway.keepalive.Peer`) -------------------------------------------
 
     def heard_at(self) -> float:
         """When bytes last arrived from the client (trio time)."""
-        return self._stream.received_at
+        return self.connection.received_at
 
     def send_ping(self) -> None:
         """Queue a WebSocket ping; the client's pong shows in `heard_at`."""
         with contextlib.suppress(OutboxClosed):
-            self.outbox.send_first(PING_FRAME)
+            self.outbox.put(PING_FRAME, "control")
+            self.outbox.flush()
 
     def close_silent(self) -> None:
         """Close with 1011: the client did not answer its ping."""
         log.info("Client did not answer ping", client_id=self.client_id)
-        self.outbox.close(PING_TIMEOUT_CODE, "ping timeout")
+        self.outbox.close(CloseCode.INTERNAL_ERROR, "ping timeout")
 
     # --- client frames -------------------------------------------------------------------------
 
     async def _expire_token(self, expiry: trio.CancelScope) -> None:
         with expiry:
             await trio.sleep_forever()
-        if expiry.cancelled_caught:
+        if expiry.cancelled_caught and self.outbox.close_reason is None:
             log.info("Client token expired", client_id=self.client_id)
-            self.outbox.close(TOKEN_EXPIRED_CODE, "token expired")
+            self.outbox.close(CloseCode.TOKEN_EXPIRED, "token expired")
 
-    async def _read_frames(self, ws: WebSocketConnection) -> None:
+    def _answer_ping(self, payload: bytes) -> None:
+        """A WebSocket ping from the client: queue its pong as a control frame."""
+        with contextlib.suppress(OutboxClosed):
+            self.outbox.put(Frame(pong_frame(payload), "pong"), "control")
+            self.outbox.flush()
+
+    async def _read_frames(self) -> None:
+        """Read client messages until the connection ends; what arrives once the outbox is
+        closed (the close frame is on its way) is read and dropped."""
+        connection = self.connection
+        outbox = self.outbox
         try:
             while True:
-                frame = await ws.get_message()
+                frame = await connection.receive_message()
+                if outbox.close_reason is not None:
+                    continue
+                if isinstance(frame, bytes):
+                    outbox.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
+                    continue
                 verdict = self._rate.check(trio.current_time())
                 if verdict is Verdict.ACCEPT:
                     await self._handle_frame(frame)
@@ -326,11 +316,22 @@ class ClientSession:
                         "Client closed for sustained abuse of the rate limit",
                         client_id=self.client_id,
                     )
-                    self.outbox.close(RATE_LIMITED_CODE, "rate limited")
-                    return
-        except ConnectionClosed as closed:
-            code = closed.reason.code if closed.reason is not None else NORMAL_CLOSURE
-            self.outbox.close(code, (closed.reason.reason if closed.reason else None) or "")
+                    outbox.close(CloseCode.RATE_LIMITED, "rate limited")
+        except ConnectionClosing as closing:
+            if not closing.by_peer:
+                log.info(
+                    "Client broke the WebSocket protocol",
+                    client_id=self.client_id,
+                    code=closing.code,
+                    reason=closing.reason,
+                )
+            outbox.close(closing.code, closing.reason)
+            if not closing.by_peer:
+                # The parser's state is lost: drop the raw bytes until the peer closes.
+                await connection.discard_until_eof()
+            # After the peer's close frame, the close reply goes out and TCP is closed at once.
+        except PeerGone:
+            outbox.close(CloseCode.ABNORMAL, "client gone")
 
     def _tell_rate_limited(self) -> None:
         settings = self.settings
@@ -343,7 +344,7 @@ class ClientSession:
             )
         )
 
-    async def _handle_frame(self, frame: str | bytes) -> None:
+    async def _handle_frame(self, frame: str) -> None:
         try:
             message = decode_client_frame(frame)
         except ProtocolViolation as violation:
@@ -388,7 +389,8 @@ class ClientSession:
 
     def _reply(self, reply: Any) -> None:
         with contextlib.suppress(OutboxClosed):
-            self.outbox.send_beyond_capacity(reply_frame(reply))
+            self.outbox.put(reply_frame(reply), "reply")
+            self.outbox.flush()
 
 
 def _being_cancelled() -> bool:

@@ -84,7 +84,9 @@ def _bearer_error(rejected: TokenRejected) -> str:
 
 
 def remote_address(stream: trio.abc.Stream) -> str:
-    """The peer's IP address, the key of the per-address connection count."""
+    """The peer's IP address, the key of the per-address connection count (seen through TLS)."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     try:
         peer = stream.socket.getpeername()  # type: ignore[attr-defined]
     except (AttributeError, OSError):

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -38,33 +40,51 @@ from sigma.faults import FaultPoint, Faults
 from sigma.hub.messages import (
     UNDELIVERABLE,
     Command,
+    Deliver,
     HubMessage,
     Join,
     Leave,
+    Notice,
     Publish,
     PublishHeartbeat,
 )
 from sigma.hub.state import HubState
 from sigma.metrics import Metrics
-from sigma.protocol import Event, make_event
+from sigma.protocol import CloseCode, Event, make_event
 from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.hub")
 
-SERVICE_RESTART_CODE = 1012
+IDEMPOTENCY_KEYS_KEPT = 10_000
+"""Idempotency keys a hub that numbers its own events remembers, the oldest forgotten first."""
+
+CATCH_UP_S = 2.0
+"""How long a cluster client resuming from a seq this node has not read yet waits for it; then
+it joins anyway (`recovered: false`: that seq is not in this cluster's numbering)."""
+
+Numbering = Callable[[Publish], None]
+"""Takes events to be numbered elsewhere (the cluster's broker), without waiting; they come back
+to the hub as `Deliver`. It refuses what it cannot take by closing the publish's `reply`."""
 
 
-def new_hub_state(config: HubConfig, *, heartbeat_interval_s: float) -> HubState:
+def new_hub_state(config: HubConfig, *, heartbeat_interval_s: float, node_id: str = "") -> HubState:
     """A fresh numbering (new epoch, seq 0) and empty history and client table."""
     return HubState(
         history_size=config.history_size,
         max_subscriptions=config.max_subscriptions,
         heartbeat_interval_s=heartbeat_interval_s,
+        node_id=node_id,
     )
 
 
 class HubActor:
-    """The thin loop around `HubState`; one instance per incarnation of the hub."""
+    """The thin loop around `HubState`; one instance per incarnation of the hub.
+
+    Without `numbering` the hub numbers every `Publish` itself (one process). With it, a
+    `Publish` (and each heartbeat) goes to `numbering`, and the hub broadcasts the `Deliver`
+    messages that come back, already numbered, as every node of the cluster does. `node_id`
+    names this node in its heartbeats.
+    """
 
     def __init__(
         self,
@@ -73,8 +93,16 @@ class HubActor:
         heartbeat_interval_s: float,
         metrics: Metrics | None = None,
         state: HubState | None = None,
+        numbering: Numbering | None = None,
+        node_id: str = "",
     ) -> None:
-        self.state = state or new_hub_state(config, heartbeat_interval_s=heartbeat_interval_s)
+        self.state = state or new_hub_state(
+            config, heartbeat_interval_s=heartbeat_interval_s, node_id=node_id
+        )
+        self._numbering = numbering
+        self._node_id = node_id
+        self._idempotent: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._waiting: list[tuple[float, Join]] = []  # joins ahead of this node, with deadlines
         self._debug = log.is_enabled_for(logging.DEBUG)
         self._metrics = metrics
         self._queue_size = config.queue_size
@@ -101,34 +129,43 @@ class HubActor:
 
     def _act(self, message: HubMessage) -> None:
         match message:
-            case Publish(events, reply):
-                alone = len(events) == 1
-                seqs = tuple(self._broadcast(event, alone=alone) for event in events)
+            case Publish() if self._numbering is not None:
+                self._numbering(message)
+            case Publish(events, reply, key):
+                seqs = self._idempotent.get(key) if key is not None else None
+                if seqs is None:
+                    alone = len(events) == 1
+                    seqs = tuple(self._broadcast(event, alone=alone) for event in events)
+                    self._remember(key, seqs)
                 if reply is not None:
                     with contextlib.suppress(*UNDELIVERABLE):
                         reply.send_nowait(seqs)
             case PublishHeartbeat(data):
                 data = {
                     **data,
+                    "node": self._node_id,
                     "client_count": len(self.state.clients),
                     "last_seq": self.state.last_seq,
                 }
-                self._broadcast(make_event("heartbeat", data), alone=True)
+                heartbeat = make_event("heartbeat", data)
+                if self._numbering is not None:
+                    self._numbering(Publish((heartbeat,)))
+                else:
+                    self._broadcast(heartbeat, alone=True)
                 if self._metrics is not None:
                     self._metrics.heartbeat_sent()
-            case Join(client, since, epoch):
-                result = self.state.join(client, since=since, epoch=epoch)
-                if result is None:
-                    log.debug("Client left before it joined", client_id=client.client_id)
-                else:
-                    log.debug(
-                        "Client joined",
-                        client_id=client.client_id,
-                        recovered=result.recovered,
-                        replayed=result.replayed,
-                        total_clients=len(self.state.clients),
-                    )
+            case Deliver(epoch, after, events):
+                self._deliver(epoch, after, events)
+            case Notice(event):
+                self.state.notify(event)
+            case Join() if self._ahead_of_this_node(message):
+                self._waiting.append((trio.current_time() + CATCH_UP_S, message))
+            case Join():
+                self._join(message)
             case Leave(client_id):
+                self._waiting = [
+                    (t, j) for t, j in self._waiting if j.client.client_id != client_id
+                ]
                 leaving = self.state.clients.get(client_id)
                 if leaving is not None:
                     high_water = max(self._departed_high_water, leaving.outbox.high_water)
@@ -137,8 +174,80 @@ class HubActor:
             case Command(client_id, command):
                 self.state.command(client_id, command)
 
-    def _broadcast(self, event: Event, *, alone: bool = False) -> int:
-        outcome = self.state.broadcast(event, alone=alone)
+    def close_waiting(self, code: int, reason: str) -> None:
+        """Close the clients whose joins wait for this node to catch up (the hub is going)."""
+        for _, join in self._waiting:
+            join.client.outbox.close(code, reason)
+        self._waiting = []
+
+    def _join(self, join: Join) -> None:
+        client = join.client
+        result = self.state.join(client, since=join.since, epoch=join.epoch)
+        if result is None:
+            log.debug("Client left before it joined", client_id=client.client_id)
+        else:
+            log.debug(
+                "Client joined",
+                client_id=client.client_id,
+                recovered=result.recovered,
+                replayed=result.replayed,
+                total_clients=len(self.state.clients),
+            )
+
+    def _ahead_of_this_node(self, join: Join) -> bool:
+        """A cluster client resuming from a seq this node has not read yet (it saw it on a
+        node further along the stream): its join waits until this node catches up."""
+        state = self.state
+        return (
+            self._numbering is not None
+            and join.since is not None
+            and join.since > state.last_seq
+            and (join.epoch is None or join.epoch == state.epoch)
+        )
+
+    def _admit_waiting(self) -> None:
+        """Join the waiting clients this node has caught up with, or that waited too long."""
+        if not self._waiting:
+            return
+        now = trio.current_time()
+        still: list[tuple[float, Join]] = []
+        for deadline, join in self._waiting:
+            if now < deadline and self._ahead_of_this_node(join):
+                still.append((deadline, join))
+            else:
+                self._join(join)
+        self._waiting = still
+
+    def _remember(self, key: str | None, seqs: tuple[int, ...]) -> None:
+        if key is None:
+            return
+        self._idempotent[key] = seqs
+        if len(self._idempotent) > IDEMPOTENCY_KEYS_KEPT:
+            self._idempotent.popitem(last=False)
+
+    def _deliver(self, epoch: str, after: int, events: tuple[tuple[int, Event], ...]) -> None:
+        state = self.state
+        if epoch != state.epoch or after > state.last_seq:
+            reason = "new epoch" if epoch != state.epoch else "this node missed events"
+            log.warning(
+                "Numbering restarted: clients closed to resume",
+                reason=reason,
+                old_epoch=state.epoch,
+                epoch=epoch,
+                old_last_seq=state.last_seq,
+                last_seq=after,
+                clients=len(state.clients),
+            )
+            state.restart_numbering(epoch, after, reason)
+            self._idempotent.clear()
+        fresh = [(seq, event) for seq, event in events if seq > state.last_seq]
+        alone = len(fresh) == 1
+        for seq, event in fresh:
+            self._broadcast(event, alone=alone, seq=seq)
+        self._admit_waiting()
+
+    def _broadcast(self, event: Event, *, alone: bool = False, seq: int | None = None) -> int:
+        outcome = self.state.broadcast(event, alone=alone, seq=seq)
         if self._metrics is not None:
             self._metrics.count_broadcast(event.type, outcome.sent_to)
         if self._debug:
@@ -175,6 +284,8 @@ async def run_hub(
     liveness: Liveness | None = None,
     state: HubState | None = None,
     faults: Faults | None = None,
+    numbering: Numbering | None = None,
+    node_id: str = "",
     task_status: trio.TaskStatus[HubActor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one incarnation of the hub until cancelled or the inbox ends.
@@ -182,13 +293,19 @@ async def run_hub(
     `metrics`, when given, is told of every broadcast and reads the client table on scrape;
     `liveness` is given by a supervisor that watches the hub (`ChildSpec.watchdog_s`);
     `state`, when given, carries the numbering over from the previous incarnation; `faults`
-    holds the `hub.publish` point (never armed without it).
+    holds the `hub.publish` point (never armed without it); `numbering` and `node_id` are
+    `HubActor`'s (a cluster node's hub).
 
     Resource handling: does not close `inbox` (its owner does). Error handling: a crash
     propagates to the supervisor; either way every client is closed with 1012 on the way out.
     """
     actor = HubActor(
-        config, heartbeat_interval_s=heartbeat_interval_s, metrics=metrics, state=state
+        config,
+        heartbeat_interval_s=heartbeat_interval_s,
+        metrics=metrics,
+        state=state,
+        numbering=numbering,
+        node_id=node_id,
     )
     log.info("Hub started", epoch=actor.state.epoch, last_seq=actor.state.last_seq)
     if metrics is not None:
@@ -203,7 +320,8 @@ async def run_hub(
     finally:
         if metrics is not None:
             metrics.detach_hub(actor)
-        actor.state.close_all(SERVICE_RESTART_CODE, "hub restarted")
+        actor.close_waiting(CloseCode.SERVICE_RESTART, "hub restarted")
+        actor.state.close_all(CloseCode.SERVICE_RESTART, "hub restarted")
 
 
 async def _serve(

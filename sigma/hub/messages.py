@@ -34,10 +34,18 @@ class Client:
 
 @dataclass(frozen=True)
 class Publish:
-    """Broadcast these events in order; the seqs they got are sent to `reply` when given."""
+    """Broadcast these events in order; the seqs they got are sent to `reply` when given.
+
+    A `reply` closed without an answer means the events were refused (the cluster's broker
+    could not take them in time): nothing was published. `idempotency_key`: a second publish
+    with the same key answers the first one's seqs and broadcasts nothing. `fence`: the poller
+    lease's token; the cluster's broker drops the events once that lease is no longer held.
+    """
 
     events: tuple[Event, ...]
     reply: trio.MemorySendChannel[tuple[int, ...]] | None = None
+    idempotency_key: str | None = None
+    fence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,4 +79,25 @@ class Command:
     message: Subscribe | Unsubscribe | ListSubscriptions
 
 
-HubMessage = Publish | PublishHeartbeat | Join | Leave | Command
+@dataclass(frozen=True)
+class Deliver:
+    """Events numbered elsewhere (by the cluster's broker), in order, as `(seq, event)` pairs.
+
+    `after` is the seq the first event follows. When `epoch` is not the hub's, or `after` lies
+    beyond the hub's last seq (this node missed events), the hub restarts its numbering there:
+    its clients are closed with 1012, and come back to resume what they can.
+    """
+
+    epoch: str
+    after: int
+    events: tuple[tuple[int, Event], ...]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An event for this node's clients only, unnumbered (`seq: null`) and never replayed."""
+
+    event: Event
+
+
+HubMessage = Publish | PublishHeartbeat | Join | Leave | Command | Deliver | Notice

@@ -1,19 +1,32 @@
-"""The bounded queue between the hub and one client's sender.
+"""The bounded queue between the hub and one client's connection.
 
 A trio memory channel cannot drop its oldest item, replace a stale snapshot, or hand its reader
 everything queued in one call, and it costs a scheduler round trip per item. `Outbox` is the
-channel-shaped object that can. The hub `offer()`s each event (never awaiting a client) and,
-once per inbox message, `flush()`es every outbox it touched: when the client's sender is idle
-and its socket takes the bytes at once, the flush writes them itself through the session's
-direct writer, with no task switch at all; otherwise it wakes the sender, which awaits
-`receive_batch()` and writes every queued frame in one go. Replies that do not come from the hub
-use `send_nowait()` / `send_beyond_capacity()`, which wake the sender at once.
+queue that can. It has one way in, `put(frame, kind)`, where the kind says how the frame is
+queued:
+- `event`: a numbered event, bounded by `capacity` and subject to the slow-client policy. The
+  hub puts an event to every subscriber, then `flush()`es each outbox it touched once per inbox
+  message, so that a batch of events coalesces into one write;
+- `reply`: a direct reply (welcome, replay, subscription and error replies), queued whatever the
+  bound;
+- `control`: a WebSocket control frame (ping, pong), queued ahead of every event and reply
+  (after the control frames already waiting), whatever the bound.
+Whoever puts then calls `flush()` (the hub once per inbox message for all it touched, a session
+right after its reply). One way out, `take_batch()`, which takes everything queued at once; and
+`close()`.
 
-Policies when the queue is full:
-- `disconnect`: `offer` raises `SlowConsumer`; the hub closes the client with 4008.
+Handing over (`flush`): while no sender runs, the queued bytes go to the connection's direct
+writer (`attach`), joined into one write, with no task switch at all. What the socket does not
+take is the sender's: the outbox asks its owner to start one (`wake`), and says it runs until
+`take_batch()` finds the queue empty. A writer that took part of the bytes keeps the rest and
+writes it before anything else (`sigma.websocket.connection`), so the queue never holds half a
+frame.
+
+Policies when the queue is full of events:
+- `disconnect`: `put` raises `SlowConsumer`; the hub closes the client with 4008.
 - `drop_oldest`: the oldest queued event is dropped and counted; the sender tells the client how
-  many it missed before its next frames. Replies, pings and the rest of a frame already begun
-  are never dropped.
+  many it missed before its next frames. Replies and control frames are never dropped (and the
+  rest of a begun frame is the connection's, out of the queue's reach).
 - `conflate`: queued snapshots (`system_status`, `storage_update`, `agent_status`) that a newer
   snapshot of the same key supersedes are removed; if that frees nothing the client is cut off
   as under `disconnect`.
@@ -30,11 +43,11 @@ import trio
 from sigma.hub.frames import Frame
 
 SlowClientPolicy = Literal["disconnect", "drop_oldest", "conflate"]
+FrameKind = Literal["event", "reply", "control"]
 SNAPSHOT_TYPES = frozenset({"system_status", "storage_update", "agent_status"})
-PARTIAL_FRAME = "partial"
-"""The event type of the unwritten rest of a frame: it must go out first and is never dropped."""
 DirectWriter = Callable[[bytes], int]
-"""Writes what the socket takes now without waiting; returns how many bytes (0: none)."""
+"""Writes what the socket takes now without waiting; returns how many bytes (0: none). When it
+returns fewer than all, it keeps the rest and writes it before anything else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,17 +75,18 @@ class Outbox:
 
     __slots__ = (
         "_close_reason",
+        "_controls",
         "_direct",
-        "_flush_pending",
+        "_due",
         "_frames",
         "_on_close",
         "_on_drop",
-        "_partial_head",
-        "_receiver",
+        "_wake",
         "capacity",
         "dropped",
         "high_water",
         "policy",
+        "sending",
     )
 
     def __init__(
@@ -90,15 +104,16 @@ class Outbox:
         self.dropped = 0
         """Events dropped since the sender last took a batch (`drop_oldest`, `conflate`)."""
         self.high_water = 0
+        self.sending = False
+        """A sender runs: it takes what is queued, and nothing is written directly meanwhile."""
         self._frames: list[Frame] = []
-        self._receiver: trio.lowlevel.Task | None = None
-        """The sender's task while it waits in `receive_batch`."""
+        self._controls = 0  # how many control frames lead the queue
         self._on_close = on_close
         self._on_drop = on_drop
         self._close_reason: CloseReason | None = None
         self._direct: DirectWriter | None = None
-        self._flush_pending = False
-        self._partial_head = False
+        self._wake: Callable[[], None] | None = None
+        self._due = False
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -108,105 +123,75 @@ class Outbox:
         """Why the outbox was closed, or None while it is open."""
         return self._close_reason
 
-    def send_nowait(self, frame: Frame) -> None:
-        """Queue a frame without waiting; apply the slow-client policy when full.
+    def attach(self, wake: Callable[[], None], direct: DirectWriter | None = None) -> None:
+        """Connect the outbox to its client: `wake()` must start a sender (it is called only
+        while none runs); `direct`, when given, writes to an idle client's socket at once."""
+        self._wake = wake
+        self._direct = direct
 
-        Raises `SlowConsumer` when the client must be cut off, `OutboxClosed` once closed.
+    def put(self, frame: Frame, kind: FrameKind = "event") -> bool:
+        """Queue `frame` as `kind` (see the module docstring).
+
+        Nothing is handed over before `flush()`; the result says whether this put made the
+        outbox due for one (True once until the next flush), so the hub lists each touched
+        outbox once. Raises `SlowConsumer` when the client must be cut off, `OutboxClosed` once
+        closed.
         """
-        self._enqueue(frame)
-        self._wake_receiver()
-
-    def offer(self, frame: Frame, flushes: list[Outbox]) -> None:
-        """The hub's `send_nowait`: queue the frame, and leave waking the sender to `flush()`.
-
-        The outbox puts itself on `flushes` (once) when its sender is waiting, so that the hub
-        can flush every touched client after a whole batch of events, not after each one.
-        """
-        self._enqueue(frame)
-        if self._receiver is not None and not self._flush_pending:
-            self._flush_pending = True
-            flushes.append(self)
-
-    def deliver_now(self, frame: Frame, flushes: list[Outbox]) -> None:
-        """`offer` and `flush` in one step, for an event with nothing to be coalesced with.
-
-        An idle client whose socket takes the whole frame gets it at once, and nothing is
-        queued; otherwise the frame is offered as usual.
-        """
-        if (
-            self._direct is not None
-            and self._receiver is not None
-            and not self._frames
-            and not self.dropped
-            and self._close_reason is None
-        ):
-            if self._write_directly(frame.data):
-                return
-            if self._partial_head:
-                self._wake_receiver()
-                return
-        self.offer(frame, flushes)
-
-    def _enqueue(self, frame: Frame) -> None:
         if self._close_reason is not None:
             raise OutboxClosed(self._close_reason)
         frames = self._frames
-        if len(frames) >= self.capacity and not self._make_room():
-            raise SlowConsumer
-        frames.append(frame)
+        if kind == "event":
+            if len(frames) >= self.capacity and not self._make_room():
+                raise SlowConsumer
+            frames.append(frame)
+        elif kind == "reply":
+            frames.append(frame)
+        else:
+            frames.insert(self._controls, frame)
+            self._controls += 1
         if len(frames) > self.high_water:
             self.high_water = len(frames)
-
-    def attach_direct_writer(self, writer: DirectWriter) -> None:
-        """Let `flush()` write to the socket itself while the sender is idle."""
-        self._direct = writer
+        if self._due:
+            return False
+        self._due = True
+        return True
 
     def flush(self) -> None:
-        """Hand what is queued to the client: written at once if the socket takes it all and
-        the sender is idle (no task switch at all), otherwise by waking the sender."""
-        self._flush_pending = False
+        """Hand what is queued to the client: written at once if no sender runs and the socket
+        takes it all (no task switch at all), otherwise by starting the sender."""
+        self._due = False
         frames = self._frames
-        if not frames or self._close_reason is not None or self._receiver is None:
+        if self.sending or not frames or self._close_reason is not None:
             return
-        if self._direct is not None and not self.dropped and not self._partial_head:
+        direct = self._direct
+        if direct is not None and not self.dropped:
             data = frames[0].data if len(frames) == 1 else b"".join(f.data for f in frames)
-            if self._write_directly(data):
-                return
-        self._wake_receiver()
+            written = direct(data)
+            if written:  # all of it went, or the writer owes the rest
+                frames.clear()
+                self._controls = 0
+                if written == len(data):
+                    return
+        self._start_sender()
 
-    def _write_directly(self, data: bytes) -> bool:
-        """Give `data`, everything queued (or a frame not yet queued), to the direct writer.
+    def _start_sender(self) -> None:
+        if self._wake is not None and not self.sending:
+            self.sending = True
+            self._wake()
 
-        True when it all went out: the queue is then empty. When only some did, the rest
-        replaces the queue as its partial head; when none did, the queue is left as it was.
+    def take_batch(self) -> list[Frame]:
+        """The sender's receive: every queued frame at once, oldest first.
+
+        An empty list means the queue is empty: the sender stops there (`sending` is cleared),
+        and the next `flush()` writes directly again. Once closed it is always empty.
         """
-        assert self._direct is not None
-        written = self._direct(data)
-        if written == len(data):
-            self._frames.clear()
-            return True
-        if written:
-            self._frames[:] = [Frame(data[written:], PARTIAL_FRAME)]
-            self._partial_head = True
-        return False
-
-    def send_first(self, frame: Frame) -> None:
-        """Queue a control frame (a ping) ahead of everything but the rest of a begun frame.
-
-        So that a client whose queue is full still gets it without waiting for the queue.
-        Raises `OutboxClosed` once closed.
-        """
-        if self._close_reason is not None:
-            raise OutboxClosed(self._close_reason)
-        self._frames.insert(1 if self._partial_head else 0, frame)
-        self._wake_receiver()
-
-    def send_beyond_capacity(self, frame: Frame) -> None:
-        """Queue a frame the client must get whatever the bound (welcome, replay, replies)."""
-        if self._close_reason is not None:
-            raise OutboxClosed(self._close_reason)
-        self._frames.append(frame)
-        self._wake_receiver()
+        batch = self._frames
+        if not batch:
+            self.sending = False
+            return batch
+        self._frames = []
+        self._controls = 0
+        return batch
 
     def _make_room(self) -> bool:
         if self.policy == "drop_oldest":
@@ -223,8 +208,8 @@ class Outbox:
 
     def _drop_oldest_event(self) -> int:
         frames = self._frames
-        for index, frame in enumerate(frames):
-            if frame.droppable:
+        for index in range(self._controls, len(frames)):
+            if frames[index].droppable:
                 del frames[index]
                 return 1
         return 0
@@ -244,53 +229,19 @@ class Outbox:
         self._frames[:] = kept
         return removed
 
-    async def receive_batch(self) -> list[Frame]:
-        """Wait for at least one frame, then take every queued frame at once.
-
-        Always passes one scheduling point: parking when the queue is empty, or yielding once
-        when it is not (which also lets more frames gather into the batch).
-        Raises `OutboxClosed` once closed, after handing over the rest of a frame already begun
-        (the only thing a close keeps: the connection's framing depends on it).
-        """
-        if self._frames or self._close_reason is not None:
-            await trio.lowlevel.checkpoint()
-        while not self._frames and self._close_reason is None:
-            await self._wait()
-        if not self._frames:
-            assert self._close_reason is not None
-            raise OutboxClosed(self._close_reason)
-        batch, self._frames = self._frames, []
-        self._partial_head = False
-        return batch
-
-    async def _wait(self) -> None:
-        if self._receiver is not None:
-            raise trio.BusyResourceError("another task is already receiving from this outbox")
-        self._receiver = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._receiver = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def _wake_receiver(self) -> None:
-        receiver = self._receiver
-        if receiver is not None:
-            self._receiver = None
-            trio.lowlevel.reschedule(receiver)
-
     def take_dropped(self) -> int:
         """Return and reset the count of events dropped since the last call."""
         dropped, self.dropped = self.dropped, 0
         return dropped
 
     def close(self, code: int, reason: str) -> None:
-        """Close the outbox; the first close wins. Wakes the sender and calls `on_close`."""
+        """Close the outbox; the first close wins. Discards what is queued (the close frame
+        supersedes it), starts the sender to write the close frame, and calls `on_close`."""
         if self._close_reason is not None:
             return
         self._close_reason = CloseReason(code, reason)
-        del self._frames[1 if self._partial_head else 0 :]
-        self._wake_receiver()
+        self._frames.clear()
+        self._controls = 0
+        self._start_sender()
         if self._on_close is not None:
             self._on_close(self._close_reason)

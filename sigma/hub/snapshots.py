@@ -3,12 +3,14 @@
 A client that connects (or subscribes to a type) should not wait for the next poll to learn how
 things stand. `SnapshotCache` keeps, per key, the newest broadcast event that describes a thing:
 
-- `system_status`, `storage_update`, `supervision`: one key each (a `supervision` event carries
-  the whole tree, see `sigma.supervision_feed`). Heartbeats are not state: the next one comes
-  within `heartbeat_interval`;
+- `system_status`, `storage_update`: one key each;
+- `supervision`: one key per node (a `supervision` event carries its node's whole tree, see
+  `sigma.supervision_feed`);
 - `agent_status`: one key per agent (`agent_id`); an agent announced as `removed` is forgotten;
 - `compression_update`: one key per job (`job_id`) while the job is live; a job that reached
   `done`, `failed` or `cancelled` is forgotten.
+
+Heartbeats are not state: the next one comes within `heartbeat_interval`.
 
 Replayed copies are encoded with `"snapshot": true` and keep the `seq` they were broadcast with.
 The cache holds at most `max_keys` keys (the oldest updated is forgotten first), so publishers
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from sigma.hub.frames import Frame, build_frame
 from sigma.protocol import Event, encode_snapshot
 
-SINGLE_KEY_TYPES = frozenset({"system_status", "storage_update", "supervision"})
+SINGLE_KEY_TYPES = frozenset({"system_status", "storage_update"})
 FINISHED_JOB_STATES = frozenset({"done", "failed", "cancelled"})
 DEFAULT_MAX_KEYS = 1024
 
@@ -44,6 +46,8 @@ def snapshot_cache_key(event: Event) -> tuple[str, bool] | None:
     data = event.data
     if event.type in SINGLE_KEY_TYPES:
         return event.type, True
+    if event.type == "supervision":  # one tree per node of a cluster
+        return f"supervision:{data.get('node', '')}", True
     if event.type == "agent_status":
         agent = data.get("agent_id", data.get("id"))
         if agent is None:

@@ -3,12 +3,14 @@
 `HubState` is what the hub actor wraps in a loop. It also keeps the newest state of each
 snapshot key (`sigma.hub.snapshots`), replayed to a client right after its welcome and to a
 client that subscribes to a type it did not have. Every method is synchronous and never waits on
-a client: delivery is `Outbox.offer` then `flush`, and a client that cannot take a frame is cut off
-according to its queue's policy.
+a client: delivery is `Outbox.put` then `flush`, and a client that cannot take a frame is cut off
+according to its queue's policy. One client's failure costs that client only: any exception
+while delivering to it (its direct write included) closes it with 1011, and the hub goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -22,20 +24,20 @@ from sigma.hub.snapshots import SnapshotCache
 from sigma.protocol import (
     ALL_EVENT_TYPES,
     CORE_EVENT_TYPES,
+    CloseCode,
     ErrorCode,
     Event,
     ListSubscriptions,
     ProtocolViolation,
     Subscribe,
     Unsubscribe,
+    encode,
     encode_event,
     subscriptions_reply,
     welcome,
 )
 
 log = structlog.get_logger("sigma.hub")
-
-SLOW_CONSUMER_CODE = 4008
 
 
 def snapshot_key_of(event: Event) -> str | None:
@@ -81,8 +83,10 @@ class HubState:
         max_subscriptions: int,
         heartbeat_interval_s: float,
         epoch: str | None = None,
+        node_id: str = "",
     ) -> None:
         self.epoch = epoch or uuid.uuid4().hex[:16]
+        self.node_id = node_id
         self.last_seq = 0
         self.max_subscriptions = max_subscriptions
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -95,31 +99,60 @@ class HubState:
 
     # --- events ---------------------------------------------------------------------------
 
-    def broadcast(self, event: Event, *, alone: bool = False) -> Broadcast:
+    def broadcast(self, event: Event, *, alone: bool = False, seq: int | None = None) -> Broadcast:
         """Number `event`, keep it for resume, and offer it to every subscribed client.
 
         `alone`: no other event comes with it before the next `flush()`, so there is nothing
-        to coalesce it with, and an idle client's socket gets it at once.
+        to coalesce it with, and an idle client's socket gets it at once. `seq`: the number it
+        was given elsewhere (by the cluster's broker), above `last_seq`; by default the next.
         """
-        self.last_seq += 1
-        seq = self.last_seq
+        if seq is None:
+            seq = self.last_seq + 1
+        self.last_seq = seq
         frame = build_frame(
             encode_event(event, seq), event.type, snapshot_key_of(event), event=True
         )
         self._history.append((seq, frame))
         self.snapshots.note(event, seq)
-        subscribers = self._by_type[event.type]
+        return self._hand_over(frame, alone=alone, seq=seq)
+
+    def notify(self, event: Event) -> Broadcast:
+        """Offer an unnumbered event (`seq: null`) to every subscribed client; not kept."""
+        frame = build_frame(encode(event), event.type)
+        return self._hand_over(frame, alone=True, seq=0)
+
+    def restart_numbering(self, epoch: str, last_seq: int, reason: str) -> None:
+        """Take up a numbering that does not follow on from ours (another epoch, or a gap).
+
+        Every client is closed with 1012 (they resume against the new numbering) and the
+        history is forgotten: its seqs mean nothing in the new one.
+        """
+        self.close_all(CloseCode.SERVICE_RESTART, reason)
+        self._history.clear()
+        self.snapshots = SnapshotCache()  # their seqs belong to the old numbering too
+        self.epoch = epoch
+        self.last_seq = last_seq
+
+    def _hand_over(self, frame: Frame, *, alone: bool, seq: int) -> Broadcast:
+        subscribers = self._by_type[frame.event_type]
         gone: list[str] = []
         flushes = self._flushes
-        hand_over = Outbox.deliver_now if alone else Outbox.offer
         for client in subscribers.values():
+            outbox = client.outbox
             try:
-                hand_over(client.outbox, frame, flushes)
+                if outbox.put(frame):
+                    if alone:
+                        outbox.flush()
+                    else:
+                        flushes.append(outbox)
             except SlowConsumer:
                 self.slow_disconnects += 1
-                client.outbox.close(SLOW_CONSUMER_CODE, "slow consumer")
+                outbox.close(CloseCode.SLOW_CONSUMER, "slow consumer")
                 gone.append(client.client_id)
             except OutboxClosed:
+                gone.append(client.client_id)
+            except Exception:
+                self._delivery_failed(client)
                 gone.append(client.client_id)
         total = len(self.clients)
         sent_to = len(subscribers) - len(gone)
@@ -131,7 +164,22 @@ class HubState:
         """Hand every client touched since the last flush what was queued for it."""
         flushes, self._flushes = self._flushes, []
         for outbox in flushes:
-            outbox.flush()
+            try:
+                outbox.flush()
+            except Exception:
+                self._delivery_failed(outbox)
+
+    def _delivery_failed(self, failed: Client | Outbox) -> None:
+        """Close one client whose delivery raised, with 1011; the hub and the others go on.
+
+        Called inside the `except` block, so the log carries the traceback. A client only
+        known by its outbox leaves the table at its next delivery (its outbox is closed).
+        """
+        outbox = failed.outbox if isinstance(failed, Client) else failed
+        client_id = failed.client_id if isinstance(failed, Client) else None
+        log.exception("Delivery to a client failed; closing it", client_id=client_id)
+        with contextlib.suppress(Exception):
+            outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # --- clients --------------------------------------------------------------------------
 
@@ -149,7 +197,20 @@ class HubState:
             return None
         client.subscriptions = client.subscriptions & client.allowed & CORE_EVENT_TYPES
         recovered, backlog = self._resume(client, since, epoch)
-        client.outbox.send_beyond_capacity(
+        snapshots = [] if recovered else self.snapshots.frames(client.subscriptions)
+        try:
+            self._welcome(client, recovered, [*backlog, *snapshots])
+        except OutboxClosed:
+            return None
+        except Exception:
+            self._delivery_failed(client)
+            return None
+        self.clients[client.client_id] = client
+        self._index(client)
+        return JoinResult(recovered, len(backlog), len(snapshots))
+
+    def _welcome(self, client: Client, recovered: bool | None, following: list[Frame]) -> None:
+        client.outbox.put(
             reply_frame(
                 welcome(
                     client_id=client.client_id,
@@ -158,17 +219,14 @@ class HubState:
                     epoch=self.epoch,
                     heartbeat_interval_s=self.heartbeat_interval_s,
                     recovered=recovered,
+                    node=self.node_id,
                 )
-            )
+            ),
+            "reply",
         )
-        for frame in backlog:
-            client.outbox.send_beyond_capacity(frame)
-        snapshots = [] if recovered else self.snapshots.frames(client.subscriptions)
-        for frame in snapshots:
-            client.outbox.send_beyond_capacity(frame)
-        self.clients[client.client_id] = client
-        self._index(client)
-        return JoinResult(recovered, len(backlog), len(snapshots))
+        for frame in following:  # the replayed backlog, or the snapshots
+            client.outbox.put(frame, "reply")
+        client.outbox.flush()
 
     def _resume(
         self, client: Client, since: int | None, epoch: str | None
@@ -230,10 +288,14 @@ class HubState:
             self._index(client)
             reply = subscriptions_reply(client.subscriptions, message.id, self.last_seq)
         try:
-            client.outbox.send_beyond_capacity(reply_frame(reply))
+            client.outbox.put(reply_frame(reply), "reply")
             for frame in self.snapshots.frames(client.subscriptions - before):
-                client.outbox.send_beyond_capacity(frame)
+                client.outbox.put(frame, "reply")
+            client.outbox.flush()
         except OutboxClosed:
+            self.remove(client_id)
+        except Exception:
+            self._delivery_failed(client)
             self.remove(client_id)
 
     def _apply(

@@ -71,6 +71,10 @@ class _RestartRequest:
     generation: int
 
 
+def _already_started() -> bool:
+    return True
+
+
 class _StartSignal:
     """The `task_status` a child is given: passes `started()` on and tells the supervisor."""
 
@@ -81,7 +85,11 @@ class _StartSignal:
 
     def started(self, value: object = None) -> None:
         self._task_status.started(value)
+        # Let go of the starter's task and nursery: the child may run for days, and every
+        # long-lived child (one per WebSocket session) would keep them alive.
+        self._task_status = trio.TASK_STATUS_IGNORED
         self.is_started = self._on_started()
+        self._on_started = _already_started
 
 
 class SupervisorCore:
@@ -206,6 +214,7 @@ class SupervisorCore:
             self._child_started, child, generation, scope, done, liveness, task
         )
         signal = _StartSignal(task_status, on_started)
+        del task_status  # only `signal` holds it, and lets go of it once started
         options: dict[str, object] = {} if liveness is None else {"liveness": liveness}
         try:
             with scope:

@@ -33,6 +33,20 @@ BAD_CONFIGS = [
     ("[supervisor.backoff]\nfactor = 1.5\n", "supervisor.backoff.factor: must be <= 1.0 (got 1.5)"),
     ("[engine]\nembedded = false\n", "engine: url is required when embedded = false"),
     ("[gateway\nport = 1\n", "invalid TOML"),
+    ('[broker]\nkind = "etcd"\n', "broker.kind: must be one of 'memory' or 'redis' (got 'etcd')"),
+    (
+        '[broker]\nurl = "http://10.0.0.5:6379"\n',
+        "broker: url must start with redis://, rediss:// or unix:// (got 'http://10.0.0.5:6379')",
+    ),
+    ('[broker]\nurl = "redis://"\n', "broker: url needs a host, as in redis://host:6379/0"),
+    ('[broker]\nurl = "redis://r:99999/0"\n', "broker: url has an invalid port"),
+    ("[broker]\nlease_s = 0.1\n", "broker.lease_s: must be >= 0.3 (got 0.1)"),
+    ('[broker]\nstream = "a b"\n', "broker.stream: string should match pattern"),
+    ("[broker]\nleader = true\n", "broker.leader: unknown key"),
+    (
+        '[gateway]\nreuse_port = "yes please"\n',
+        "gateway.reuse_port: input should be a valid boolean",
+    ),
 ]
 
 
@@ -242,3 +256,14 @@ def test_config_check_never_prints_secrets(
     printed = capsys.readouterr().out
     assert secret not in printed and "publish-key-123" not in printed
     assert printed.count('"***"') == 2
+
+
+def test_config_check_never_prints_the_redis_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broker.toml"
+    path.write_text('[broker]\nkind = "redis"\nurl = "redis://sigma:hunter2@10.0.0.7:6380/1"\n')
+    assert main(["config", "check", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "hunter2" not in printed
+    assert "redis://sigma:***@10.0.0.7:6380/1" in printed

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +23,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow  # building a wheel and a venv takes 10-25 s
 def test_an_installed_wheel_serves_the_page_and_its_assets(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(

@@ -37,6 +37,7 @@ async def test_arm_list_and_clear(faults: Faults) -> None:
     async with running_stack(admin_config(), faults=faults) as stack:
         listed = (await stack.http.get(ADMIN)).json()["points"]
         assert [row["point"] for row in listed] == [
+            "connection.try_write",
             "engine.method",
             "heartbeat.tick",
             "hub.publish",

@@ -1,8 +1,8 @@
-"""The sender and the hub's direct write share one socket: frames never interleave.
+"""The hub's direct write and the sender share one writer, the connection: frames never interleave.
 
 A frame the socket took only part of (a large one, here) must be finished before anything else
-reaches the wire: a missed-events notice, trio-websocket's pongs and close frames, a close.
-These tests write through a real socket pair and parse what arrives.
+reaches the wire: a missed-events notice, a pong, a close frame. These tests write through a
+real socket pair and parse what arrives with the tests' own frame reader.
 """
 
 from __future__ import annotations
@@ -16,111 +16,120 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode
+from helpers import OPCODE_CLOSE, OPCODE_PONG, OPCODE_TEXT, parse_server_frames
 
-from sigma.gateway.sender import Sender, StreamLock
+from sigma.errors import PeerGone
+from sigma.faults import FaultPoint
+from sigma.gateway.sender import send_backlog
 from sigma.hub.frames import PING_FRAME, Frame, build_frame
 from sigma.hub.outbox import Outbox
+from sigma.websocket.connection import ServerConnection
+from sigma.websocket.frames import pong_frame
 
 BIG = 256 * 1024  # far more than a socket pair buffers: the hub's write is always partial
-_frames = FrameProtocol(client=False, extensions=[])
-
-
-@dataclass
-class FakeConnection:
-    """What `Sender` reads of a trio-websocket connection."""
-
-    _stream: trio.SocketStream
-    closed: object = None
 
 
 def event(n: int, size: int = 10) -> bytes:
     return b'{"n":%d,"pad":"%s"}' % (n, b"x" * size)
 
 
+def numbered(n: int, size: int = 10) -> Frame:
+    return build_frame(event(n, size), "notification", event=True)
+
+
 @dataclass
 class Wire:
-    """A sender on one end of a socket pair, attached to an outbox; the other end reads."""
+    """An outbox handed to a connection on one end of a socket pair; the other end reads."""
 
-    sender: Sender
-    lock: StreamLock
+    outbox: Outbox
+    connection: ServerConnection
     far: trio.socket.SocketType
+    senders: list[int]
 
-    async def read_all(self) -> list[tuple[Opcode, bytes]]:
+    async def read_all(self) -> list[tuple[int, bytes]]:
         """Everything that arrives until the wire has been quiet for a moment, as frames."""
         received = b""
         with trio.move_on_after(10):
             while True:
                 with trio.move_on_after(0.2) as quiet:
-                    received += await self.far.recv(1 << 20)
+                    chunk = await self.far.recv(1 << 20)
+                    if not chunk:
+                        break
+                    received += chunk
                 if quiet.cancelled_caught:
                     break
-        return parse(received)
+        frames, rest = parse_server_frames(received)
+        assert not rest, "the wire ends inside a frame"
+        return frames
 
 
 @asynccontextmanager
 async def wired(outbox: Outbox) -> AsyncIterator[Wire]:
-    """The sender runs throughout; on exit the outbox is closed and the sender waited for."""
+    """The outbox starts `send_backlog` as a session does; on exit it is closed and waited for."""
     near, far = trio.socket.socketpair()
     near.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    lock = StreamLock()
-    sender = Sender(FakeConnection(trio.SocketStream(near)), outbox, lock)  # type: ignore[arg-type]
-    outbox.attach_direct_writer(sender.write_now)
-    with near, far:
+    connection = ServerConnection(
+        trio.SocketStream(near), max_message_bytes=1 << 16, on_ping=lambda _: None
+    )
+    senders: list[int] = []
+    with far:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sender.run)
-            await trio.testing.wait_all_tasks_blocked()
-            yield Wire(sender, lock, far)
+
+            def start_sender() -> None:
+                senders.append(1)
+                nursery.start_soon(send_backlog, outbox, connection, FaultPoint("sender.write"))
+
+            outbox.attach(start_sender, connection.try_write)
+            yield Wire(outbox, connection, far, senders)
             outbox.close(1000, "done")
+        await connection.aclose()
 
 
-def parse(data: bytes) -> list[tuple[Opcode, bytes]]:
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(data)
-    frames = []
-    while (frame := decoder.process_buffer()) is not None:
-        payload = frame.payload
-        frames.append((frame.opcode, payload.encode() if isinstance(payload, str) else payload))
-    assert not decoder.buffer, "the wire ends inside a frame"
-    return frames
-
-
-def numbered(n: int, size: int = 10) -> Frame:
-    return build_frame(event(n, size), "notification", event=True)
-
-
-async def test_a_partial_direct_write_holds_the_stream_until_the_sender_finishes_it() -> None:
+async def test_a_partial_direct_write_is_owed_and_finished_before_anything_else() -> None:
     outbox = Outbox(capacity=8)
     async with wired(outbox) as wire:
-        outbox.deliver_now(numbered(1, BIG), [])
-        assert wire.lock.locked() and wire.sender.mid_frame  # the rest is owed
-        assert wire.sender.write_now(numbered(2).data) == 0
+        outbox.put(numbered(1, BIG))
+        outbox.flush()
+        assert wire.connection.owes and len(outbox) == 0  # the rest is the connection's
+        assert wire.connection.try_write(numbered(2).data) == 0  # nothing jumps the queue
         frames = await wire.read_all()
         assert [payload for _, payload in frames] == [event(1, BIG)]
-        assert not wire.lock.locked() and not wire.sender.mid_frame
+        assert not wire.connection.owes and not outbox.sending  # the sender is gone again
+        assert wire.senders == [1]
 
 
 async def test_a_pong_waits_for_the_rest_of_the_frame() -> None:
     outbox = Outbox(capacity=8)
-    pong = bytes(_frames.pong(b"p"))
-    async with wired(outbox) as wire, trio.open_nursery() as nursery:
-        outbox.deliver_now(numbered(1, BIG), [])
-
-        async def pong_like_trio_websocket() -> None:
-            async with wire.lock:  # what trio-websocket's `_send` does
-                await wire.sender._ws._stream.send_all(pong)
-
-        nursery.start_soon(pong_like_trio_websocket)
+    async with wired(outbox) as wire:
+        outbox.put(numbered(1, BIG))
+        outbox.flush()
+        outbox.put(Frame(pong_frame(b"p"), "pong"), "control")
+        outbox.flush()
         frames = await wire.read_all()
-        assert [opcode for opcode, _ in frames] == [Opcode.TEXT, Opcode.PONG]
+        assert frames == [(OPCODE_TEXT, event(1, BIG)), (OPCODE_PONG, b"p")]
+
+
+async def test_pings_go_ahead_of_waiting_events_but_after_the_rest_of_a_frame() -> None:
+    outbox = Outbox(capacity=8)
+    async with wired(outbox) as wire:
+        outbox.put(numbered(1, BIG))
+        outbox.flush()  # the socket took part of it: the rest is owed
+        outbox.put(numbered(2))
+        outbox.put(PING_FRAME, "control")
+        outbox.flush()
+        frames = await wire.read_all()
+        assert [opcode for opcode, _ in frames] == [OPCODE_TEXT, 0x9, OPCODE_TEXT]
+        assert frames[2][1] == event(2)
 
 
 async def test_the_missed_events_notice_follows_the_rest_of_a_frame() -> None:
-    outbox = Outbox(capacity=2, policy="drop_oldest")
+    outbox = Outbox(capacity=1, policy="drop_oldest")
     async with wired(outbox) as wire:
-        outbox.deliver_now(numbered(1, BIG), [])
-        for n in (2, 3, 4):  # the queue holds the rest of 1 and one event: 2 and 3 go
-            outbox.send_nowait(numbered(n))
+        outbox.put(numbered(1, BIG))
+        outbox.flush()
+        for n in (2, 3, 4):  # the queue holds one event: 2 and 3 go, never the owed rest of 1
+            outbox.put(numbered(n))
+        outbox.flush()
         frames = await wire.read_all()
     payloads = [orjson.loads(payload) for _, payload in frames]
     assert payloads[0]["n"] == 1
@@ -129,32 +138,52 @@ async def test_the_missed_events_notice_follows_the_rest_of_a_frame() -> None:
     assert payloads[2]["n"] == 4
 
 
-async def test_a_close_keeps_the_rest_of_a_frame_for_the_sender() -> None:
+async def test_a_close_keeps_the_rest_of_a_frame_then_sends_the_close_frame() -> None:
     outbox = Outbox(capacity=8)
     async with wired(outbox) as wire:
-        outbox.deliver_now(numbered(1, BIG), [])
-        outbox.send_nowait(numbered(2))
-        outbox.send_first(PING_FRAME)
+        outbox.put(numbered(1, BIG))
+        outbox.flush()
+        outbox.put(numbered(2))
+        outbox.put(PING_FRAME, "control")
         outbox.close(4008, "slow consumer")  # event 2 and the ping go; the rest of 1 stays
         frames = await wire.read_all()
-        assert [payload for _, payload in frames] == [event(1, BIG)]
-        assert not wire.sender.mid_frame and not wire.lock.locked()
+        assert frames == [(OPCODE_TEXT, event(1, BIG)), (OPCODE_CLOSE, b"\x0f\xa8slow consumer")]
+        assert wire.connection.closed_for_writing and not wire.connection.broken
+        assert wire.connection.try_write(numbered(3).data) == 0  # nothing after the close
 
 
-async def test_the_rest_of_a_frame_goes_out_even_once_the_client_started_closing() -> None:
+async def test_a_cancelled_write_leaves_the_connection_broken_and_writes_no_close() -> None:
+    near, far = trio.socket.socketpair()
+    near.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    connection = ServerConnection(
+        trio.SocketStream(near), max_message_bytes=1 << 16, on_ping=lambda _: None
+    )
+    with far:
+        with trio.move_on_after(0.1):
+            await connection.write(numbered(1, BIG).data)  # nobody reads: it never finishes
+        assert connection.broken
+        with pytest.raises(PeerGone):
+            await connection.write(b"more")
+        await connection.send_close(1001, "going away")  # writes nothing into a torn frame
+        assert not connection.closed_for_writing
+        assert connection.try_write(b"x") == 0
+        await connection.aclose()
+
+
+async def test_without_a_plain_socket_everything_takes_the_senders_path() -> None:
+    near, far = trio.testing.memory_stream_pair()  # as over TLS: no socket to write to
     outbox = Outbox(capacity=8)
-    async with wired(outbox) as wire:
-        outbox.deliver_now(numbered(1, BIG), [])
-        wire.sender._ws.closed = "the client's close frame arrived"  # type: ignore[attr-defined]
-        frames = await wire.read_all()
-        assert [payload for _, payload in frames] == [event(1, BIG)]
-
-
-async def test_a_write_of_trio_websockets_that_failed_counts_as_mid_frame() -> None:
-    outbox = Outbox(capacity=8)
-    async with wired(outbox) as wire:
-        assert not wire.sender.mid_frame
-        with pytest.raises(trio.BrokenResourceError):
-            async with wire.lock:  # what trio-websocket's `_send` does; its write fails
-                raise trio.BrokenResourceError
-        assert wire.sender.mid_frame and not wire.lock.locked()
+    connection = ServerConnection(near, max_message_bytes=1 << 16, on_ping=lambda _: None)
+    assert not connection.can_write_directly and connection.try_write(b"x") == 0
+    received = b""
+    async with trio.open_nursery() as nursery:
+        outbox.attach(
+            lambda: nursery.start_soon(send_backlog, outbox, connection, FaultPoint("sender.write"))
+        )
+        outbox.put(numbered(1))
+        outbox.put(numbered(2))
+        outbox.flush()
+        while len(parse_server_frames(received)[0]) < 2:
+            received += await far.receive_some()
+    frames, rest = parse_server_frames(received)
+    assert [payload for _, payload in frames] == [event(1), event(2)] and not rest

@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import orjson
 import pytest
 import trio
 import trio.testing
+from helpers import decode_frames
 from hypothesis import given
 from hypothesis import strategies as st
-from wsproto.frame_protocol import FrameDecoder
 
 from sigma.config import HubConfig
 from sigma.hub.actor import HubActor, run_hub
@@ -21,20 +20,9 @@ from sigma.hub.state import HubState
 from sigma.protocol import CORE_EVENT_TYPES, EVENT_TYPES, Subscribe, Unsubscribe, make_event
 
 
-def decode_frames(data: bytes) -> list[dict[str, Any]]:
-    """Parse server frames back into JSON messages, as a client would."""
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(data)
-    messages = []
-    while (frame := decoder.process_buffer()) is not None:
-        messages.append(orjson.loads(frame.payload))
-    return messages
-
-
 def drain(outbox: Outbox) -> list[dict[str, Any]]:
-    frames = list(outbox._frames)
-    outbox._frames.clear()
-    return decode_frames(b"".join(f.data for f in frames))
+    """Everything queued in `outbox`, as the JSON messages a client would read."""
+    return decode_frames(outbox.take_batch())
 
 
 def new_state(history_size: int = 16) -> HubState:

@@ -1,13 +1,12 @@
-"""The per-client queue: bounds, slow-client policies and batching."""
+"""The per-client queue: bounds, kinds, slow-client policies, batching and handing over.
+
+The rest of a frame the socket took only in part is the connection's, not the queue's: see
+tests/gateway/test_sender.py for that, on a real socket.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import pytest
-import trio
-import trio.testing
 
 from sigma.hub.frames import Frame
 from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowConsumer
@@ -22,66 +21,88 @@ def frame(n: int, key: str | None = None) -> Frame:
     )
 
 
-async def test_receive_batch_takes_everything_queued_at_once() -> None:
+PING = Frame(b"ping", "ping")
+PONG = Frame(b"pong", "pong")
+REPLY = Frame(b"reply", "pong")
+
+
+def data(batch: list[Frame]) -> list[bytes]:
+    return [f.data for f in batch]
+
+
+class Wakes:
+    """Stands in for the session: counts how often the outbox asks for a sender."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def attached(outbox: Outbox, writer: object = None) -> tuple[Outbox, Wakes]:
+    wakes = Wakes()
+    outbox.attach(wakes, writer)  # type: ignore[arg-type]
+    return outbox, wakes
+
+
+def recording(capacity: int = 8, taken: int | None = None) -> tuple[Outbox, Wakes, list[bytes]]:
+    """An outbox whose direct writer records each write and takes `taken` bytes (all: None)."""
+    written: list[bytes] = []
+
+    def write(chunk: bytes) -> int:
+        written.append(chunk)
+        return len(chunk) if taken is None else taken
+
+    outbox, wakes = attached(Outbox(capacity), write)
+    return outbox, wakes, written
+
+
+def test_take_batch_takes_everything_queued_at_once() -> None:
     outbox = Outbox(capacity=8)
     for n in range(3):
-        outbox.send_nowait(frame(n))
-    batch = await outbox.receive_batch()
-    assert [f.data for f in batch] == [b"0", b"1", b"2"]
+        outbox.put(frame(n))
+    assert data(outbox.take_batch()) == [b"0", b"1", b"2"]
     assert len(outbox) == 0
     assert outbox.high_water == 3
-
-
-async def test_receive_batch_waits_for_a_frame() -> None:
-    outbox = Outbox(capacity=2)
-    got: list[list[Frame]] = []
-
-    async def receive() -> None:
-        got.append(await outbox.receive_batch())
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(receive)
-        await trio.testing.wait_all_tasks_blocked()
-        assert got == []
-        outbox.send_nowait(frame(1))
-    assert [f.data for f in got[0]] == [b"1"]
+    assert outbox.take_batch() == []
 
 
 def test_disconnect_policy_refuses_when_full() -> None:
     outbox = Outbox(capacity=2)
-    outbox.send_nowait(frame(1))
-    outbox.send_nowait(frame(2))
+    outbox.put(frame(1))
+    outbox.put(frame(2))
     with pytest.raises(SlowConsumer):
-        outbox.send_nowait(frame(3))
+        outbox.put(frame(3))
     assert len(outbox) == 2
 
 
-async def test_drop_oldest_keeps_newest_and_counts() -> None:
+def test_drop_oldest_keeps_newest_and_counts() -> None:
     outbox = Outbox(capacity=2, policy="drop_oldest")
     for n in range(5):
-        outbox.send_nowait(frame(n))
-    assert [f.data for f in await outbox.receive_batch()] == [b"3", b"4"]
+        outbox.put(frame(n))
+    assert data(outbox.take_batch()) == [b"3", b"4"]
     assert outbox.take_dropped() == 3
     assert outbox.take_dropped() == 0
 
 
-async def test_drop_oldest_drops_events_never_replies_or_pings() -> None:
+def test_drop_oldest_drops_events_never_replies_or_pings() -> None:
     outbox = Outbox(capacity=3, policy="drop_oldest")
-    outbox.send_nowait(Frame(b"ping", "ping"))
-    outbox.send_nowait(frame(1))
-    outbox.send_nowait(Frame(b"pong", "pong"))
-    outbox.send_nowait(frame(2))  # full: drops event 1, the oldest event
-    outbox.send_nowait(frame(3))  # drops event 2
-    assert [f.data for f in await outbox.receive_batch()] == [b"ping", b"pong", b"3"]
+    outbox.put(PING, "control")
+    outbox.put(frame(1))
+    outbox.put(REPLY, "reply")
+    outbox.put(frame(2))  # full: drops event 1, the oldest event
+    outbox.put(frame(3))  # drops event 2
+    assert data(outbox.take_batch()) == [b"ping", b"reply", b"3"]
     assert outbox.take_dropped() == 2
 
 
 def test_drop_oldest_cuts_off_when_only_replies_are_queued() -> None:
     outbox = Outbox(capacity=2, policy="drop_oldest")
-    outbox.send_nowait(Frame(b"pong", "pong"))
-    outbox.send_nowait(Frame(b"ping", "ping"))
+    outbox.put(REPLY, "reply")
+    outbox.put(PING, "control")
     with pytest.raises(SlowConsumer):
-        outbox.send_nowait(frame(1))
+        outbox.put(frame(1))
     assert len(outbox) == 2
 
 
@@ -89,171 +110,138 @@ def test_each_drop_is_reported_with_how_many_events_went() -> None:
     reported: list[int] = []
     oldest = Outbox(capacity=2, policy="drop_oldest", on_drop=reported.append)
     for n in range(4):
-        oldest.send_nowait(frame(n))
+        oldest.put(frame(n))
     conflating = Outbox(capacity=3, policy="conflate", on_drop=reported.append)
     for n in range(3):
-        conflating.send_nowait(frame(n, key="system_status"))
-    conflating.send_nowait(frame(3, key="system_status"))  # full: the two older snapshots go
+        conflating.put(frame(n, key="system_status"))
+    conflating.put(frame(3, key="system_status"))  # full: the two older snapshots go
     assert reported == [1, 1, 2]
     assert oldest.dropped == 2 and conflating.dropped == 2
 
 
-async def test_conflate_keeps_the_newest_snapshot_per_key() -> None:
+def test_conflate_keeps_the_newest_snapshot_per_key() -> None:
     outbox = Outbox(capacity=3, policy="conflate")
-    outbox.send_nowait(frame(1, key="system_status"))
-    outbox.send_nowait(frame(2))
-    outbox.send_nowait(frame(3, key="system_status"))
-    outbox.send_nowait(frame(4, key="agent_status:a"))
-    assert [f.data for f in await outbox.receive_batch()] == [b"2", b"3", b"4"]
+    outbox.put(frame(1, key="system_status"))
+    outbox.put(frame(2))
+    outbox.put(frame(3, key="system_status"))
+    outbox.put(frame(4, key="agent_status:a"))
+    assert data(outbox.take_batch()) == [b"2", b"3", b"4"]
     assert outbox.take_dropped() == 1
+
+
+def test_conflate_keeps_control_frames_first() -> None:
+    outbox = Outbox(capacity=3, policy="conflate")
+    outbox.put(frame(1, key="system_status"))
+    outbox.put(PING, "control")
+    outbox.put(frame(2, key="system_status"))
+    outbox.put(frame(3, key="system_status"))  # full: snapshot 2 supersedes snapshot 1
+    assert data(outbox.take_batch()) == [b"ping", b"2", b"3"]
 
 
 def test_conflate_cuts_off_when_nothing_is_superseded() -> None:
     outbox = Outbox(capacity=2, policy="conflate")
-    outbox.send_nowait(frame(1))
-    outbox.send_nowait(frame(2))
+    outbox.put(frame(1))
+    outbox.put(frame(2))
     with pytest.raises(SlowConsumer):
-        outbox.send_nowait(frame(3))
+        outbox.put(frame(3))
 
 
-async def test_close_wakes_the_receiver_and_discards_frames() -> None:
+def test_close_discards_frames_asks_for_the_sender_and_wins_once() -> None:
     closes: list[CloseReason] = []
-    outbox = Outbox(capacity=2, on_close=closes.append)
-    outbox.send_nowait(frame(1))
+    outbox, wakes = attached(Outbox(capacity=2, on_close=closes.append))
+    outbox.put(frame(1))
     outbox.close(4008, "slow consumer")
     outbox.close(1000, "ignored: first close wins")
-    with pytest.raises(OutboxClosed) as raised:
-        await outbox.receive_batch()
-    assert raised.value.reason.code == 4008
+    assert outbox.close_reason == CloseReason(4008, "slow consumer")
     assert closes == [CloseReason(4008, "slow consumer")]  # told once, on the first close
-    with pytest.raises(OutboxClosed):
-        outbox.send_nowait(frame(2))
+    assert wakes.count == 1  # a sender must write the close frame
+    assert outbox.take_batch() == []
+    for kind in ("event", "reply", "control"):
+        with pytest.raises(OutboxClosed) as raised:
+            outbox.put(frame(2), kind)  # type: ignore[arg-type]
+        assert raised.value.reason.code == 4008
 
 
-def test_replies_may_exceed_capacity() -> None:
+def test_replies_and_control_frames_may_exceed_capacity() -> None:
     outbox = Outbox(capacity=1)
-    outbox.send_nowait(frame(1))
-    outbox.send_beyond_capacity(frame(2))
-    assert len(outbox) == 2
+    outbox.put(frame(1))
+    outbox.put(frame(2), "reply")
+    outbox.put(PING, "control")
+    assert len(outbox) == 3
 
 
-async def parked_sender(outbox: Outbox, got: list[list[Frame]]) -> None:
-    got.append(await outbox.receive_batch())
-
-
-@asynccontextmanager
-async def sender_parked_on(outbox: Outbox) -> AsyncIterator[list[list[Frame]]]:
-    """A sender task waiting in `receive_batch`; yields the list its batch will be put in.
-
-    On exit the sender takes what it was woken for, or stops waiting if it was not woken.
-    """
-    got: list[list[Frame]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(parked_sender, outbox, got)
-        await trio.testing.wait_all_tasks_blocked()
-        yield got
-        nursery.cancel_scope.cancel()
-
-
-def recording_outbox() -> tuple[Outbox, list[bytes]]:
-    """An outbox whose direct writer takes every byte and records each write."""
+def test_control_frames_go_ahead_of_waiting_events_in_their_own_order() -> None:
     outbox = Outbox(capacity=8)
-    written: list[bytes] = []
-    outbox.attach_direct_writer(lambda data: written.append(data) or len(data))
-    return outbox, written
+    outbox.put(frame(1))
+    outbox.put(REPLY, "reply")
+    outbox.put(PING, "control")
+    outbox.put(PONG, "control")
+    outbox.put(frame(2))
+    assert data(outbox.take_batch()) == [b"ping", b"pong", b"1", b"reply", b"2"]
+    outbox.put(frame(3))
+    outbox.put(PING, "control")  # the count of leading control frames starts again
+    assert data(outbox.take_batch()) == [b"ping", b"3"]
 
 
-async def test_flush_writes_straight_to_an_idle_client_and_wakes_nobody() -> None:
-    outbox, written = recording_outbox()
-    flushes: list[Outbox] = []
-    async with sender_parked_on(outbox) as got:
-        outbox.offer(frame(1), flushes)
-        outbox.offer(frame(2), flushes)
-        assert flushes == [outbox]  # listed once, however many frames
-        for pending in flushes:
-            pending.flush()
-        await trio.testing.wait_all_tasks_blocked()
-        assert written == [b"12"] and got == [] and len(outbox) == 0
-
-
-async def test_deliver_now_writes_an_idle_clients_frame_without_queueing_it() -> None:
-    outbox, written = recording_outbox()
-    flushes: list[Outbox] = []
-    async with sender_parked_on(outbox) as got:
-        outbox.deliver_now(frame(1), flushes)
-        await trio.testing.wait_all_tasks_blocked()
-        assert written == [b"1"] and flushes == [] and got == [] and len(outbox) == 0
-        assert outbox.high_water == 0
-
-
-async def test_deliver_now_queues_the_unwritten_rest_first_and_wakes_the_sender() -> None:
+def test_put_says_once_that_a_flush_is_due() -> None:
     outbox = Outbox(capacity=8)
-    outbox.attach_direct_writer(lambda data: 1)
-    async with sender_parked_on(outbox) as got:
-        flushes: list[Outbox] = []
-        outbox.deliver_now(frame(234), flushes)
-        outbox.send_nowait(frame(5))
-    assert [f.data for f in got[0]] == [b"34", b"5"]
-    assert flushes == []
+    assert outbox.put(frame(1)) is True
+    assert outbox.put(frame(2)) is False  # already listed: one flush for both
+    outbox.flush()
+    assert outbox.put(frame(3)) is True
 
 
-async def test_deliver_now_queues_behind_what_is_already_queued() -> None:
-    outbox, written = recording_outbox()
-    outbox.send_nowait(frame(1))  # nobody is receiving yet
-    flushes: list[Outbox] = []
-    outbox.deliver_now(frame(2), flushes)
-    assert written == [] and [f.data for f in await outbox.receive_batch()] == [b"1", b"2"]
+def test_flush_writes_straight_to_an_idle_client_in_one_write_and_wakes_nobody() -> None:
+    outbox, wakes, written = recording()
+    outbox.put(frame(1))
+    outbox.put(frame(2))
+    outbox.flush()
+    assert written == [b"12"] and wakes.count == 0 and len(outbox) == 0
 
 
-async def test_partial_direct_write_leaves_the_rest_first_and_never_drops_it() -> None:
-    outbox = Outbox(capacity=2, policy="drop_oldest")
-    outbox.attach_direct_writer(lambda data: 1)
-    async with sender_parked_on(outbox) as got:
-        flushes: list[Outbox] = []
-        outbox.offer(frame(34), flushes)
-        outbox.flush()
-        outbox.send_nowait(frame(5))
-        outbox.send_nowait(frame(6))  # full: drops 5, never the unwritten "4"
-    assert [f.data for f in got[0]] == [b"4", b"6"]
-    assert outbox.take_dropped() == 1
+def test_a_partial_direct_write_leaves_the_rest_to_the_writer_and_starts_the_sender() -> None:
+    outbox, wakes, written = recording(taken=1)
+    outbox.put(frame(234))
+    outbox.flush()
+    # The writer keeps "34" (it writes it before anything else); the queue holds nothing.
+    assert written == [b"234"] and len(outbox) == 0
+    assert wakes.count == 1 and outbox.sending
 
 
-async def test_flush_wakes_the_sender_when_the_socket_takes_nothing() -> None:
+def test_flush_starts_the_sender_when_the_socket_takes_nothing() -> None:
+    outbox, wakes, _ = recording(taken=0)
+    outbox.put(frame(7))
+    outbox.flush()
+    assert wakes.count == 1 and outbox.sending
+    assert data(outbox.take_batch()) == [b"7"]
+
+
+def test_nothing_is_written_directly_while_the_sender_runs() -> None:
+    outbox, wakes, written = recording(taken=0)
+    outbox.put(frame(1))
+    outbox.flush()  # the sender is started
+    outbox.put(frame(2))
+    outbox.flush()
+    assert written == [b"1"] and wakes.count == 1  # one sender, and the queue waits for it
+    assert data(outbox.take_batch()) == [b"1", b"2"]
+    assert outbox.take_batch() == [] and not outbox.sending  # the sender stops there
+    outbox.put(frame(3))
+    outbox.flush()
+    assert written == [b"1", b"3"]
+
+
+def test_dropped_events_leave_the_flush_to_the_sender_which_tells_the_client() -> None:
+    outbox, wakes, written = recording(capacity=1)
+    outbox.policy = "drop_oldest"
+    outbox.put(frame(1))
+    outbox.put(frame(2))  # drops 1
+    outbox.flush()
+    assert written == [] and wakes.count == 1  # the missed-events notice goes first
+    assert data(outbox.take_batch()) == [b"2"] and outbox.take_dropped() == 1
+
+
+def test_an_unattached_outbox_only_queues() -> None:
     outbox = Outbox(capacity=8)
-    outbox.attach_direct_writer(lambda data: 0)
-    async with sender_parked_on(outbox) as got:
-        flushes: list[Outbox] = []
-        outbox.offer(frame(7), flushes)
-        outbox.flush()
-    assert [f.data for f in got[0]] == [b"7"]
-
-
-async def test_only_one_task_may_wait_for_batches() -> None:
-    outbox = Outbox(capacity=2)
-    async with sender_parked_on(outbox) as got:
-        with pytest.raises(trio.BusyResourceError):
-            await outbox.receive_batch()
-        outbox.send_nowait(frame(1))
-    assert [f.data for f in got[0]] == [b"1"]
-
-
-async def test_a_cancelled_wait_leaves_the_outbox_usable(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    outbox = Outbox(capacity=2)
-    with trio.move_on_after(1):
-        await outbox.receive_batch()
-    outbox.send_nowait(frame(2))
-    assert [f.data for f in await outbox.receive_batch()] == [b"2"]
-
-
-async def test_a_control_frame_goes_first_but_after_the_rest_of_a_begun_frame() -> None:
-    outbox = Outbox(capacity=8)
-    outbox.send_nowait(frame(1))
-    outbox.send_first(Frame(b"ping", "ping"))
-    assert [f.data for f in await outbox.receive_batch()] == [b"ping", b"1"]
-    outbox.attach_direct_writer(lambda data: 1)
-    async with sender_parked_on(outbox) as got:
-        outbox.deliver_now(frame(23), [])  # the socket took "2": "3" is owed
-        outbox.send_first(Frame(b"ping", "ping"))
-    assert [f.data for f in got[0]] == [b"3", b"ping"]
+    outbox.put(frame(1))
+    outbox.flush()
+    assert len(outbox) == 1 and not outbox.sending

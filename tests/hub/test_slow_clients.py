@@ -9,12 +9,19 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from helpers import Stack, eventually, make_config, running_stack
+from helpers import (
+    OPCODE_CLOSE,
+    Stack,
+    decode_wire,
+    eventually,
+    make_config,
+    parse_server_frames,
+    running_stack,
+)
 from reliability import count_tasks
 from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request
-from wsproto.frame_protocol import FrameDecoder, Opcode
 
 from sigma.config import HeartbeatConfig, HubConfig
 from sigma.gateway.server import CLOSE_TIMEOUT_S
@@ -124,12 +131,9 @@ async def test_a_session_stopped_mid_write_is_aborted_at_once_without_a_close_fr
         with trio.move_on_after(5):
             while chunk := await stalled.receive_some(65536):
                 received += chunk
-        decoder = FrameDecoder(client=True, extensions=[])
-        decoder.receive_bytes(received[received.index(b"\r\n\r\n") + 4 :])
-        opcodes = []
-        while (frame := decoder.process_buffer()) is not None:
-            opcodes.append(frame.opcode)
-        assert opcodes and Opcode.CLOSE not in opcodes  # cut off mid-frame: no close frame
+        frames, _cut = parse_server_frames(received[received.index(b"\r\n\r\n") + 4 :])
+        opcodes = [opcode for opcode, _ in frames]
+        assert opcodes and OPCODE_CLOSE not in opcodes  # cut off mid-frame: no close frame
         await stalled.aclose()
 
 
@@ -148,12 +152,7 @@ async def test_a_session_stopped_between_writes_closes_with_1001() -> None:
 
 
 def decode_all(data: bytes) -> list[dict[str, Any]]:
-    decoder = FrameDecoder(client=True, extensions=[])
-    decoder.receive_bytes(data)
-    out = []
-    while (frame := decoder.process_buffer()) is not None:
-        out.append(orjson.loads(frame.payload))
-    return out
+    return decode_wire(data)
 
 
 async def test_drop_oldest_tells_the_client_how_many_it_missed() -> None:

@@ -41,9 +41,7 @@ def join(
 
 
 def drain(outbox: Outbox) -> list[dict[str, Any]]:
-    frames = list(outbox._frames)
-    outbox._frames.clear()
-    return decode_frames(frames)
+    return decode_frames(outbox.take_batch())
 
 
 def publish_world(state: HubState) -> None:

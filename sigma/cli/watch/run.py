@@ -22,6 +22,7 @@ import functools
 import math
 import os
 import random
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ from sigma.client.connection import (
     receive_welcome,
     resume_url,
 )
+from sigma.client.tls import tls_context
 from sigma.protocol import ALL_EVENT_TYPES
 
 CONNECT_TIMEOUT_S = 10.0
@@ -61,6 +63,8 @@ class WatchOptions:
     types: frozenset[str] = ALL_TYPES
     token: str | None = field(default=None, repr=False)
     connect_timeout_s: float = CONNECT_TIMEOUT_S
+    ssl_context: ssl.SSLContext | None = None
+    """Verifies a `wss://` gateway (`tls_context`); None: the system's trusted CAs."""
     backoff: Backoff = RECONNECT_BACKOFF
 
 
@@ -106,7 +110,10 @@ class Watcher:
             reason = "connection dropped"  # when even the close timed out
             try:
                 async with connect(
-                    url, timeout_s=self.options.connect_timeout_s, token=self.options.token
+                    url,
+                    timeout_s=self.options.connect_timeout_s,
+                    token=self.options.token,
+                    ssl_context=self.options.ssl_context,
                 ) as ws:
                     welcome = await receive_welcome(ws, self.options.connect_timeout_s)
                     attempt = 0
@@ -231,6 +238,12 @@ def watch_parser() -> argparse.ArgumentParser:
         help=f"seconds for each connection attempt and its welcome ({CONNECT_TIMEOUT_S:g})",
     )
     parser.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="for a wss:// URL: trust only the CA certificate(s) in this PEM file "
+        "(default: the system's trusted CAs)",
+    )
+    parser.add_argument(
         "--max-seconds", type=seconds_argument, metavar="S", help="stop after S seconds"
     )
     parser.add_argument(
@@ -251,9 +264,17 @@ def watch_main(argv: Sequence[str], *, console: Console | None = None) -> int:
     args = parser.parse_args(argv)
     if args.log_size < 1:
         parser.error("--log-size must be at least 1")
+    try:
+        context = tls_context(args.url, args.cafile)
+    except ValueError as exc:
+        parser.error(str(exc))
     types = frozenset(name for group in args.types or [list(ALL_EVENT_TYPES)] for name in group)
     options = WatchOptions(
-        url=args.url, types=types, token=args.token, connect_timeout_s=args.timeout
+        url=args.url,
+        types=types,
+        token=args.token,
+        connect_timeout_s=args.timeout,
+        ssl_context=context,
     )
     state = WatchState(args.url, types=types, log_size=args.log_size)
     console = console or Console()

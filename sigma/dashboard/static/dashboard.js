@@ -130,6 +130,8 @@ function apply(event) {
       break;
     }
     case "supervision":
+      // in a cluster every node's tree arrives: show the one of the node we are connected to
+      if (data.node && client.node && data.node !== client.node) break;
       if (data.tree) view.tree = data.tree;
       if (!event.snapshot && data.child_id && data.supervisor === "root") {
         view.flashed.add(data.child_id);

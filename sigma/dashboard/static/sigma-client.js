@@ -208,6 +208,7 @@ export class SigmaClient {
     this.epoch = data.epoch;
     this.clientId = data.client_id;
     this.serverVersion = data.server_version;
+    this.node = data.node || null;
     this.heartbeatInterval = data.heartbeat_interval;
     this.subscriptions = data.subscriptions;
     this.attempt = 0;
