@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import trio
-from helpers import API_KEY
+from helpers import API_KEY, EVERY_TYPE
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from sigma.supervision.spec import ChildExited, ChildStarted, SupervisionEvent
@@ -70,9 +70,10 @@ class Tracker:
 
     @property
     def resume_query(self) -> str:
+        # every type, the opt-in ones too: then every seq is ours and a hole is a loss
         if self.last_seq is None:
-            return ""
-        return f"?since={self.last_seq}&epoch={self.epoch}"
+            return f"?{EVERY_TYPE}"
+        return f"?since={self.last_seq}&epoch={self.epoch}&{EVERY_TYPE}"
 
 
 async def track(url: str, tracker: Tracker) -> None:
@@ -85,9 +86,9 @@ async def track(url: str, tracker: Tracker) -> None:
                     welcome = orjson.loads(await ws.get_message())
                     tracker.welcomed(welcome["data"], closed_at)
                     while True:
-                        seq = orjson.loads(await ws.get_message())["seq"]
-                        if seq is not None:
-                            tracker.accept(seq)
+                        message = orjson.loads(await ws.get_message())
+                        if message["seq"] is not None and not message.get("snapshot"):
+                            tracker.accept(message["seq"])
                 except ConnectionClosed as closed:
                     code = closed.reason.code if closed.reason is not None else 1006
         except (HandshakeError, OSError, trio.BrokenResourceError):

@@ -34,7 +34,7 @@ import socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -337,6 +337,7 @@ class Gateway:
             epoch=request.query_value("epoch"),
             allowed=auth.claims.allowed if auth else KNOWN_EVENT_TYPES,
         )
+        resume = replace(resume, types=_types_of(request, resume.allowed))
         if self.sessions.child_count() >= self.config.gateway.max_connections:
             raise HttpError(503, "too_many_connections", "connection limit reached")
         lease = self.per_address.acquire(peer)
@@ -408,6 +409,25 @@ def _idempotency_key_of(request: HttpRequest) -> str | None:
             f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
         )
     return key
+
+
+def _types_of(request: HttpRequest, allowed: frozenset[str]) -> frozenset[str] | None:
+    """The subscriptions asked for with `?types=a,b` (None without it: the default ones)."""
+    raw = request.query_value("types")
+    if raw is None:
+        return None
+    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
+    unknown = sorted(names - KNOWN_EVENT_TYPES)
+    if unknown:
+        raise HttpError(
+            400,
+            "unknown_event_type",
+            f"unknown event type(s) {', '.join(n[:64] for n in unknown[:5])} in types",
+        )
+    forbidden = sorted(names - allowed)
+    if forbidden:
+        raise HttpError(403, "forbidden", f"not allowed to subscribe to {', '.join(forbidden)}")
+    return names
 
 
 def _since_of(request: HttpRequest) -> int | None:

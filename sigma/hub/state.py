@@ -23,7 +23,6 @@ from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
 from sigma.hub.snapshots import SnapshotCache
 from sigma.protocol import (
     ALL_EVENT_TYPES,
-    CORE_EVENT_TYPES,
     CloseCode,
     ErrorCode,
     Event,
@@ -189,13 +188,13 @@ class HubState:
         Runs without awaiting, so no event can slip between the replay and live delivery.
         Returns None, changing nothing, for a client that left while its join was on its way.
 
-        A client starts subscribed to the core types it is allowed (opt-in types such as
-        `supervision` need a `subscribe`). Unless it resumed with `recovered: true` (its replay
-        brings it up to date), the welcome is followed by the snapshots of its types.
+        Its subscriptions are what its session asked for, within what it is allowed. Unless it
+        resumed with `recovered: true` (its replay brings it up to date), the welcome is followed
+        by the snapshots of its types.
         """
         if client.outbox.close_reason is not None:
             return None
-        client.subscriptions = client.subscriptions & client.allowed & CORE_EVENT_TYPES
+        client.subscriptions = client.subscriptions & client.allowed
         recovered, backlog = self._resume(client, since, epoch)
         snapshots = [] if recovered else self.snapshots.frames(client.subscriptions)
         try:

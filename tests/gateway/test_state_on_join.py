@@ -111,3 +111,27 @@ async def test_the_publish_api_refuses_supervision_events_and_publishes_nothing(
             "detail": "1.type: supervision events come from the tree only",
         }
         assert (await stack.publish({"type": "notification", "data": {}})) == {"seq": 1}
+
+
+async def test_types_in_the_url_choose_the_first_subscriptions_opt_in_ones_too() -> None:
+    async with running_stack() as stack:
+        (welcome,) = await trio.to_thread.run_sync(
+            session, f"{stack.ws_url}?types=supervision,heartbeat", 1
+        )
+        assert welcome["data"]["subscriptions"] == ["heartbeat", "supervision"]
+        unknown = await stack.http.get("/ws?types=heartbeat,weather", headers=UPGRADE)
+        assert unknown.status_code == 400
+        assert unknown.json() == {
+            "error": "unknown_event_type",
+            "detail": "unknown event type(s) weather in types",
+        }
+        (still,) = await trio.to_thread.run_sync(session, stack.ws_url, 1)
+        assert "supervision" not in still["data"]["subscriptions"]  # the default is untouched
+
+
+UPGRADE = {
+    "connection": "upgrade",
+    "upgrade": "websocket",
+    "sec-websocket-version": "13",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+}

@@ -34,8 +34,9 @@ def join(
     allowed: frozenset[str] = KNOWN_EVENT_TYPES,
 ) -> Outbox:
     outbox = Outbox(256)
+    subscriptions = allowed & CORE_EVENT_TYPES  # what a session asks for without ?types=
     state.join(
-        Client(name, outbox, allowed=allowed, subscriptions=allowed), since=since, epoch=epoch
+        Client(name, outbox, allowed=allowed, subscriptions=subscriptions), since=since, epoch=epoch
     )
     return outbox
 
