@@ -8,8 +8,8 @@ It starts `sigma serve` as a subprocess (a config of its own: free port, publish
 fault admin endpoint on, restart intensity loose enough for the faults below), then runs, all at
 once, until the time is up:
 
-- `--clients` long-lived clients that check every `seq` per epoch and resume with
-  `?since=&epoch=` after a 1012 or an abnormal close, counting lost and duplicated events;
+- `--clients` long-lived `sigma.client` streams, which resume with `?since=&epoch=` after every
+  close, each checked `seq` by `seq` by one `sigma.testing.DeliveryLedger`;
 - churn: `--churn` connections a second that read a little and close (politely or not);
 - a publisher: `--rate` events a second through `POST /api/publish`;
 - a fault injector: every `--fault-every` seconds it arms the next fault of `FAULT_PLAN` through
@@ -46,12 +46,14 @@ import orjson
 import psutil
 import trio
 from prometheus_client.parser import text_string_to_metric_families
-from trio_websocket import (
-    ConnectionClosed,
-    HandshakeError,
-    open_websocket_url,
-    wrap_client_stream,
-)
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request
+
+import sigma.client
+from sigma.backoff import FullJitter
+from sigma.client import GatewayClosed, GatewayProtocolError, GatewayUnavailable, Reconnect
+from sigma.testing import DeliveryLedger, PublishFailed
+from sigma.testing.load import publish
 
 FAULT_PLAN: list[dict[str, Any]] = [
     {"point": "poller.call", "action": "raise", "once": True},
@@ -68,7 +70,8 @@ WARMUP_S = 60.0
 """RSS growth is measured from the first sample after this: by then the resume history is full
 and the first hub restart has made every client reconnect once (allocator high-water marks)."""
 CATCH_UP_S = 60.0
-RESUMABLE = frozenset({1006, 1011, 1012})
+CLIENT_RECONNECT = Reconnect(backoff=FullJitter(min_s=0.05, max_s=2.0))
+"""The long-lived clients' reconnects: soon, spread over up to 2 s when the server is away."""
 
 
 def free_port() -> int:
@@ -113,84 +116,41 @@ format = "json"
     return path
 
 
-@dataclass
-class Ledger:
-    """One long-lived client's check of the stream (seq per epoch)."""
-
-    epoch: str | None = None
-    last_seq: int | None = None
-    received: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    resumes: int = 0
-    unrecovered: int = 0
-    closes: Counter[int] = field(default_factory=Counter)
-
-    def welcome(self, data: dict[str, Any]) -> None:
-        if self.epoch is None:
-            self.epoch, self.last_seq = data["epoch"], data["last_seq"]
-            return
-        self.resumes += 1
-        if data.get("recovered") is not True or data["epoch"] != self.epoch:
-            self.unrecovered += 1  # a new epoch: the ledger cannot be checked across it
-            self.epoch, self.last_seq = data["epoch"], data["last_seq"]
-
-    def event(self, seq: int) -> None:
-        assert self.last_seq is not None
-        if seq <= self.last_seq:
-            self.duplicated += 1
-            return
-        self.lost += seq - self.last_seq - 1
-        self.last_seq = seq
-        self.received += 1
-
-
-async def long_lived_client(url: str, ledger: Ledger) -> None:
-    """Stay connected; resume after a 1012 or an abnormal close; stop on 1000/1001."""
-    while True:
-        query = f"?since={ledger.last_seq}&epoch={ledger.epoch}" if ledger.epoch else ""
-        code = 1006
-        try:
-            async with open_websocket_url(url + query) as ws:
-                try:
-                    ledger.welcome(orjson.loads(await ws.get_message())["data"])
-                    while True:
-                        seq = orjson.loads(await ws.get_message())["seq"]
-                        if seq is not None:
-                            ledger.event(seq)
-                except ConnectionClosed as closed:
-                    code = closed.reason.code if closed.reason is not None else 1006
-        except (HandshakeError, OSError, trio.BrokenResourceError):
-            await trio.sleep(0.2)
-            continue
-        ledger.closes[code] += 1
-        if code not in RESUMABLE:
-            return
-        await trio.sleep(random.uniform(0.0, 0.1))
+async def long_lived_client(url: str, ledger: DeliveryLedger) -> None:
+    """Stay connected, resuming after every close (the client library does it), checked by
+    `ledger` until cancelled."""
+    async with sigma.client.connect(
+        url, reconnect=CLIENT_RECONNECT, connection_items=True, wait_connected=False
+    ) as stream:
+        await ledger.follow(stream)
 
 
 async def churn_client(url: str, rng: random.Random) -> str:
-    """Connect, read a few frames, leave politely or by dropping the connection."""
+    """Connect, read a few items, leave politely or by dropping the TCP connection unannounced."""
     polite = rng.random() < 0.7
     reads = rng.randrange(1, 10)
     try:
         if polite:
-            async with open_websocket_url(url) as ws:
+            async with sigma.client.connect(url, reconnect=Reconnect(enabled=False)) as stream:
                 with trio.move_on_after(2.0):
-                    for _ in range(reads):
-                        await ws.get_message()
+                    async for _ in stream:
+                        reads -= 1
+                        if not reads:
+                            break
             return "polite"
         parts = urlsplit(url)
-        stream = await trio.open_tcp_stream(parts.hostname or "127.0.0.1", parts.port or 80)
-        async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, parts.netloc, parts.path or "/")
-            with trio.move_on_after(2.0):
-                for _ in range(reads):
-                    await ws.get_message()
-            await trio.aclose_forcefully(stream)  # the socket we own: gone without a close
-            nursery.cancel_scope.cancel()
+        tcp = await trio.open_tcp_stream(parts.hostname or "127.0.0.1", parts.port or 80)
+        handshake = WSConnection(ConnectionType.CLIENT)
+        await tcp.send_all(handshake.send(Request(host=parts.netloc, target=parts.path)))
+        with trio.move_on_after(2.0):
+            for _ in range(reads):
+                if not await tcp.receive_some(65536):
+                    break
+        await trio.aclose_forcefully(tcp)
         return "vanished"
-    except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError):
+    except (GatewayClosed, GatewayUnavailable, GatewayProtocolError, OSError):
+        return "failed"
+    except trio.BrokenResourceError:
         return "failed"
 
 
@@ -203,7 +163,7 @@ class Soak:
     http_url: str
     api_key: str
     pid: int
-    ledgers: list[Ledger]
+    ledger: DeliveryLedger
     churned: Counter[str] = field(default_factory=Counter)
     published: int = 0
     last_published_seq: int = 0
@@ -214,21 +174,15 @@ class Soak:
         items = [
             {"type": "notification", "data": {"soak": self.published + n}} for n in range(count)
         ]
-        response = await http.post(
-            "/api/publish",
-            content=orjson.dumps(items),
-            headers={"authorization": f"Bearer {self.api_key}"},
-            timeout=30.0,
-        )
-        response.raise_for_status()
+        seqs = await publish(http, self.api_key, items)
         self.published += count
-        self.last_published_seq = response.json()["seqs"][-1]
+        self.last_published_seq = seqs[-1]
 
     async def publisher(self, http: httpx.AsyncClient) -> None:
         per_tick = max(1, round(self.args.rate / 10))
         deadline = trio.current_time()
         while True:
-            with contextlib.suppress(httpx.HTTPError):
+            with contextlib.suppress(httpx.HTTPError, PublishFailed):
                 await self.publish(http, per_tick)
             deadline += per_tick / self.args.rate
             await trio.sleep_until(deadline)
@@ -275,10 +229,10 @@ class Soak:
             "clients": int(metrics["sigma_clients_connected"]),
             "churned": sum(self.churned.values()),
             "published": self.published,
-            "checked": sum(ledger.received for ledger in self.ledgers),
-            "lost": sum(ledger.lost for ledger in self.ledgers),
-            "duplicated": sum(ledger.duplicated for ledger in self.ledgers),
-            "resumes": sum(ledger.resumes for ledger in self.ledgers),
+            "checked": self.ledger.received,
+            "lost": self.ledger.lost,
+            "duplicated": self.ledger.duplicated,
+            "resumes": sum(c.resumes for c in self.ledger.clients.values()),
         }
         self.samples.append(row)
         return row
@@ -314,7 +268,7 @@ async def run(args: argparse.Namespace) -> int:
             http_url=f"http://127.0.0.1:{port}",
             api_key=api_key,
             pid=process.pid,
-            ledgers=[Ledger() for _ in range(args.clients)],
+            ledger=DeliveryLedger(),
         )
         status = await soak_for(soak, process)
     finally:
@@ -339,8 +293,8 @@ async def soak_for(soak: Soak, process: trio.Process) -> bool:
         httpx.AsyncClient(base_url=soak.http_url, trust_env=False) as http,
         trio.open_nursery() as clients,
     ):
-        for ledger in soak.ledgers:
-            clients.start_soon(long_lived_client, soak.ws_url, ledger)
+        for _ in range(args.clients):
+            clients.start_soon(long_lived_client, soak.ws_url, soak.ledger)
         async with trio.open_nursery() as load:
             load.start_soon(soak.publisher, http)
             load.start_soon(soak.churner)
@@ -360,20 +314,19 @@ async def soak_for(soak: Soak, process: trio.Process) -> bool:
             return False
         await http.delete("/admin/faults")
         await soak.publish(http, 1)
-        with trio.move_on_after(CATCH_UP_S) as waited:
-            while True:  # the clients have nothing to signal with but their ledgers
-                if all(
-                    (ledger.last_seq or 0) >= soak.last_published_seq for ledger in soak.ledgers
-                ):
-                    break
-                await trio.sleep(0.1)
+        caught_up = True
+        try:
+            await soak.ledger.wait_caught_up(soak.last_published_seq, timeout_s=CATCH_UP_S)
+        except AssertionError as behind:
+            print(behind)
+            caught_up = False
         soak.samples.append({"faults": (await http.get("/admin/faults")).json()["points"]})
         print_row(await soak.sample(http, started))
         clients.cancel_scope.cancel()
     process.send_signal(signal.SIGTERM)
     with trio.fail_after(60):
         await process.wait()
-    return not waited.cancelled_caught
+    return caught_up
 
 
 def summarise(soak: Soak, exit_code: int | None, log_path: Path) -> dict[str, Any]:
@@ -399,17 +352,12 @@ def summarise(soak: Soak, exit_code: int | None, log_path: Path) -> dict[str, An
         "hangs": last.get("hangs"),
         "churned_connections": dict(soak.churned),
         "events_published_by_api": soak.published,
-        "events_checked": sum(ledger.received for ledger in soak.ledgers),
-        "lost": sum(ledger.lost for ledger in soak.ledgers),
-        "duplicated": sum(ledger.duplicated for ledger in soak.ledgers),
-        "resumes": sum(ledger.resumes for ledger in soak.ledgers),
-        "unrecovered_resumes": sum(ledger.unrecovered for ledger in soak.ledgers),
-        "close_codes": {
-            int(code): count
-            for code, count in sum(
-                (ledger.closes for ledger in soak.ledgers), Counter[int]()
-            ).items()
-        },
+        **{f"ledger_{key}": value for key, value in soak.ledger.figures().items()},
+        "lost": soak.ledger.lost,
+        "duplicated": soak.ledger.duplicated,
+        "delivery_problems": [line for c in soak.ledger.clients.values() for line in c.problems()][
+            :20
+        ],
         "server_exit_status": exit_code,
         "server_last_log_line": orjson.loads(log_lines[-1])["event"] if log_lines else None,
         "server_log": str(log_path),

@@ -44,3 +44,36 @@ class Backoff:
         doublings = min(attempt, math.ceil(math.log2(self.max_s / self.min_s)))
         base_s = min(self.max_s, self.min_s * 2.0**doublings)
         return base_s * (1 + rng.random() * self.factor)
+
+
+@dataclass(frozen=True)
+class FullJitter:
+    """Reconnect delays with "full jitter": uniform between 0 and an exponential, capped bound.
+
+    `delay_s(attempt)` is `rng.uniform(0, min(max_s, min_s * 2**attempt))`. Unlike `Backoff`,
+    whose delays stay near the exponential, this spreads many clients that lost the same server
+    at the same instant evenly over the whole window, so they do not come back in a herd.
+    """
+
+    min_s: float = 0.5
+    max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.min_s > 0:
+            raise ValueError(f"min_s must be > 0 (got {self.min_s!r})")
+        if not (self.max_s >= self.min_s and math.isfinite(self.max_s)):
+            raise ValueError(
+                f"max_s must be finite and >= min_s (got max_s={self.max_s!r}, "
+                f"min_s={self.min_s!r})"
+            )
+
+    def bound_s(self, attempt: int) -> float:
+        """The largest delay attempt number `attempt` (0 for the first) may wait."""
+        if attempt < 0:
+            raise ValueError(f"attempt must be >= 0 (got {attempt})")
+        doublings = min(attempt, math.ceil(math.log2(self.max_s / self.min_s)))
+        return min(self.max_s, self.min_s * 2.0**doublings)
+
+    def delay_s(self, attempt: int, rng: random.Random) -> float:
+        """A delay drawn uniformly from `[0, bound_s(attempt)]`."""
+        return rng.uniform(0.0, self.bound_s(attempt))

@@ -1,8 +1,9 @@
 """The reliability suite: the whole tree under load while its actors crash, hang, lose the engine.
 
-Every scenario runs `sigma.app.serve` in process with its own `Faults` registry, arms fault points
-through it, and checks from the clients' side that nothing was lost or duplicated: each of the
-50 clients tracks `seq` and resumes after a 1012 or an abnormal close (`reliability.track`).
+Every scenario runs the tree in process (`sigma.testing.run_tree`) with its own `Faults`
+registry, arms fault points through it, and checks from the clients' side that nothing was lost
+or duplicated: each of the 50 clients is a `sigma.client` stream that resumes by itself, and one
+`sigma.testing.DeliveryLedger` checks every `seq` each of them received.
 The short variants run in the default suite; the long ones are marked `slow`. Figures (faults
 injected, events checked, lost, duplicated, restart and resume latencies) are recorded with the
 `reliability_figures` fixture and printed at the end of the run.
@@ -18,9 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +28,26 @@ import pytest
 import trio
 import trio.testing
 from helpers import API_KEY, Stack, eventually, make_config, running_stack, tree_config
-from reliability import (
-    Publisher,
-    Tracker,
-    count_tasks,
-    drain_events,
-    latency_summary,
-    restart_latencies_s,
-    track,
-)
-from trio_websocket import WebSocketConnection, open_websocket_url
+from reliability import count_tasks
+from trio_websocket import open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request
 
-from sigma.app import RunningApp, serve
+import sigma.client
+from sigma.app import poller_period_s
+from sigma.app import watchdog_s as watchdog_for
 from sigma.config import Config, HubConfig
 from sigma.faults import Faults, FaultSpec
 from sigma.supervision.spec import ChildHung, ChildStarted
+from sigma.testing import (
+    DeliveryLedger,
+    Publisher,
+    PublishFailed,
+    SigmaTree,
+    latency_summary,
+    run_tree,
+)
+from sigma.testing.tree import FAST_RECONNECT
 
 CLIENTS = 50
 SHORT_LOAD_S = 3.0
@@ -79,48 +80,21 @@ def reliability_config(tmp_path: Path, **overrides: dict[str, Any]) -> Config:
     return tree_config(tmp_path, RELIABILITY_SECTIONS, **overrides)
 
 
-@asynccontextmanager
-async def running_app(config: Config, faults: Faults) -> AsyncIterator[RunningApp]:
-    async with trio.open_nursery() as nursery:
-        app: RunningApp = await nursery.start(lambda **kw: serve(config, faults=faults, **kw))
-        yield app
-        nursery.cancel_scope.cancel()
+async def follow(tree: SigmaTree, count: int) -> DeliveryLedger:
+    """`count` resuming clients on `tree`, all welcomed, checked by one ledger."""
+    ledger = DeliveryLedger()
+    await tree.follow(ledger, count=count)
+    return ledger
 
 
-def urls(app: RunningApp) -> tuple[str, str]:
-    assert app.endpoints.gateway is not None
-    return app.endpoints.gateway.ws_url, app.endpoints.gateway.http_url
+def assert_nothing_lost(ledger: DeliveryLedger) -> None:
+    ledger.assert_clean()
+    assert ledger.figures()["unrecovered"] == 0, ledger.figures()
 
 
-async def connect_trackers(nursery: trio.Nursery, ws_url: str, count: int) -> list[Tracker]:
-    trackers = [Tracker(index) for index in range(count)]
-    for tracker in trackers:
-        nursery.start_soon(track, ws_url, tracker)
-    await eventually(lambda: all(t.epoch is not None for t in trackers), timeout_s=30)
-    return trackers
-
-
-def ledger(trackers: list[Tracker]) -> dict[str, int]:
-    return {
-        "clients": len(trackers),
-        "events_checked": sum(t.received for t in trackers),
-        "lost": sum(t.lost for t in trackers),
-        "duplicated": sum(t.duplicated for t in trackers),
-        "resumes": sum(t.resumes for t in trackers),
-        "unrecovered": sum(t.unrecovered for t in trackers),
-    }
-
-
-async def caught_up(trackers: list[Tracker], seq: int) -> None:
-    await eventually(
-        lambda: all(t.last_seq is not None and t.last_seq >= seq for t in trackers),
-        timeout_s=CATCH_UP_TIMEOUT_S,
-    )
-
-
-def rpc_internal_errors(app: RunningApp, config: Config) -> float:
+def rpc_internal_errors(tree: SigmaTree, config: Config) -> float:
     return sum(
-        app.metrics.registry.get_sample_value(
+        tree.app.metrics.registry.get_sample_value(
             "sigma_rpc_errors_total", {"method": method, "code": "-32603"}
         )
         or 0.0
@@ -146,33 +120,23 @@ async def test_repeated_crashes_under_load_lose_and_duplicate_nothing(
 ) -> None:
     point, child, period_s = ACTOR_KINDS[kind]
     config = reliability_config(tmp_path)
-    async with running_app(config, faults) as app:
-        ws_url, http_url = urls(app)
-        supervision = app.supervision.subscribe(1_000_000)
-        async with httpx.AsyncClient(base_url=http_url) as http, trio.open_nursery() as clients:
-            trackers = await connect_trackers(clients, ws_url, CLIENTS)
-            publisher = Publisher(http)
-            stop = trio.Event()
-            async with trio.open_nursery() as load:
-                load.start_soon(publisher.run, stop)
-                ends_at = trio.current_time() + load_s
-                while trio.current_time() < ends_at:
-                    faults.arm(FaultSpec(point=point, action="raise", once=True))
-                    await trio.sleep(period_s)
-                faults.clear()
-                stop.set()
-            final_seq = await publisher.publish_once()
-            await caught_up(trackers, final_seq)
-            clients.cancel_scope.cancel()
+    async with run_tree(config, faults=faults) as tree:
+        ledger = await follow(tree, CLIENTS)
+        async with tree.load() as publisher:
+            ends_at = trio.current_time() + load_s
+            while trio.current_time() < ends_at:
+                faults.arm(FaultSpec(point=point, action="raise", once=True))
+                await trio.sleep(period_s)
+            faults.clear()
+        await ledger.wait_caught_up(await tree.publish_marker(), timeout_s=CATCH_UP_TIMEOUT_S)
         injected = faults.point(point).fired
-        children = {info.id: info for info in app.root.which_children()}
-        assert app.health.status != "failed"
+        children = {info.id: info for info in tree.app.root.which_children()}
+        assert tree.app.health.status != "failed"
         assert all(info.state == "running" for info in children.values())
-        events = drain_events(supervision)
-    figures = ledger(trackers)
-    assert figures["lost"] == 0 and figures["duplicated"] == 0 and figures["unrecovered"] == 0
+        restarts = tree.supervision.restart_latencies_s(child) if child else []
+    assert_nothing_lost(ledger)
+    figures = ledger.figures()
     assert injected >= load_s / period_s / 2, "too few faults fired to prove anything"
-    restarts = restart_latencies_s(events, child) if child else []
     if child is not None:
         assert children[child].restarts == injected
         assert len(restarts) == injected
@@ -180,13 +144,13 @@ async def test_repeated_crashes_under_load_lose_and_duplicate_nothing(
     else:
         assert sum(info.restarts for info in children.values()) == 0
     if kind == "engine":
-        assert rpc_internal_errors(app, config) == injected  # each one answered -32603
-    closes = sum((t.closes for t in trackers), Counter[int]())
+        assert rpc_internal_errors(tree, config) == injected  # each one answered -32603
+    closes = ledger.closes()
     if kind == "sender":
-        assert closes[1011] == injected  # each crash closed one client: internal error
+        assert closes[1011] == injected, closes  # each crash closed one client: internal error
     if kind == "hub":
         assert closes[1012] >= injected  # each crash told the clients it had to reconnect
-    assert set(closes) <= {1011, 1012}  # never an abnormal close (1006)
+    assert set(closes) <= {1011, 1012}  # never an abnormal close (1006), never a failed attempt
     reliability_figures.append(
         {
             "scenario": f"crash {kind} ({point} raise)",
@@ -195,7 +159,6 @@ async def test_repeated_crashes_under_load_lose_and_duplicate_nothing(
             "events_published_by_api": publisher.published,
             **figures,
             "restart_latency": latency_summary(restarts),
-            "resume_latency": latency_summary([s for t in trackers for s in t.resume_latencies_s]),
         }
     )
 
@@ -219,35 +182,32 @@ async def test_a_hung_actor_is_cancelled_and_restarted_by_the_watchdog(
         heartbeat={"interval_s": 0.2},
         poller={"timeout_s": 0.5, "intervals_s": {"system.status": 0.2, "agents.list": 0.5}},
     )
-    async with running_app(config, faults) as app:
-        ws_url, http_url = urls(app)
-        supervision = app.supervision.subscribe()
-        async with trio.open_nursery() as clients:
-            trackers = await connect_trackers(clients, ws_url, 5)
-            armed_at = trio.current_time()
-            faults.arm(FaultSpec(point=point, action="hang", once=True))
-            with trio.fail_after(20):
-                hung = await next_event(supervision, ChildHung, child)
-                restarted = await next_event(supervision, ChildStarted, child)
-            # After the restart the actor's events flow again, to every client.
-            async with open_websocket_url(ws_url) as ws:
-                await next_of_type(ws, "heartbeat" if child == "heartbeat" else "system_status")
-            async with httpx.AsyncClient(base_url=http_url) as http:
-                final_seq = await Publisher(http).publish_once()
-                metrics = (await http.get("/metrics")).text
-            await caught_up(trackers, final_seq)
-            clients.cancel_scope.cancel()
+    async with run_tree(config, faults=faults) as tree:
+        ledger = await follow(tree, 5)
+        armed_at = trio.current_time()
+        faults.arm(FaultSpec(point=point, action="hang", once=True))
+        hung = await tree.supervision.wait_for(ChildHung, child_id=child, timeout_s=20)
+        restarted = await tree.supervision.wait_for(ChildStarted, child_id=child, timeout_s=20)
+        # After the restart the actor's events flow again, to every client.
+        async with tree.connect() as stream:
+            await next_of_type(stream, "heartbeat" if child == "heartbeat" else "system_status")
+        await ledger.wait_caught_up(await tree.publish_marker(), timeout_s=CATCH_UP_TIMEOUT_S)
+        metrics = (await tree.http.get("/metrics")).text
         assert f'sigma_actor_hangs_total{{actor="{child}"}} 1.0' in metrics
         assert f'sigma_actor_restarts_total{{actor="{child}",reason="hung"}} 1.0' in metrics
-        restarts = {info.id: info.restarts for info in app.root.which_children()}
+        restarts = {info.id: info.restarts for info in tree.app.root.which_children()}
+    natural_s = (
+        config.heartbeat.interval_s if child == "heartbeat" else poller_period_s(config.poller)
+    )
+    watchdog_s = watchdog_for(natural_s, minimum_s=config.supervisor.watchdog_min_s)
     assert restarts[child] == 1 and sum(restarts.values()) == 1
-    figures = ledger(trackers)
-    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    ledger.assert_clean()
+    figures = ledger.figures()
     reliability_figures.append(
         {
             "scenario": f"hang {child} ({point} hang)",
             "faults_injected": faults.point(point).fired,
-            "watchdog_s": app.root._specs[[s.id for s in app.root._specs].index(child)].watchdog_s,
+            "watchdog_s": watchdog_s,
             "hung_detected_after_s": round(hung.at - armed_at, 3),
             "restart_latency": latency_summary([restarted.at - hung.at]),
             **figures,
@@ -255,19 +215,12 @@ async def test_a_hung_actor_is_cancelled_and_restarted_by_the_watchdog(
     )
 
 
-async def next_event(events: Any, kind: type[Any], child_id: str) -> Any:
-    async for event in events:
-        if isinstance(event, kind) and event.child_id == child_id:
-            return event
-    raise AssertionError(f"no {kind.__name__} for {child_id}")
-
-
-async def next_of_type(ws: WebSocketConnection, event_type: str) -> dict[str, Any]:
+async def next_of_type(stream: sigma.client.Stream, event_type: str) -> sigma.client.Event:
     with trio.fail_after(10):
-        while True:
-            message = orjson.loads(await ws.get_message())
-            if message["type"] == event_type:
-                return message  # type: ignore[no-any-return]
+        async for item in stream:
+            if isinstance(item, sigma.client.Event) and item.type == event_type:
+                return item
+    raise AssertionError(f"the stream ended before a {event_type} event")
 
 
 # --- an engine outage --------------------------------------------------------------------------
@@ -284,37 +237,30 @@ async def test_an_engine_outage_is_connection_errors_then_recovery_without_resta
 ) -> None:
     """The engine stops answering (every call dropped, connections closed unanswered)."""
     config = reliability_config(tmp_path)
-    async with running_app(config, faults) as app:
-        ws_url, http_url = urls(app)
-        async with (
-            httpx.AsyncClient(base_url=http_url) as http,
-            trio.open_nursery() as clients,
-            open_websocket_url(ws_url) as ws,
-        ):
-            trackers = await connect_trackers(clients, ws_url, 10)
-            await next_of_type(ws, "system_status")
-            assert (await http.get("/health")).json()["status"] == "healthy"
-            faults.arm(FaultSpec(point="engine.method", action="drop"))
-            errors: list[dict[str, Any]] = []
-            with trio.move_on_after(outage_s):
-                while True:
-                    errors.append(await next_of_type(ws, "connection_error"))
-            assert (await http.get("/health")).json()["status"] == "degraded"
-            faults.clear()
-            recovered = await next_of_type(ws, "notification")
-            assert recovered["data"]["kind"] == "engine_recovered"
-            await next_of_type(ws, "system_status")
-            assert (await http.get("/health")).json()["status"] == "healthy"
-            final_seq = await Publisher(http).publish_once()
-            await caught_up(trackers, final_seq)
-            clients.cancel_scope.cancel()
-        restarts = {info.id: info.restarts for info in app.root.which_children()}
-    attempts = [error["data"]["attempt"] for error in errors]
+    async with run_tree(config, faults=faults) as tree, tree.connect() as stream:
+        http = tree.http
+        ledger = await follow(tree, 10)
+        await next_of_type(stream, "system_status")
+        assert (await http.get("/health")).json()["status"] == "healthy"
+        faults.arm(FaultSpec(point="engine.method", action="drop"))
+        errors: list[sigma.client.Event] = []
+        with trio.move_on_after(outage_s):
+            while True:
+                errors.append(await next_of_type(stream, "connection_error"))
+        assert (await http.get("/health")).json()["status"] == "degraded"
+        faults.clear()
+        recovered = await next_of_type(stream, "notification")
+        assert recovered.data["kind"] == "engine_recovered"
+        await next_of_type(stream, "system_status")
+        assert (await http.get("/health")).json()["status"] == "healthy"
+        await ledger.wait_caught_up(await tree.publish_marker(), timeout_s=CATCH_UP_TIMEOUT_S)
+        restarts = {info.id: info.restarts for info in tree.app.root.which_children()}
+    attempts = [error.data["attempt"] for error in errors]
     assert attempts == list(range(1, len(attempts) + 1))
     assert len(errors) >= outage_s / config.poller.retry_max_s / 2
     assert restarts == dict.fromkeys(restarts, 0)  # not the gateway, not anything
-    figures = ledger(trackers)
-    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    ledger.assert_clean()
+    figures = ledger.figures()
     reliability_figures.append(
         {
             "scenario": f"engine outage {outage_s:g}s (engine.method drop)",
@@ -384,7 +330,7 @@ async def test_churn_with_slow_readers_leaks_no_task_and_no_client(
     config = make_config(hub=HubConfig(queue_size=32))
     plans = churn_plans(connections)
     async with running_stack(config) as stack:
-        publisher = Publisher(stack.http, batch=4, period_s=0.02)
+        publisher = Publisher(stack.http, API_KEY, batch=4, period_s=0.02)
         await publisher.publish_once()  # the publisher's keep-alive connection stays open
         await trio.testing.wait_all_tasks_blocked()
         idle_tasks = count_tasks()
@@ -483,8 +429,16 @@ async def start_serve(config: Path) -> tuple[trio.Process, bytearray]:
 
 
 async def publish_until_refused(publisher: Publisher) -> None:
-    with contextlib.suppress(httpx.HTTPError):
-        await publisher.run(trio.Event())
+    with contextlib.suppress(httpx.HTTPError, PublishFailed):
+        await publisher.run()
+
+
+async def follow_url(
+    url: str, ledger: DeliveryLedger, *, task_status: trio.TaskStatus[None]
+) -> None:
+    async with sigma.client.connect(url, reconnect=FAST_RECONNECT, connection_items=True) as stream:
+        task_status.started()
+        await ledger.follow(stream)
 
 
 async def test_sigterm_under_load_closes_every_client_with_1001_and_exits_0(
@@ -494,23 +448,24 @@ async def test_sigterm_under_load_closes_every_client_with_1001_and_exits_0(
     try:
         await read_log_until(process, log, b"Sigma running")
         port = int(re.search(rb"ws://127\.0\.0\.1:(\d+)/ws", log).group(1))  # type: ignore[union-attr]
-        trackers = [Tracker(index) for index in range(CLIENTS)]
+        ledger = DeliveryLedger()
         async with (
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
             trio.open_nursery() as clients,
         ):
-            for tracker in trackers:
-                clients.start_soon(track, f"ws://127.0.0.1:{port}/ws", tracker)
-            await eventually(lambda: all(t.epoch is not None for t in trackers), timeout_s=30)
-            publisher = Publisher(http, batch=10, period_s=0.01)
+            for _ in range(CLIENTS):
+                await clients.start(follow_url, f"ws://127.0.0.1:{port}/ws", ledger)
+            publisher = Publisher(http, API_KEY, batch=10, period_s=0.01)
             clients.start_soon(publish_until_refused, publisher)
             await eventually(lambda: publisher.published >= 500)
             signalled_at = trio.current_time()
             process.send_signal(signal.SIGTERM)  # while the publisher is at it
-            with trio.fail_after(15):  # every tracker returns on its close code
-                await eventually(lambda: all(t.final_close is not None for t in trackers))
+            await ledger.wait_until(  # every client is told, with its close code
+                lambda ledger: all(c.closes for c in ledger.clients.values()), timeout_s=15
+            )
             all_closed_s = trio.current_time() - signalled_at
             published = publisher.published
+            clients.cancel_scope.cancel()
         with trio.fail_after(30):
             lines = await read_log_to_end(process, log)
             assert await process.wait() == 0
@@ -518,9 +473,11 @@ async def test_sigterm_under_load_closes_every_client_with_1001_and_exits_0(
     finally:
         if process.returncode is None:
             process.kill()
-    assert [t.final_close for t in trackers] == [1001] * CLIENTS
-    figures = ledger(trackers)
-    assert figures["lost"] == 0 and figures["duplicated"] == 0 and figures["resumes"] == 0
+    first_closes = [next(iter(c.closes)) for c in ledger.clients.values()]
+    assert first_closes == [1001] * CLIENTS
+    ledger.assert_clean()
+    figures = ledger.figures()
+    assert figures["resumes"] == 0
     assert lines[-1]["event"] == "Sigma stopped cleanly"
     reliability_figures.append(
         {

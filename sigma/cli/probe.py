@@ -1,10 +1,10 @@
 """`sigma check`: a monitoring probe in the Nagios plugin convention.
 
-It connects to the gateway's WebSocket, checks the welcome, waits for one `heartbeat` event,
-prints ONE status line (`SIGMA OK - heartbeat seq=12 age=0.4s clients=3 | heartbeat_age=...`)
-and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN. Which state follows from what was observed
-is decided in `sigma.cli.probe_verdict` (its docstring states the thresholds); this module only
-observes.
+It connects to the gateway's WebSocket (one `sigma.client` stream, without reconnects), checks
+the welcome, waits for one `heartbeat` event, prints ONE status line (`SIGMA OK - heartbeat
+seq=12 age=0.4s clients=3 | heartbeat_age=...`) and exits 0 OK, 1 WARNING, 2 CRITICAL or
+3 UNKNOWN. Which state follows from what was observed is decided in `sigma.cli.probe_verdict`
+(its docstring states the thresholds); this module only observes.
 
 In a cluster (`[broker] kind = "redis"`) every node's heartbeats reach every client; the probe
 waits for one of the node it is connected to (the welcome's `node`), so that it checks that
@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
+import sigma.client
 from sigma.cli import probe_verdict
 from sigma.cli.probe_verdict import (
     BrokenContract,
@@ -43,17 +43,15 @@ from sigma.cli.probe_verdict import (
     assess,
     usage_error,
 )
-from sigma.client.connection import (
+from sigma.client import (
     DEFAULT_URL,
+    GatewayClosed,
     GatewayProtocolError,
     GatewayUnavailable,
-    check_ws_url,
-    connect,
-    decode_server_frame,
-    describe_close,
-    parse_timestamp,
-    receive_welcome,
+    Reconnect,
+    Stream,
 )
+from sigma.client.connection import check_ws_url, parse_timestamp
 from sigma.client.tls import tls_context
 from sigma.protocol import Event
 
@@ -71,17 +69,25 @@ async def observe(
 ) -> Observation:
     """Connect to `url`, read the welcome, wait for a heartbeat: what happened, never raising.
 
-    `timeout_s` bounds the connection (TLS included), the handshake and the welcome together;
-    the heartbeat is then awaited up to twice the maximum age. `ssl_context` verifies a
-    `wss://` gateway (`tls_context`). Resource handling: closes its connection.
+    One `sigma.client` stream that does not reconnect: `timeout_s` bounds the connection (TLS
+    included), the handshake and the welcome together; the heartbeat is then awaited up to twice
+    the maximum age. `ssl_context` verifies a `wss://` gateway (`tls_context`). Resource
+    handling: closes its connection.
     """
     started = trio.current_time()
     try:
-        async with connect(url, timeout_s=timeout_s, token=token, ssl_context=ssl_context) as ws:
+        async with sigma.client.connect(
+            url,
+            token=token,
+            ssl_context=ssl_context,
+            connect_timeout_s=timeout_s,
+            reconnect=Reconnect(enabled=False),
+        ) as stream:
             connect_s = trio.current_time() - started
-            welcome = await receive_welcome(ws, max(0.0, timeout_s - connect_s))
+            welcome = stream.last_welcome
+            assert welcome is not None  # entered: welcomed
             limits = HeartbeatLimits.for_interval(welcome.heartbeat_interval, max_age_s)
-            return await _await_heartbeat(ws, limits, connect_s, node=welcome.node)
+            return await _await_heartbeat(stream, limits, connect_s, node=welcome.node)
     except GatewayUnavailable as exc:
         return Unreachable(str(exc))
     except GatewayProtocolError as exc:
@@ -89,7 +95,7 @@ async def observe(
 
 
 async def _await_heartbeat(
-    ws: WebSocketConnection, limits: HeartbeatLimits, connect_s: float, *, node: str = ""
+    stream: Stream, limits: HeartbeatLimits, connect_s: float, *, node: str = ""
 ) -> Welcomed:
     welcomed_at = trio.current_time()
 
@@ -99,17 +105,16 @@ async def _await_heartbeat(
 
     with trio.move_on_at(welcomed_at + limits.critical_after_s):
         try:
-            while True:
-                message = decode_server_frame(await ws.get_message())
+            async for item in stream:
                 if (
-                    isinstance(message, Event)
-                    and message.type == "heartbeat"
-                    and (not node or message.data.get("node") == node)
+                    isinstance(item, Event)
+                    and item.type == "heartbeat"
+                    and (not node or item.data.get("node") == node)
                 ):
                     waited_s = trio.current_time() - welcomed_at
-                    return ended(heartbeat=_heartbeat_seen(message, waited_s))
-        except ConnectionClosed as exc:
-            return ended(interrupted=f"connection closed with {describe_close(exc)}")
+                    return ended(heartbeat=_heartbeat_seen(item, waited_s))
+        except GatewayClosed as exc:
+            return ended(interrupted=f"connection {exc}")
         except GatewayProtocolError as exc:
             return ended(interrupted=f"malformed frame: {exc}")
     return ended()

@@ -1,5 +1,47 @@
-"""The client side of Sigma's wire protocol, for programs that consume a gateway's events.
+"""Sigma's Python client: a stream of a gateway's events that reconnects and resumes by itself.
 
-`connection`: one WebSocket connection to a gateway, its welcome and its frames;
-`tls`: whose certificates the client tools trust (`--cafile`).
+    async with sigma.client.connect("ws://127.0.0.1:12080/ws") as stream:
+        async for item in stream:
+            print(item.type, item.seq)
+
+Reading order: `stream` (`connect()`, `Stream`, `Reconnect`: the public API), `items` (what a
+stream yields besides events: `Gap`, `Duplicate`, `Notice`, `Connected`, `Disconnected`),
+`sequence` (the gap and duplicate rules), `errors`, `connection` (one WebSocket connection: the
+welcome, frame decoding, and trio-websocket's exceptions turned into the project's).
+docs/client.md is the user's guide.
 """
+
+from sigma.client.connection import (
+    DEFAULT_URL,
+    GatewayProtocolError,
+    GatewayRefused,
+    GatewayUnavailable,
+    Welcome,
+)
+from sigma.client.errors import GatewayClosed, RequestFailed, StreamClosed, TokenExpired
+from sigma.client.items import Connected, Disconnected, Duplicate, Gap, Notice, StreamItem
+from sigma.client.stream import Reconnect, Stream, TokenSource, connect
+from sigma.protocol import Event
+
+__all__ = [
+    "DEFAULT_URL",
+    "Connected",
+    "Disconnected",
+    "Duplicate",
+    "Event",
+    "Gap",
+    "GatewayClosed",
+    "GatewayProtocolError",
+    "GatewayRefused",
+    "GatewayUnavailable",
+    "Notice",
+    "Reconnect",
+    "RequestFailed",
+    "Stream",
+    "StreamClosed",
+    "StreamItem",
+    "TokenExpired",
+    "TokenSource",
+    "Welcome",
+    "connect",
+]

@@ -4,7 +4,9 @@
 the one place where trio-websocket's exceptions become the project's, split by what they mean:
 
 - `GatewayUnavailable`: no usable connection: refused, unresolvable, no handshake or no welcome
-  in time, an HTTP rejection of the upgrade (`status` says which), or a close before the welcome.
+  in time, or a close before the welcome.
+- `GatewayRefused` (a `GatewayUnavailable`): the gateway answered the upgrade with an HTTP error;
+  `status` is its status, `error` and `detail` come from its JSON body.
 - `GatewayProtocolError`: the gateway answered but broke the wire contract (a frame that is not a
   JSON object with `type`, `timestamp`, `seq` and `data`, a malformed welcome, a timestamp with no
   UTC offset).
@@ -54,11 +56,32 @@ TLS_DIAGNOSIS_S = 2.0
 
 
 class GatewayUnavailable(RemoteError):
-    """No usable connection to the gateway; `status` is the HTTP status of a rejected upgrade."""
+    """No usable connection to the gateway.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    `status` is the HTTP status of a rejected upgrade; `close_code` the close code when the
+    gateway closed the connection before its welcome (1006 when without a close frame).
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, close_code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.close_code = close_code
+
+
+class GatewayRefused(GatewayUnavailable):
+    """The gateway refused the upgrade with an HTTP error (401 bad token, 403 origin, 503 full).
+
+    `status` is the HTTP status; `error` and `detail` are the fields of the gateway's JSON body
+    (`invalid_token`, `too_many_connections`, ...), empty when it had none.
+    """
+
+    def __init__(self, message: str, *, status: int, error: str = "", detail: str = "") -> None:
+        super().__init__(message, status=status)
+        self.status: int = status
+        self.error = error
+        self.detail = detail
 
 
 class GatewayProtocolError(RemoteError):
@@ -162,23 +185,27 @@ async def receive_welcome(ws: WebSocketConnection, timeout_s: float) -> Welcome:
         try:
             frame = await ws.get_message()
         except ConnectionClosed as exc:
-            raise GatewayUnavailable(f"closed before the welcome: {describe_close(exc)}") from exc
+            code = int(exc.reason.code) if exc.reason is not None else 1006
+            raise GatewayUnavailable(
+                f"closed before the welcome: {describe_close(exc)}", close_code=code
+            ) from exc
         return read_welcome(decode_server_frame(frame))
     raise GatewayUnavailable(f"no welcome within {timeout_s:g}s")
 
 
 @asynccontextmanager
-async def connect(
+async def open_connection(
     url: str,
     *,
     timeout_s: float,
     token: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
-    """Open a WebSocket connection to `url`, completing the handshake within `timeout_s`.
+    """Open one WebSocket connection to `url`, completing the handshake within `timeout_s`.
 
     `token` is sent as `Authorization: Bearer <token>`; `ssl_context` (`tls.tls_context`) verifies a
-    `wss://` server (None: the system's trusted CAs).
+    `wss://` server (None: the system's trusted CAs). This is one connection, no more:
+    `sigma.client.connect` is the stream that reconnects and resumes.
     Resource handling: closes the connection on exit; a closing handshake that takes longer than
     `CLOSE_TIMEOUT_S` is abandoned silently (the connection is dropped either way).
     Error handling: a failed connect or handshake raises `GatewayUnavailable`; exceptions from
@@ -202,9 +229,13 @@ async def connect(
                 handshake.deadline = math.inf
                 yield ws
     except ConnectionRejected as exc:
-        detail = _rejection_detail(exc.body)
-        raise GatewayUnavailable(
-            f"upgrade rejected with HTTP {exc.status_code}{detail}", status=exc.status_code
+        error, detail = _rejection_body(exc.body)
+        shown = f": {(detail or error)[:120]}" if detail or error else ""
+        raise GatewayRefused(
+            f"upgrade rejected with HTTP {exc.status_code}{shown}",
+            status=exc.status_code,
+            error=error,
+            detail=detail,
         ) from exc
     except DisconnectionTimeout:
         pass
@@ -254,16 +285,15 @@ def _first_error(exc: ValidationError) -> str:
     return f"{location}: {first['msg']}" if location else first["msg"]
 
 
-def _rejection_detail(body: bytes | None) -> str:
-    """`: detail` from the gateway's JSON error body, when there is one."""
+def _rejection_body(body: bytes | None) -> tuple[str, str]:
+    """`(error, detail)` from the gateway's JSON error body, empty strings when there is none."""
     try:
         payload = orjson.loads(body or b"")
     except orjson.JSONDecodeError:
-        return ""
+        return "", ""
     if not isinstance(payload, dict):
-        return ""
-    detail = payload.get("detail") or payload.get("error")
-    return f": {str(detail)[:120]}" if detail else ""
+        return "", ""
+    return str(payload.get("error") or ""), str(payload.get("detail") or "")
 
 
 def _os_reason(error: BaseException | None) -> str:

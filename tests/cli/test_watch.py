@@ -13,27 +13,22 @@ import trio
 from helpers import make_config, running_stack
 from rich.console import Console
 
+from sigma.backoff import FullJitter
 from sigma.cli.main import main
 from sigma.cli.probe_verdict import Status
 from sigma.cli.watch.run import Watcher, WatchOptions
 from sigma.cli.watch.state import LogKind, Phase, Resume, ResumePoint, WatchState
 from sigma.cli.watch.summary import summarize
 from sigma.cli.watch.view import dashboard, snapshot
+from sigma.client import Connected
 from sigma.client.connection import Welcome
+from sigma.client.sequence import Sequencer
 from sigma.config import GatewayConfig, HeartbeatConfig
 from sigma.heartbeat import run_heartbeat
-from sigma.protocol import (
-    ALL_EVENT_TYPES,
-    EVENT_TYPES,
-    Event,
-    Reply,
-    missed_events_notice,
-    subscriptions_reply,
-)
-from sigma.supervision.policy import Backoff
+from sigma.protocol import ALL_EVENT_TYPES, EVENT_TYPES, Event, Reply
 
 URL = "ws://127.0.0.1:1/ws"
-FAST_RETRY = Backoff(min_s=0.2, max_s=0.2, factor=0.0)
+FAST_RETRY = FullJitter(min_s=0.2, max_s=0.2)
 
 # --- the view-model ------------------------------------------------------------------------------
 
@@ -44,7 +39,7 @@ def a_welcome(
     return Welcome(
         kind="welcome",
         client_id=client,
-        subscriptions=list(EVENT_TYPES),
+        subscriptions=list(ALL_EVENT_TYPES),
         last_seq=last_seq,
         epoch=epoch,
         heartbeat_interval=15.0,
@@ -65,15 +60,41 @@ def event_seqs(state: WatchState) -> list[int | None]:
     return [line.seq for line in state.log if line.kind is LogKind.EVENT]
 
 
-def connected(state: WatchState, welcome: Welcome, now_s: float = 0.0) -> None:
-    state.connecting(now_s)
-    state.welcomed(welcome, now_s)
+class Feed:
+    """Feeds a `WatchState` the way the watcher's stream does: through a `Sequencer`."""
+
+    def __init__(self, state: WatchState) -> None:
+        self.state = state
+        self.sequencer = Sequencer()
+
+    def welcome(self, welcome: Welcome, now_s: float = 0.0) -> None:
+        self.state.connecting(now_s)
+        resume = self.sequencer.resume_point
+        gap = self.sequencer.welcomed(welcome)
+        self.state.apply(Connected(URL, welcome, resume[0] if resume else None), now_s)
+        if gap is not None:
+            self.state.apply(gap, now_s)
+
+    def event(self, message: Event, now_s: float = 1.0) -> None:
+        gap, item = self.sequencer.event(message)
+        if gap is not None:
+            self.state.apply(gap, now_s)
+        if message.type in self.state.wanted_types:
+            self.state.apply(item, now_s)
+
+    def dropped(self, count: int, now_s: float = 1.0) -> None:
+        self.state.apply(self.sequencer.dropped(count), now_s)
+
+
+def connected(state: WatchState, welcome: Welcome, now_s: float = 0.0) -> Feed:
+    feed = Feed(state)
+    feed.welcome(welcome, now_s)
+    return feed
 
 
 def test_first_welcome_sets_the_baseline() -> None:
     state = WatchState(URL)
-    assert state.connecting(10.0) is None
-    state.welcomed(a_welcome(last_seq=41), 10.0)
+    feed = connected(state, a_welcome(last_seq=41), 10.0)
     assert (state.phase, state.epoch, state.last_seq, state.connects) == (
         Phase.CONNECTED,
         "e1",
@@ -81,9 +102,9 @@ def test_first_welcome_sets_the_baseline() -> None:
         1,
     )
     assert texts(state) == ["connected: epoch e1, last seq 41, server 0.1.0"]
-    state.received(event(42), 11.0)
+    feed.event(event(42), 11.0)
     assert state.resume_point() == ResumePoint(since=42, epoch="e1")
-    assert state.connecting(12.0) == ResumePoint(since=42, epoch="e1")
+    assert feed.sequencer.resume_point == (42, "e1")
 
 
 def test_events_fill_the_panels() -> None:
@@ -107,15 +128,13 @@ def test_events_fill_the_panels() -> None:
 
 def test_resume_that_recovered_is_a_gap_free_pause() -> None:
     state = WatchState(URL)
-    connected(state, a_welcome(last_seq=2))
-    state.received(event(3), 1.0)
+    feed = connected(state, a_welcome(last_seq=2))
+    feed.event(event(3), 1.0)
     state.disconnected("code 1001 (server shutting down)", 2.0, retry_in_s=0.5)
     assert (state.phase, state.retry_at_s) == (Phase.WAITING, 2.5)
-    resume = state.connecting(2.5)
-    assert resume is not None and (resume.since, resume.epoch) == (3, "e1")
-    state.welcomed(a_welcome(last_seq=5, recovered=True), 2.6)
+    feed.welcome(a_welcome(last_seq=5, recovered=True), 2.6)
     for seq in (4, 5, 6):  # the replay, then live
-        state.received(event(seq), 2.7)
+        feed.event(event(seq), 2.7)
     assert state.last_resume == Resume(since=3, recovered=True, epoch_changed=False)
     assert "reconnected, resumed from seq 3, recovered" in texts(state, LogKind.RESUMED)
     assert event_seqs(state) == [3, 4, 5, 6]
@@ -124,84 +143,69 @@ def test_resume_that_recovered_is_a_gap_free_pause() -> None:
 
 def test_new_epoch_is_a_marked_gap_and_state_goes_stale() -> None:
     state = WatchState(URL)
-    connected(state, a_welcome(last_seq=0))
-    state.received(event(1, "agent_status", agent_id="w1", state="idle"), 1.0)
-    state.received(event(2, "system_status", cpu_usage=1.0), 1.0)
+    feed = connected(state, a_welcome(last_seq=0))
+    feed.event(event(1, "agent_status", agent_id="w1", state="idle"), 1.0)
+    feed.event(event(2, "system_status", cpu_usage=1.0), 1.0)
     state.disconnected("code 1012 (hub restarted)", 2.0, retry_in_s=0.1)
-    state.connecting(2.1)
-    state.welcomed(a_welcome(epoch="e2", last_seq=0, recovered=False), 2.2)
+    feed.welcome(a_welcome(epoch="e2", last_seq=0, recovered=False), 2.2)
     assert texts(state, LogKind.GAP) == [
         "GAP: epoch changed (e1 → e2); events after seq 2 lost; state marked stale until refreshed"
     ]
     assert state.last_resume == Resume(since=2, recovered=False, epoch_changed=True)
     assert state.agents["w1"].stale and state.system is not None and state.system.stale
     assert (state.epoch, state.last_seq) == ("e2", 0)
-    state.received(event(1, "agent_status", agent_id="w1", state="busy"), 3.0)
+    feed.event(event(1, "agent_status", agent_id="w1", state="busy"), 3.0)
     assert not state.agents["w1"].stale and state.gaps == 1
 
 
 def test_same_epoch_not_recovered_is_a_gap() -> None:
     state = WatchState(URL)
-    connected(state, a_welcome(last_seq=7))
+    feed = connected(state, a_welcome(last_seq=7))
     state.disconnected("code 1006", 1.0, retry_in_s=0.1)
-    state.connecting(1.1)
-    state.welcomed(a_welcome(last_seq=5000, recovered=False), 1.2)
+    feed.welcome(a_welcome(last_seq=5000, recovered=False), 1.2)
     assert texts(state, LogKind.GAP)[0].startswith("GAP: not recovered; events after seq 7 lost")
     assert state.last_seq == 5000
 
 
 def test_a_seq_jump_is_a_gap_only_when_every_type_is_shown() -> None:
     state = WatchState(URL)
-    connected(state, a_welcome())
-    state.received(event(1), 1.0)
-    state.received(event(4), 1.0)
+    feed = connected(state, a_welcome())
+    feed.event(event(1))
+    feed.event(event(4))
     assert (state.gaps, state.missing) == (1, 2)
     assert texts(state, LogKind.GAP) == ["GAP: seq jumped from 1 to 4 (2 event(s) lost)"]
-    state.received(event(4), 1.0)
+    feed.event(event(4))
     assert state.duplicates == 1 and event_seqs(state) == [1, 4]
     narrow = WatchState(URL, types=frozenset({"agent_status"}))
-    connected(narrow, a_welcome())
-    narrow.received(event(1, "agent_status", agent_id="w1"), 1.0)
-    narrow.received(event(9, "agent_status", agent_id="w1"), 1.0)
+    narrow_feed = connected(narrow, a_welcome())
+    narrow_feed.sequencer.subscribed(["agent_status", "heartbeat"])
+    narrow_feed.event(event(1, "agent_status", agent_id="w1"))
+    narrow_feed.event(event(9, "agent_status", agent_id="w1"))
     assert narrow.gaps == 0 and narrow.last_seq == 9
 
 
 def test_dropped_events_notice_is_a_gap() -> None:
     state = WatchState(URL)
-    connected(state, a_welcome())
-    state.received(missed_events_notice(3), 1.0)
+    feed = connected(state, a_welcome())
+    feed.dropped(3)
+    feed.event(event(4))  # the hole the notice announced: not counted twice
     assert (state.gaps, state.missing) == (1, 3)
     assert texts(state, LogKind.GAP) == ["GAP: the server dropped 3 event(s) for us"]
 
 
 def test_types_narrow_what_is_shown_and_what_is_subscribed() -> None:
     state = WatchState(URL, types=frozenset({"agent_status"}))
-    changes = state.subscription_changes(list(EVENT_TYPES))
-    assert [change.model_dump() for change in changes] == [
-        {
-            "id": None,
-            "action": "unsubscribe",
-            "types": sorted(set(EVENT_TYPES) - {"agent_status", "heartbeat"}),
-        }
-    ]
-    assert WatchState(URL).subscription_changes(list(ALL_EVENT_TYPES)) == []
-    # the default watch opts in to supervision events, which a welcome never lists
-    default = WatchState(URL).subscription_changes(list(EVENT_TYPES))
-    assert [change.model_dump() for change in default] == [
-        {"id": None, "action": "subscribe", "types": ["supervision"]}
-    ]
-    assert [c.action for c in state.subscription_changes(["system_status"])] == [
-        "subscribe",
-        "unsubscribe",
-    ]
-    connected(state, a_welcome())
-    state.received(event(1, "system_status", cpu_usage=3.0), 1.0)  # in flight before the change
-    state.received(event(2), 1.0)
-    state.received(event(3, "agent_status", agent_id="w1"), 1.0)
-    state.received(subscriptions_reply(frozenset({"agent_status", "heartbeat"}), None), 1.0)
+    assert state.wanted_types == {"agent_status", "heartbeat"}
+    assert WatchState(URL).wanted_types == set(ALL_EVENT_TYPES)  # supervision too
+    feed = connected(state, a_welcome())
+    feed.event(event(1, "system_status", cpu_usage=3.0))  # in flight before the change
+    feed.event(event(2))
+    feed.event(event(3, "agent_status", agent_id="w1"))
+    state.subscribed(frozenset({"agent_status", "heartbeat"}), 1.0)
     assert state.system is None and event_seqs(state) == [3]
     assert state.heartbeat is not None and state.heartbeat.seq == 2
     assert state.last_seq == 3 and state.subscriptions == ("agent_status", "heartbeat")
+    assert texts(state)[-1] == "subscribed to agent_status, heartbeat"
 
 
 def test_failed_attempts_are_logged_once_in_a_row() -> None:
@@ -281,16 +285,15 @@ def render_text(renderable: Any, *, height: int | None = None) -> str:
 
 def test_snapshot_and_dashboard_show_every_panel() -> None:
     state = WatchState(URL)
-    connected(state, a_welcome(last_seq=0))
+    feed = connected(state, a_welcome(last_seq=0))
     system = {"cpu_usage": 12.5, "memory": {"percent": 40.0}, "load_average": [0.5, 0.4, 0.3]}
-    state.received(event(1, "system_status", **system), 1.0)
-    state.received(event(2, "agent_status", agent_id="worker-1", state="idle"), 1.0)
-    state.received(event(3, "compression_update", job_id="job-1", state="running", progress=5), 1)
+    feed.event(event(1, "system_status", **system))
+    feed.event(event(2, "agent_status", agent_id="worker-1", state="idle"))
+    feed.event(event(3, "compression_update", job_id="job-1", state="running", progress=5))
     actors = {"hub": "running", "poller": "restarting"}
-    state.received(event(4, beat=1, client_count=7, actors=actors), 1.0)
+    feed.event(event(4, beat=1, client_count=7, actors=actors))
     state.disconnected("code 1012 (hub restarted)", 2.0, retry_in_s=0.5)
-    state.connecting(2.5)
-    state.welcomed(a_welcome(epoch="e2"), 2.5)
+    feed.welcome(a_welcome(epoch="e2"), 2.5)
     text = render_text(snapshot(state, 3.0))
     for expected in ("sigma watch", "connected", "12.5%", "worker-1", "job-1", "7 clients"):
         assert expected in text, expected
@@ -421,25 +424,3 @@ async def test_cli_exit_status_when_never_connected(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as usage:
         main(["watch", "--types", "weather"])
     assert usage.value.code == 2
-
-
-def test_snapshots_fill_the_view_without_counting_as_duplicates_and_supervision_shows() -> None:
-    state = WatchState(URL)
-    state.welcomed(a_welcome(last_seq=10), 0.0)
-    state.received(Event(type="system_status", seq=7, data={"cpu_usage": 3.0}, snapshot=True), 0.1)
-    assert state.system is not None and state.system.data["cpu_usage"] == 3.0
-    assert state.duplicates == 0 and state.last_seq == 10
-    exited = Event(
-        type="supervision",
-        seq=11,
-        data={
-            "kind": "child_exited",
-            "supervisor": "root",
-            "child_id": "poller",
-            "restarts": 0,
-            "reason": "InjectedFault: boom",
-        },
-    )
-    state.received(exited, 0.2)
-    assert summarize(exited) == "child_exited root/poller restarts 0 InjectedFault: boom"
-    assert state.log[-1].text == summarize(exited) and state.last_seq == 11

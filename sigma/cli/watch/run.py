@@ -1,12 +1,12 @@
 """`sigma watch`: a live terminal view of the event stream, and the thin loop that feeds it.
 
-`Watcher.run` keeps one connection to the gateway: it connects, reads the welcome, narrows the
-subscriptions to `--types` (plus `heartbeat`), and feeds every decoded frame to a `WatchState`
-(`sigma.cli.watch.state`, which decides everything: resume, gaps, what is shown). When the
-connection ends or cannot be made it waits an exponential backoff (`Backoff`, reset by each welcome)
-and
-reconnects with `?since=<last seq>&epoch=<epoch>`, so a dropped connection is a gap-free pause
-and a server whose numbering restarted shows a marked GAP. It exits only when cancelled.
+`Watcher.run` reads one `sigma.client` stream (`connect(..., connection_items=True)`), which keeps
+the connection, narrows the subscriptions to `--types` (plus `heartbeat`), reconnects with
+full-jitter backoff and resumes with `?since=<last seq>&epoch=<epoch>`, so a dropped connection
+is a gap-free pause and a server whose numbering restarted shows a marked GAP. The watcher hands
+each item to a `WatchState` (`sigma.cli.watch.state`, which decides what is shown). It exits only
+when cancelled, or when the stream ends with an error that reconnecting cannot cure (a refused
+token, a close for a protocol violation), which it shows before it stops.
 
 The view (`sigma.cli.watch.view`) is redrawn by its own task: a full-screen `rich.live.Live` on a
 terminal, or, headless (`--no-live`, or stdout not a terminal), each log line printed as it
@@ -29,21 +29,18 @@ from dataclasses import dataclass, field
 import trio
 from rich.console import Console
 from rich.live import Live
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from sigma.backoff import Backoff
+from sigma.backoff import FullJitter
 from sigma.cli.probe import seconds_argument, url_argument
 from sigma.cli.watch.state import ALL_TYPES, LOG_SIZE, WatchState
 from sigma.cli.watch.view import dashboard, log_line, snapshot
-from sigma.client.connection import (
+from sigma.client import (
     DEFAULT_URL,
+    GatewayClosed,
     GatewayProtocolError,
     GatewayUnavailable,
+    Reconnect,
     connect,
-    decode_server_frame,
-    describe_close,
-    receive_welcome,
-    resume_url,
 )
 from sigma.client.tls import tls_context
 from sigma.protocol import ALL_EVENT_TYPES
@@ -51,7 +48,7 @@ from sigma.protocol import ALL_EVENT_TYPES
 CONNECT_TIMEOUT_S = 10.0
 REFRESH_S = 0.25
 """How often the live view is redrawn (heartbeat ages and countdowns move on their own)."""
-RECONNECT_BACKOFF = Backoff(min_s=0.5, max_s=15.0, factor=0.2)
+RECONNECT_BACKOFF = FullJitter(min_s=0.5, max_s=15.0)
 TOKEN_ENV_VAR = "SIGMA_TOKEN"
 
 
@@ -65,7 +62,7 @@ class WatchOptions:
     connect_timeout_s: float = CONNECT_TIMEOUT_S
     ssl_context: ssl.SSLContext | None = None
     """Verifies a `wss://` gateway (`tls_context`); None: the system's trusted CAs."""
-    backoff: Backoff = RECONNECT_BACKOFF
+    backoff: FullJitter = RECONNECT_BACKOFF
 
 
 class Watcher:
@@ -93,55 +90,32 @@ class Watcher:
         self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, feed the state, reconnect with backoff; until cancelled.
+        """Feed the state from the stream until cancelled (or until the stream ends for good).
 
-        Resource handling: one connection at a time, closed before the next attempt.
-        Error handling: every connection failure and close is reported to the state and
-        retried; frames that cannot be decoded are reported and skipped.
+        Resource handling: the stream holds one connection at a time and closes it on exit.
+        Error handling: lost connections and failed attempts are reported to the state and
+        retried by the stream; an error that ends the stream is logged to the state.
         """
         task_status.started()
-        attempt = 0
-        while True:
-            resume = self.state.connecting(trio.current_time())
-            self._touch()
-            url = self.options.url
-            if resume is not None:
-                url = resume_url(url, resume.since, resume.epoch)
-            reason = "connection dropped"  # when even the close timed out
-            try:
-                async with connect(
-                    url,
-                    timeout_s=self.options.connect_timeout_s,
-                    token=self.options.token,
-                    ssl_context=self.options.ssl_context,
-                ) as ws:
-                    welcome = await receive_welcome(ws, self.options.connect_timeout_s)
-                    attempt = 0
-                    self.state.welcomed(welcome, trio.current_time())
+        self.state.connecting(trio.current_time())
+        self._touch()
+        try:
+            async with connect(
+                self.options.url,
+                types=self.state.wanted_types,
+                token=self.options.token,
+                ssl_context=self.options.ssl_context,
+                reconnect=Reconnect(backoff=self.options.backoff),
+                connect_timeout_s=self.options.connect_timeout_s,
+                connection_items=True,
+                wait_connected=False,
+                rng=self._rng,
+            ) as stream:
+                async for item in stream:
+                    self.state.apply(item, trio.current_time())
                     self._touch()
-                    for change in self.state.subscription_changes(welcome.subscriptions):
-                        await ws.send_message(change.model_dump_json())
-                    await self._receive(ws)
-            except ConnectionClosed as exc:
-                reason = describe_close(exc)
-            except (GatewayUnavailable, GatewayProtocolError) as exc:
-                reason = str(exc)
-            delay_s = self.options.backoff.delay_s(attempt, self._rng)
-            attempt += 1
-            self.state.disconnected(reason, trio.current_time(), delay_s)
-            self._touch()
-            await trio.sleep(delay_s)
-
-    async def _receive(self, ws: WebSocketConnection) -> None:
-        """Feed every frame to the state until the connection closes (`ConnectionClosed`)."""
-        while True:
-            frame = await ws.get_message()
-            try:
-                message = decode_server_frame(frame)
-            except GatewayProtocolError as exc:
-                self.state.malformed(str(exc), trio.current_time())
-            else:
-                self.state.received(message, trio.current_time())
+        except (GatewayClosed, GatewayUnavailable, GatewayProtocolError) as exc:
+            self.state.ended(str(exc), trio.current_time())
             self._touch()
 
 

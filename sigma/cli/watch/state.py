@@ -1,9 +1,10 @@
 """The view-model of `sigma watch`: everything the live view shows, as plain data.
 
 No I/O, no clock and no rich here: the network loop (`sigma.cli.watch.run`) feeds `WatchState` with
-connection events (`connecting`, `welcomed`, `disconnected`) and decoded messages (`received`,
-`malformed`), each stamped with `now_s` from `trio.current_time()`; the renderer
-(`sigma.cli.watch.view`) only reads it.
+what its `sigma.client` stream yields: connection events (`connecting`, `welcomed`,
+`disconnected`), events and notices (`received`), the stream's verdicts (`gap`, `duplicate`) and
+the subscriptions the server confirmed (`subscribed`), each stamped with `now_s` from
+`trio.current_time()`; the renderer (`sigma.cli.watch.view`) only reads it.
 
 Sequence numbers: `last_seq` is the highest `seq` seen in the current epoch, of any type (the
 welcome's `last_seq` counts too); it is the `since` of the next reconnect. Events of types the
@@ -12,12 +13,12 @@ in a resume's replay, which covers every type), but they are not shown. `heartbe
 subscribed: it drives the liveness display and keeps `since` recent, so a resume after a long
 quiet spell of the chosen types does not fall out of the server's history.
 
-Gaps: after a reconnect the welcome says how the resume went. The same epoch with
-`recovered: true` is a gap-free pause ("reconnected, resumed from seq N, recovered"); a new epoch
-or `recovered: false` is a GAP line, and agents, jobs and the system status are marked stale
-until an event refreshes them (the gateway has no state to fetch: live events are the refetch;
-a new server process publishes everything afresh). While every type is subscribed, a jump in
-`seq` within an epoch is a GAP too, and so is an `events_dropped` notice.
+Gaps are the stream's (`sigma.client.sequence` has the rules): a resume with `recovered: true` in
+the same epoch is a gap-free pause ("reconnected, resumed from seq N, recovered"); a new epoch or
+`recovered: false` is a GAP line, and agents, jobs and the system status are marked stale until
+an event refreshes them (the gateway has no state to fetch: live events are the refetch; a new
+server process publishes everything afresh). A hole in `seq` while every type is subscribed and
+an `events_dropped` notice are GAP lines too.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Any
 from sigma.cli.probe_verdict import HeartbeatLimits, Status
 from sigma.cli.watch.summary import clip, summarize
 from sigma.client.connection import Welcome
-from sigma.protocol import ALL_EVENT_TYPES, Event, Reply, ServerMessage, Subscribe, Unsubscribe
+from sigma.client.items import Connected, Disconnected, Duplicate, Gap, Notice, StreamItem
+from sigma.protocol import ALL_EVENT_TYPES, Event, Reply, ServerMessage
 
 JsonObject = dict[str, Any]
 
@@ -48,6 +50,7 @@ class Phase(StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     WAITING = "waiting to reconnect"
+    ENDED = "stopped"
 
 
 class LogKind(StrEnum):
@@ -143,7 +146,6 @@ class WatchState:
         self.log: deque[LogLine] = deque(maxlen=log_size)
         self.logged = 0
         """Lines ever logged (the log keeps the newest `log_size`)."""
-        self._asked: ResumePoint | None = None
 
     # --- what the network loop asks ------------------------------------------------------------
 
@@ -158,16 +160,10 @@ class WatchState:
             return None
         return ResumePoint(self.last_seq, self.epoch)
 
-    def subscription_changes(self, current: list[str]) -> list[Subscribe | Unsubscribe]:
-        """The frames that turn the welcome's `current` subscriptions into the wanted ones."""
-        wanted = self.types | ALWAYS_SUBSCRIBED
-        known = set(current) & ALL_TYPES
-        changes: list[Subscribe | Unsubscribe] = []
-        if add := sorted(wanted - known):
-            changes.append(Subscribe.model_validate({"action": "subscribe", "types": add}))
-        if drop := sorted(known - wanted):
-            changes.append(Unsubscribe.model_validate({"action": "unsubscribe", "types": drop}))
-        return changes
+    @property
+    def wanted_types(self) -> frozenset[str]:
+        """The types to subscribe to: those shown, and `heartbeat` for liveness."""
+        return self.types | ALWAYS_SUBSCRIBED
 
     def heartbeat_age_s(self, now_s: float) -> float | None:
         """Seconds since the latest heartbeat arrived (None before the first)."""
@@ -182,25 +178,40 @@ class WatchState:
 
     # --- connection events ---------------------------------------------------------------------
 
-    def connecting(self, now_s: float) -> ResumePoint | None:
-        """A connection attempt starts; returns the resume point to put in its URL."""
+    def connecting(self, now_s: float) -> None:
+        """A connection attempt starts."""
         if self.started_at_s is None:
             self.started_at_s = now_s
         self.phase = Phase.CONNECTING
         self.retry_at_s = None
-        self._asked = self.resume_point()
-        return self._asked
 
-    def welcomed(self, welcome: Welcome, now_s: float) -> None:
-        """The gateway welcomed us: judge the resume, and set the baseline for seqs."""
-        asked = self._asked
+    def apply(self, item: StreamItem, now_s: float) -> None:
+        """One item of the `sigma.client` stream."""
+        if isinstance(item, Connected):
+            self.welcomed(item.welcome, now_s, since=item.since)
+        elif isinstance(item, Disconnected):
+            self.disconnected(item.reason, now_s, item.retry_in_s)
+        elif isinstance(item, Gap):
+            self.gap(item, now_s)
+        elif isinstance(item, Duplicate):
+            self.duplicate(item.event, now_s)
+        elif isinstance(item, Notice):
+            self.received(item.message, now_s)
+        else:
+            self.received(item, now_s)
+
+    def welcomed(self, welcome: Welcome, now_s: float, *, since: int | None = None) -> None:
+        """The gateway welcomed us; `since` is the seq this connection asked to resume after.
+
+        A resume that did not hold is followed by the stream's `Gap` (see `gap`).
+        """
         self.phase = Phase.CONNECTED
         self.welcome = welcome
         self.attempt = 0
         self.last_error = None
         self.connects += 1
         self.subscriptions = tuple(welcome.subscriptions)
-        if asked is None:
+        if since is None:
             self.epoch, self.last_seq = welcome.epoch, welcome.last_seq
             self._log(
                 now_s,
@@ -209,26 +220,53 @@ class WatchState:
                 f"server {welcome.server_version}",
             )
             return
-        epoch_changed = welcome.epoch != asked.epoch
+        epoch_changed = welcome.epoch != self.epoch
         recovered = welcome.recovered is True and not epoch_changed
-        self.last_resume = Resume(asked.since, recovered, epoch_changed)
+        self.last_resume = Resume(since, recovered, epoch_changed)
         if recovered:
             self.resumes += 1
+            self._log(now_s, LogKind.RESUMED, f"reconnected, resumed from seq {since}, recovered")
+
+    def gap(self, gap: Gap, now_s: float) -> None:
+        """The stream says events were not delivered: log a GAP line and count them."""
+        self.gaps += 1
+        self.missing += gap.missing or 0
+        if gap.reason == "hole":
+            assert gap.resumes_after is not None
             self._log(
-                now_s, LogKind.RESUMED, f"reconnected, resumed from seq {asked.since}, recovered"
+                now_s,
+                LogKind.GAP,
+                f"GAP: seq jumped from {gap.last_seen} to {gap.resumes_after + 1} "
+                f"({gap.missing} event(s) lost)",
             )
             return
-        self.gaps += 1
+        if gap.reason == "events_dropped":
+            self._log(now_s, LogKind.GAP, f"GAP: the server dropped {gap.missing} event(s) for us")
+            return
         why = (
-            f"epoch changed ({asked.epoch} → {welcome.epoch})" if epoch_changed else "not recovered"
+            f"epoch changed ({gap.previous_epoch} → {gap.epoch})"
+            if gap.reason == "new_epoch"
+            else "not recovered"
         )
         self._log(
             now_s,
             LogKind.GAP,
-            f"GAP: {why}; events after seq {asked.since} lost; state marked stale until refreshed",
+            f"GAP: {why}; events after seq {gap.last_seen} lost; state marked stale until "
+            "refreshed",
         )
-        self.epoch, self.last_seq = welcome.epoch, welcome.last_seq
+        self.epoch, self.last_seq = gap.epoch, gap.resumes_after
         self._mark_stale()
+
+    def duplicate(self, event: Event, now_s: float) -> None:
+        """The stream delivered `event` a second time: counted, not shown."""
+        self.duplicates += 1
+
+    def subscribed(self, types: frozenset[str], now_s: float) -> None:
+        """The server confirmed this connection's subscriptions; logged when they changed."""
+        current = tuple(sorted(types))
+        if current != self.subscriptions:
+            self.subscriptions = current
+            self._log(now_s, LogKind.INFO, f"subscribed to {', '.join(current)}")
 
     def disconnected(self, reason: str, now_s: float, retry_in_s: float) -> None:
         """The connection ended, or an attempt failed; the next attempt is in `retry_in_s`."""
@@ -240,6 +278,13 @@ class WatchState:
         self.attempt += 1
         self.last_error = reason
         self.retry_at_s = now_s + retry_in_s
+
+    def ended(self, reason: str, now_s: float) -> None:
+        """The stream ended for good (a refused token, a protocol violation): nothing follows."""
+        self.phase = Phase.ENDED
+        self.last_error = reason
+        self.retry_at_s = None
+        self._log(now_s, LogKind.ERROR, f"stopped: {reason}")
 
     # --- messages ------------------------------------------------------------------------------
 
@@ -257,40 +302,14 @@ class WatchState:
     def _on_reply(self, reply: Reply, now_s: float) -> None:
         data = reply.data
         if reply.type == "subscriptions":
-            self.subscriptions = tuple(str(t) for t in data.get("subscriptions") or ())
-            self._log(now_s, LogKind.INFO, f"subscribed to {', '.join(self.subscriptions)}")
+            self.subscribed(frozenset(str(t) for t in data.get("subscriptions") or ()), now_s)
         elif reply.type == "error":
             self._log(now_s, LogKind.ERROR, f"error {data.get('code')}: {data.get('message')}")
-        elif reply.type == "notification" and data.get("kind") == "events_dropped":
-            dropped = data.get("dropped")
-            count = dropped if isinstance(dropped, int) else 0
-            self.missing += count
-            self.gaps += 1
-            self._log(now_s, LogKind.GAP, f"GAP: the server dropped {count} event(s) for us")
         elif reply.type == "notification":
             self._log(now_s, LogKind.INFO, clip(str(data.get("message") or data.get("kind"))))
 
     def _on_event(self, event: Event, now_s: float) -> None:
-        if event.snapshot:  # retained state on join: older than the welcome's last_seq
-            if event.type in self.types:
-                self._apply(event)
-                text = f"(state) {summarize(event)}"
-                self._log(now_s, LogKind.EVENT, text, event.seq, event.type)
-            return
         seq = event.seq
-        if seq is not None and self.last_seq is not None:
-            if seq <= self.last_seq:
-                self.duplicates += 1
-                return
-            if seq > self.last_seq + 1 and self.every_type:
-                lost = seq - self.last_seq - 1
-                self.missing += lost
-                self.gaps += 1
-                self._log(
-                    now_s,
-                    LogKind.GAP,
-                    f"GAP: seq jumped from {self.last_seq} to {seq} ({lost} event(s) lost)",
-                )
         if seq is not None:
             self.last_seq = seq
         if event.type == "heartbeat":
