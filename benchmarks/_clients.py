@@ -521,6 +521,9 @@ def _report(
         "ready": sum(1 for c in conns.values() if c.ready),
         "open": sum(1 for c in conns.values() if not c.closed and c.ready),
         "received": [c.received for c in conns.values() if c.ready],
+        "received_open": [
+            c.received for c in conns.values() if c.ready and not c.closed and c.close_code is None
+        ],
         "at_measure": counts_at.get(PHASE_MEASURE, 0),
         "at_drain": counts_at.get(PHASE_DRAIN, 0),
         "hist": buckets,

@@ -199,19 +199,22 @@ def fanout_run(
     mode: str,
     rate_msgs: float = 0.0,
     stalled: bool = False,
+    single: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Measure delivery from one server to `clients` clients; returns the figures of the run.
 
     `mode` is `max` (flow-controlled, nothing dropped) or `fixed` (`rate_msgs` deliveries per
-    second, i.e. `rate_msgs / clients` events per second).
+    second, i.e. `rate_msgs / clients` events per second); `single` (fixed only): one event per
+    request (Sigma) or per frame (peers) instead of batches per 10 ms tick.
     """
     measure_s = settings.measure_s if mode == "max" else settings.fixed_measure_s
     n_workers = max(1, min(settings.workers, clients))
     result: dict[str, Any] = {
         "server": server_name,
-        "scenario": ("stalled" if stalled else mode),
+        "scenario": ("stalled" if stalled else "single" if single else mode),
         "mode": mode,
+        "single": single,
         "clients": clients,
         "workers": n_workers,
     }
@@ -253,6 +256,7 @@ def fanout_run(
                 "fixed",
                 0,
                 rate=events_per_s,
+                single=single,
                 ca_file=server.ca_file,
             )
             result.update(offered_msgs_per_s=rate_msgs, offered_events_per_s=events_per_s)
@@ -352,6 +356,124 @@ def fanout_run(
         closed_by_server=close_codes,
         client_errors=errors,
         publisher=pub_report,
+    )
+    return result
+
+
+def cpu_hog(lifetime_s: float) -> None:
+    """Process entry point: burn one core (a busy loop) until killed or `lifetime_s` passes."""
+    deadline = time.monotonic() + lifetime_s
+    n = 0
+    while n % 100_000 or time.monotonic() < deadline:
+        n += 1
+
+
+def overload_run(
+    factory: ServerFactory,
+    settings: Settings,
+    server_name: str,
+    *,
+    clients: int = 100,
+    publishers: int = 4,
+    batch: int = 100,
+    queue_size: int = 256,
+    hog: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Open-loop overload of Sigma: `publishers` post `batch`-event requests as fast as they
+    are answered, not paced by the clients at all, to `clients` readers, with the default
+    `[hub] queue_size`; with `hog`, a busy loop burns a core beside them.
+
+    Figures: events accepted (2xx) and refused (503), clients cut off by the server (and with
+    which close codes), and events lost for the clients that kept their connection (accepted
+    minus received, after a bounded drain): the last two should be 0.
+    """
+    measure_s = settings.fixed_measure_s
+    n_workers = max(1, min(settings.workers, clients))
+    result: dict[str, Any] = {
+        "server": server_name,
+        "scenario": "overload+hog" if hog else "overload",
+        "clients": clients,
+        "publishers": publishers,
+        "batch": batch,
+        "queue_size": queue_size,
+        "hog": hog,
+    }
+    saved_queue_size = factory.sigma_queue_size
+    factory.sigma_queue_size = queue_size
+    try:
+        server = factory.start(server_name)
+    finally:
+        factory.sigma_queue_size = saved_queue_size
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.stop)
+        server_ps = server.ps()
+        lifetime = 120.0 + settings.warmup_s + measure_s + clients / 50
+        connect_timeout = 30.0 + clients / 200
+        shared, pipes, _worker_ps = _start_workers(
+            stack, server, clients, n_workers, connect_timeout, lifetime
+        )
+        _wait(lambda: shared.ready() >= clients, connect_timeout, 0.05)
+        result["ready"] = shared.ready()
+        if hog:
+            hog_proc = _mp.Process(target=cpu_hog, args=(lifetime,), daemon=True)
+            hog_proc.start()
+            stack.callback(hog_proc.join, 3.0)
+            stack.callback(hog_proc.kill)
+        pub_procs = _Processes()
+        stack.callback(pub_procs.stop)
+        stack.callback(shared.__setitem__, Shared.PUB_GO, 2)
+        pub_pipes = []
+        pub_ps = []
+        for _ in range(publishers):
+            plan = PublishPlan(
+                server.publish_kind,
+                server.publish_url,
+                API_KEY,
+                "flood",
+                batch,
+                ca_file=server.ca_file,
+            )
+            receive, send = _mp.Pipe(duplex=False)
+            pub_ps.append(pub_procs.start(run_publisher, plan, shared, send))
+            send.close()
+            pub_pipes.append(receive)
+        cpu0 = _cpu_s([server_ps])
+        t0 = time.monotonic()
+        shared[Shared.PUB_GO] = 1
+        shared[Shared.PHASE] = PHASE_MEASURE
+        time.sleep(measure_s)
+        shared[Shared.PUB_GO] = 2
+        reports = []
+        for pipe in pub_pipes:
+            if pipe.poll(30.0):
+                with contextlib.suppress(EOFError):
+                    reports.append(pipe.recv())
+        elapsed = time.monotonic() - t0
+        cpu1 = _cpu_s([server_ps])
+        accepted = sum(int(r.get("published", 0)) for r in reports)
+        # Every accepted event must reach every client still connected (bounded wait).
+        _wait(lambda: shared.fewest() >= accepted or shared.ready() == 0, 60.0, 0.05)
+        shared[Shared.PHASE] = PHASE_REPORT
+        worker_reports = _collect(pipes)
+    received_open = [n for r in worker_reports for n in r.get("received_open", [])]
+    close_codes: dict[str, int] = {}
+    for report in worker_reports:
+        for key, value in report["close_codes"].items():
+            close_codes[key] = close_codes.get(key, 0) + value
+    result.update(
+        measure_s=round(elapsed, 2),
+        accepted_events=accepted,
+        accepted_events_per_s=round(accepted / elapsed),
+        refused_requests=sum(int(r.get("refused", 0)) for r in reports),
+        refused_events=sum(int(r.get("refused_events", 0)) for r in reports),
+        other_statuses=[r.get("other_statuses", {}) for r in reports],
+        publisher_errors=[r["error"] for r in reports if r.get("error")],
+        clients_cut=sum(close_codes.values()),
+        close_codes=close_codes,
+        kept_up=len(received_open),
+        lost_for_kept_up=sum(max(0, accepted - n) for n in received_open),
+        server_cpu_pct=round((cpu1 - cpu0) / elapsed * 100, 1),
     )
     return result
 

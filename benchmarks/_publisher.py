@@ -13,12 +13,18 @@ keep-alive connection):
 Every event in a batch carries the batch's send time as `"bt":<time.time_ns()>`, the last key
 of `data`, so the clients can compute latency; `"bn"` is its number in this run.
 
-Two pacings:
+Three pacings:
 - `max`: flow control by window. A batch is sent only while the slowest client is at most
   `window` events behind what was published, so the rate is the fastest that every client keeps
   up with and nothing is dropped (the server's queues are configured larger than the window).
 - `fixed`: `rate` events per second in batches every `tick` seconds, open loop; the achieved rate
-  is reported (a server that cannot take the requests in time lowers it).
+  is reported (a server that cannot take the requests in time lowers it). With `single`, every
+  event is its own request (Sigma: one JSON object, answered `{"seq": n}`; peers: one frame
+  holding a one-event array), sent one after another on the same schedule.
+- `flood`: open loop, not paced by the clients at all: the next batch goes as soon as the last
+  was answered. A refused publish (Sigma's 503 `overloaded`) is counted and sent again at once.
+  Several flood publishers may run side by side; each reports what was accepted and refused,
+  and none of them writes the shared counters (those belong to the max/fixed publisher).
 """
 
 from __future__ import annotations
@@ -41,13 +47,16 @@ PAD = "x" * 56
 """Sized so an event is ~200 bytes on the wire with Sigma's envelope (type, timestamp, seq)."""
 
 
-def batch_body(first: int, count: int, stamp_ns: int) -> bytes:
-    """A JSON array of `count` events numbered from `first`, all stamped `stamp_ns`."""
+def batch_body(first: int, count: int, stamp_ns: int, *, single: bool = False) -> bytes:
+    """A JSON array of `count` events numbered from `first`, all stamped `stamp_ns`.
+
+    `single`: one event as a bare JSON object (Sigma's one-event request), not an array.
+    """
     items = ",".join(
         f'{{"type":"{EVENT_TYPE}","data":{{"bn":{n},"pad":"{PAD}","bt":{stamp_ns}}}}}'
         for n in range(first, first + count)
     )
-    return f"[{items}]".encode()
+    return items.encode() if single else f"[{items}]".encode()
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,8 @@ class PublishPlan:
     rate: float = 0.0
     tick_s: float = 0.01
     lifetime_s: float = 600.0
+    single: bool = False
+    """`fixed`: one event per request (or per frame), never batched."""
     ca_file: str | None = None
     """Over `https://`: the CA certificate to trust."""
 
@@ -94,6 +105,13 @@ class HttpPublisher:
         self.conn = h11.Connection(h11.CLIENT)
 
     def send(self, body: bytes) -> None:
+        """Publish `body`; raises unless it is answered 200."""
+        status, reply = self.post(body)
+        if status != 200:
+            raise RuntimeError(f"publish answered {status}: {reply[:200]!r}")
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        """Publish `body`; returns the status and the answer's body."""
         conn = self.conn
         request = h11.Request(
             method="POST",
@@ -116,8 +134,7 @@ class HttpPublisher:
             elif isinstance(event, h11.ConnectionClosed):
                 raise RuntimeError("the server closed the publish connection")
         conn.start_next_cycle()
-        if status != 200:
-            raise RuntimeError(f"publish answered {status}: {reply[:200]!r}")
+        return status, reply
 
     def close(self) -> None:
         self.sock.close()
@@ -158,6 +175,8 @@ def run_publisher(plan: PublishPlan, shared: Shared, results: Pipe) -> None:
         started = time.monotonic()
         if plan.mode == "max":
             _max_rate(plan, shared, publisher, report, born)
+        elif plan.mode == "flood":
+            _flood(plan, shared, publisher, report, born)
         else:
             _fixed_rate(plan, shared, publisher, report, born)
         report["elapsed_s"] = time.monotonic() - started
@@ -173,10 +192,15 @@ def run_publisher(plan: PublishPlan, shared: Shared, results: Pipe) -> None:
             results.close()
 
 
-def _publish(publisher: Any, shared: Shared, report: dict[str, Any], count: int) -> None:
+def _publish(
+    publisher: Any, shared: Shared, report: dict[str, Any], count: int, *, single: bool = False
+) -> None:
     first = report["published"]
     shared[Shared.SENT] = first + count
-    publisher.send(batch_body(first, count, time.time_ns()))
+    if single and isinstance(publisher, HttpPublisher):
+        publisher.send(batch_body(first, count, time.time_ns(), single=True))
+    else:
+        publisher.send(batch_body(first, count, time.time_ns()))
     report["published"] = first + count
     report["requests"] += 1
     shared[Shared.PUBLISHED] = first + count
@@ -197,7 +221,7 @@ def _max_rate(
 def _fixed_rate(
     plan: PublishPlan, shared: Shared, publisher: Any, report: dict[str, Any], born: float
 ) -> None:
-    per_tick = max(1, round(plan.rate * plan.tick_s))
+    per_tick = 1 if plan.single else max(1, round(plan.rate * plan.tick_s))
     tick = per_tick / plan.rate
     start = time.monotonic()
     ticks = 0
@@ -210,8 +234,29 @@ def _fixed_rate(
             continue
         if wait < -tick:
             late += 1
-        _publish(publisher, shared, report, per_tick)
+        _publish(publisher, shared, report, per_tick, single=plan.single)
         ticks += 1
     report["late_ticks"] = late
     report["batch"] = per_tick
     report["tick_s"] = tick
+
+
+def _flood(
+    plan: PublishPlan, shared: Shared, publisher: Any, report: dict[str, Any], born: float
+) -> None:
+    if not isinstance(publisher, HttpPublisher):
+        raise RuntimeError("flood publishing is for Sigma's publish API (it can refuse)")
+    report.update(refused=0, refused_events=0, other_statuses={}, refused_wait_s=0.0)
+    while shared[Shared.PUB_GO] == 1 and time.monotonic() - born < plan.lifetime_s:
+        sent_at = time.monotonic()
+        status, _reply = publisher.post(batch_body(report["published"], plan.batch, time.time_ns()))
+        if status == 200:
+            report["published"] += plan.batch
+            report["requests"] += 1
+        elif status == 503:
+            report["refused"] += 1
+            report["refused_events"] += plan.batch
+            report["refused_wait_s"] += time.monotonic() - sent_at
+        else:
+            key = str(status)
+            report["other_statuses"][key] = report["other_statuses"].get(key, 0) + 1

@@ -87,6 +87,15 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
             _conns(results, "sigma", "idle").get("rss_per_conn_kb"),
             _conns(results, peer, "idle").get("rss_per_conn_kb"),
         )
+        for clients in (10, 100, 1000):
+            sigma_single = _find(results, "sigma", "single", clients)
+            peer_single = _find(results, peer, "single", clients)
+            ratios[f"cpu_single_10k_c{clients}_vs_{peer}"] = _ratio(
+                sigma_single.get("server_cpu_pct"), peer_single.get("server_cpu_pct")
+            )
+            ratios[f"p99_single_10k_c{clients}_vs_{peer}"] = _ratio(
+                sigma_single.get("p99_ms"), peer_single.get("p99_ms")
+            )
     ratios["stalled_cost_pct"] = stalled_cost(results, "sigma").get("cost_pct")
     ratios["rss_per_idle_conn_kb"] = _conns(results, "sigma", "idle").get("rss_per_conn_kb")
     ratios["held_10k"] = _conns(results, "sigma", "ramp").get("held")
@@ -138,7 +147,8 @@ def render(results: dict[str, Any]) -> str:
             continue
         label = run["scenario"]
         if run["mode"] == "fixed":
-            label = f"fixed {run['offered_msgs_per_s']:,.0f}/s"
+            kind = "single" if run.get("single") else "fixed"
+            label = f"{kind} {run['offered_msgs_per_s']:,.0f}/s"
         rows.append(
             [
                 run["server"],
@@ -248,6 +258,44 @@ def render(results: dict[str, Any]) -> str:
         conn_rows = [r + [""] * (len(headers) - len(r)) for r in conn_rows]
         out += ["", "Connections"]
         out.append(_table(headers, conn_rows))
+
+    overload_rows = [
+        [
+            run["scenario"],
+            run.get("clients"),
+            run.get("publishers"),
+            run.get("batch"),
+            run.get("queue_size"),
+            run.get("accepted_events"),
+            run.get("accepted_events_per_s"),
+            run.get("refused_requests"),
+            run.get("refused_events"),
+            run.get("clients_cut"),
+            run.get("kept_up"),
+            run.get("lost_for_kept_up"),
+            run.get("server_cpu_pct"),
+        ]
+        for run in results.get("overload", [])
+        if "error" not in run
+    ]
+    if overload_rows:
+        out += ["", "Overload (Sigma; open loop: publishers post as fast as they are answered)"]
+        headers = [
+            "scenario",
+            "C",
+            "publishers",
+            "batch",
+            "queue_size",
+            "accepted events",
+            "accepted ev/s",
+            "refused requests",
+            "refused events",
+            "clients cut",
+            "kept up",
+            "lost for kept-up",
+            "srv CPU %",
+        ]
+        out.append(_table(headers, overload_rows))
 
     out += ["", "Ratios (Sigma / peer; rate > 1 and cpu, p99, rss < 1 favour Sigma)"]
     for key, value in results.get("ratios", {}).items():

@@ -11,6 +11,11 @@ events, published in batches by a separate publisher process. Scenarios:
   the slowest client, so nothing is dropped).
 - `fixed` at C = 1000: a fixed offered load of 10,000 deliveries/s (10 events/s to 1000 clients):
   server CPU and latency at a load every server can carry.
+- `single` at C = 10, 100, 1000: the same fixed 10,000 deliveries/s, one event per request for
+  Sigma (one per frame for the peers): the common case of a backend publishing as events happen.
+- `overload` (Sigma only): open loop, four publishers posting 100-event batches as fast as they
+  are answered to 100 clients with the default queue size, without and with a CPU hog beside
+  the server: accepted and refused publishes, clients cut, events lost for clients that kept up.
 - `stalled`: 100 clients plus one that connects and never reads: the others' rate against the
   C = 100 `max` run, and what the server holds for the stalled one.
 - `idle`: 5,000 idle connections: server RSS per connection.
@@ -44,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Settings, connections_run, fanout_run, wait_for_quiet
+from _harness import Settings, connections_run, fanout_run, overload_run, wait_for_quiet
 from _report import compute_ratios, render
 from _servers import ServerFactory
 
@@ -104,8 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        default="max,fixed,stalled,idle,ramp",
-        help="comma-separated subset of max,fixed,stalled,idle,ramp (default: all)",
+        default="max,fixed,single,overload,stalled,idle,ramp",
+        help="comma-separated subset of max,fixed,single,overload,stalled,idle,ramp (default: all)",
     )
     parser.add_argument(
         "--workers",
@@ -201,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "runs": [],
         "connections": [],
+        "overload": [],
         "skipped": {},
     }
     started = time.monotonic()
@@ -239,8 +245,10 @@ class Scenario:
     key: str
     """The figure whose median run stands for the scenario (repeats)."""
     table: str
-    """`runs` (delivery) or `connections`."""
+    """`runs` (delivery), `connections` or `overload`."""
     name: str = ""
+    only: str = ""
+    """Run against this server only (the others have no way to refuse a publish)."""
 
 
 def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
@@ -255,6 +263,23 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
         kwargs = {"clients": 1000, "mode": "fixed", "rate_msgs": args.fixed_rate}
         label = f"fixed C=1000 {args.fixed_rate:.0f} msg/s"
         out.append(Scenario(label, fanout_run, kwargs, "server_cpu_pct", "runs"))
+    if "single" in wanted:
+        for clients in (int(n) for n in args.clients.split(",") if n.strip()):
+            kwargs = {
+                "clients": clients,
+                "mode": "fixed",
+                "rate_msgs": args.fixed_rate,
+                "single": True,
+            }
+            label = f"single C={clients} {args.fixed_rate:.0f} msg/s"
+            out.append(Scenario(label, fanout_run, kwargs, "server_cpu_pct", "runs"))
+    if "overload" in wanted:
+        for hog in (False, True):
+            label = "overload C=100" + (" + CPU hog" if hog else "")
+            kwargs = {"hog": hog}
+            out.append(
+                Scenario(label, overload_run, kwargs, "accepted_events", "overload", only="sigma")
+            )
     if "stalled" in wanted:
         kwargs = {"clients": 100, "mode": "max", "stalled": True}
         out.append(Scenario("stalled C=100+1", fanout_run, kwargs, RATE, "runs"))
@@ -285,15 +310,16 @@ def run_scenarios(
     the scenario's key figure stands for it.
     """
     for scenario in scenarios:
-        tries: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        names = [n for n in servers if not scenario.only or n == scenario.only]
+        tries: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         repeat = args.repeat if scenario.table == "runs" else 1
         for round_no in range(repeat):
-            for name in servers:
+            for name in names:
                 suffix = f" (repeat {round_no + 1}/{repeat})" if repeat > 1 else ""
                 tries[name].append(
                     _least_disturbed(factory, settings, name, scenario, suffix, args)
                 )
-        for name in servers:
+        for name in names:
             chosen = _median(tries[name], scenario.key)
             if scenario.name:
                 chosen = {**chosen, "scenario": scenario.name}
@@ -357,6 +383,10 @@ def _summary(figures: dict[str, Any]) -> str:
         "rss_per_conn_kb",
         "held",
         "ramp_s",
+        "accepted_events",
+        "refused_events",
+        "clients_cut",
+        "lost_for_kept_up",
     )
     return ", ".join(f"{k}={figures[k]}" for k in keys if k in figures)
 

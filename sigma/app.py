@@ -45,6 +45,7 @@ from sigma.gateway.server import GatewayHandle, new_keepalive, run_gateway
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
 from sigma.hub.actor import new_hub_state, run_hub
+from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.metrics import Metrics
 from sigma.poller.actor import run_poller
@@ -154,12 +155,13 @@ async def _run_gateway(
     endpoints: Endpoints,
     faults: Faults,
     keepalive: KeepAlive,
+    intake: HubIntake,
     *,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with trio.open_nursery() as nursery:
         handle: GatewayHandle = await nursery.start(
-            functools.partial(run_gateway, faults=faults, keepalive=keepalive),
+            functools.partial(run_gateway, faults=faults, keepalive=keepalive, intake=intake),
             config,
             hub,
             sessions,
@@ -186,6 +188,8 @@ def build_tree(
     `faults` is the tree's fault registry (a fresh, disarmed one when not given).
     """
     faults = faults or Faults()
+    intake = HubIntake(hub_send)
+    metrics.attach_intake(intake)
     watchdog_min_s = config.supervisor.watchdog_min_s
     actor_states = RootStates()
     policy = supervisor_policy(config.supervisor)
@@ -236,6 +240,7 @@ def build_tree(
                     config.hub, heartbeat_interval_s=config.heartbeat.interval_s, node_id=node_id
                 ),
                 faults=faults,
+                intake=intake,
                 numbering=broker.submit if broker is not None else None,
                 node_id=node_id,
             ),
@@ -268,13 +273,23 @@ def build_tree(
         ChildSpec(
             "gateway",
             _run_gateway,
-            (config, hub_send, sessions, health, metrics, endpoints, faults, new_keepalive(config)),
+            (
+                config,
+                hub_send,
+                sessions,
+                health,
+                metrics,
+                endpoints,
+                faults,
+                new_keepalive(config),
+                intake,
+            ),
             shutdown_timeout_s=shutdown_s,
         ),
         ChildSpec(
             "poller",
             poller,
-            (config.poller, endpoints, hub_send, health),
+            (config.poller, endpoints, intake, health),
             shutdown_timeout_s=shutdown_s,
             watchdog_s=watchdog_s(poller_period_s(config.poller), minimum_s=watchdog_min_s),
         ),
@@ -286,7 +301,7 @@ def build_tree(
                 started_at=health.started_at,
                 faults=faults,
             ),
-            (config.heartbeat, hub_send),
+            (config.heartbeat, intake),
             shutdown_timeout_s=shutdown_s,
             watchdog_s=watchdog_s(config.heartbeat.interval_s, minimum_s=watchdog_min_s),
         ),

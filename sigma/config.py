@@ -262,9 +262,14 @@ class AuthConfig(Section):
 
 
 class ApiConfig(Section):
-    """`[api]`: the publish endpoint; an empty key turns it off."""
+    """`[api]`: the publish endpoint; an empty key turns it off.
+
+    `publish_wait_s`: how long a publish waits for the hub to take new events (while most
+    clients lag, or the hub's inbox is full) before it is answered 503 `overloaded`.
+    """
 
     key: str = Field(default="", repr=False, json_schema_extra=SECRET_FIELD)
+    publish_wait_s: float = Field(default=1.0, ge=0.0, le=60.0)
 
 
 class LimitsConfig(Section):

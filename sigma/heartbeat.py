@@ -18,7 +18,7 @@ import trio
 
 from sigma.config import HeartbeatConfig
 from sigma.faults import FaultPoint, Faults
-from sigma.hub.messages import HubMessage, PublishHeartbeat
+from sigma.hub.messages import EventSink, PublishHeartbeat
 from sigma.protocol import utc_now_iso
 from sigma.supervision.watchdog import Liveness
 
@@ -40,7 +40,7 @@ def heartbeat_data(
 
 async def run_heartbeat(
     config: HeartbeatConfig,
-    hub: trio.MemorySendChannel[HubMessage],
+    hub: EventSink,
     *,
     actor_states: ActorStates | None = None,
     started_at: float | None = None,

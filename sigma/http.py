@@ -4,10 +4,19 @@
 and answers a WebSocket upgrade with its `101` (after which `sigma.websocket.connection` owns the
 stream). Nothing here parses HTTP by hand: h11 does, in both directions; wsproto computes the
 handshake's accept token.
+
+Over a plain `trio.SocketStream` the connection reads and writes the (non-blocking) socket with
+one system call each when it can, waiting in trio only when the socket is not ready: a trio
+stream's `receive_some` and `send_all` each pass through the scheduler once more even when the
+call succeeds at once, which on a keep-alive connection serving small requests (the publish API)
+cost more than the request. Each request still waits once for its bytes (`wait_readable` always
+parks), so a connection never keeps the others from running; other streams (TLS, tests) go
+through `receive_some` / `send_all` as usual.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -120,6 +129,35 @@ class HttpServerConnection:
         self.max_body_bytes = max_body_bytes
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._declared_length: int | None = None  # the current request's Content-Length
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the peer (b"" at its end of stream)."""
+        sock = self._socket
+        if sock is None:
+            return bytes(await self.stream.receive_some(RECEIVE_CHUNK_BYTES))
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return os.read(sock.fileno(), RECEIVE_CHUNK_BYTES)
+            except BlockingIOError:
+                continue  # woken without data after all: wait again
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+
+    async def _send(self, data: bytes) -> None:
+        """Write `data`: what the socket takes at once in one call, the rest through trio."""
+        sock = self._socket
+        sent = 0
+        if sock is not None:
+            try:
+                sent = os.write(sock.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+        if sent < len(data):
+            await self.stream.send_all(memoryview(data)[sent:])
 
     async def _next_event(self) -> Any:
         while True:
@@ -130,11 +168,11 @@ class HttpServerConnection:
             if event is not h11.NEED_DATA:
                 return event
             try:
-                data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
+                data = await self._receive()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise PeerGone(str(exc)) from None
             try:
-                self._h11.receive_data(bytes(data))
+                self._h11.receive_data(data)
             except h11.RemoteProtocolError as exc:
                 raise _remote_protocol_error(exc) from None
 
@@ -158,17 +196,21 @@ class HttpServerConnection:
         head_bytes = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
         if head_bytes > MAX_HEAD_BYTES:
             raise _head_too_large()
+        headers = tuple((name.lower(), value) for name, value in event.headers.raw_items())
         self._declared_length = next(
-            (int(value) for name, value in event.headers if name == b"content-length"), None
+            (int(value) for name, value in headers if name == b"content-length"), None
         )  # h11 has checked it is one well-formed integer
         target = event.target.decode("latin-1")
-        parts = urlsplit(target)
+        path, _, query = target.partition("?")
+        if "#" in path or "://" in path:  # rare forms (absolute-form, fragments): urlsplit
+            parts = urlsplit(target)
+            path, query = parts.path, parts.query
         return HttpRequest(
             method=event.method.decode("ascii", "replace"),
             target=target,
-            path=parts.path,
-            query=parse_qs(parts.query),
-            headers=tuple((bytes(k), bytes(v)) for k, v in event.headers),
+            path=path,
+            query=parse_qs(query) if query else {},
+            headers=headers,
             raw=event,
         )
 
@@ -216,13 +258,12 @@ class HttpServerConnection:
         response = h11.Response(
             status_code=status, headers=all_headers, reason=REASONS.get(status, "")
         )
+        head = self._h11.send(response)
+        data = self._h11.send(h11.Data(data=body)) if body else b""
+        end = self._h11.send(h11.EndOfMessage())
+        assert head is not None and data is not None and end is not None
         try:
-            await self.stream.send_all(
-                self._h11.send(response) + self._h11.send(h11.Data(data=body))
-                if body
-                else self._h11.send(response)
-            )
-            await self.stream.send_all(self._h11.send(h11.EndOfMessage()))
+            await self._send(head + data + end)  # one write: one system call, one segment
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone(str(exc)) from None
 

@@ -17,7 +17,18 @@ Metric (type, labels): what it counts.
 - `sigma_events_dropped_total` (counter, `reason`): events a client did not get;
   `slow_consumer` counts one per client whose full queue got it cut off; `drop_oldest` and
   `conflate` count every event those policies removed from a full queue.
-- `sigma_slow_client_disconnects_total` (counter): clients closed with 4008.
+- `sigma_slow_client_disconnects_total` (counter): clients closed with 4008, each because its
+  queue was full while the median client's was less than half full (it lagged far behind the
+  rest; `sigma.hub.overload`).
+- `sigma_client_queue_depth_messages` (histogram, on scrape): every connected client's queue
+  depth now, so the distribution shows whether one client lags or the whole herd does.
+- `sigma_hub_herd_lagging` (gauge, 0 or 1): the hub takes no new events because most clients'
+  queues are at least half full; `sigma_hub_herd_lag_episodes_total` (counter) counts the times
+  that started; `sigma_events_kept_beyond_queue_total` (counter) the events queued past a full
+  client's bound meanwhile instead of cutting it.
+- `sigma_publish_refused_total` (counter, `reason`): publishes answered 503 `overloaded`, by
+  `herd_lagging` or `inbox_full`; `sigma_producer_waits_total` (counter): producers (publish
+  API, poller, heartbeat) that found the hub taking no events and waited.
 - `sigma_client_queue_high_water_messages` (gauge): the deepest any client's queue has been.
 - `sigma_heartbeat_age_seconds` (gauge): since the hub last broadcast a heartbeat (or since
   start, before the first one), computed on scrape.
@@ -34,11 +45,16 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -54,6 +70,9 @@ SLOW_CONSUMER = "slow_consumer"
 QUEUE_DROP_POLICIES = ("drop_oldest", "conflate")
 
 
+QUEUE_DEPTH_BUCKETS = (0, 1, 4, 16, 64, 256, 1024, 4096, 16384)
+
+
 class HubView(Protocol):
     """What a scrape asks of the running hub (`sigma.hub.actor.HubActor` is one)."""
 
@@ -64,6 +83,33 @@ class HubView(Protocol):
     def queue_high_water(self) -> int:
         """The deepest any client's queue has been under this hub, in messages."""
         ...
+
+
+class OverloadView(Protocol):
+    """What a scrape asks about overload (`sigma.hub.actor.HubActor` is one)."""
+
+    def queue_depths(self) -> list[int]:
+        """Every connected client's queue depth now, in messages."""
+        ...
+
+    def herd_lagging(self) -> bool:
+        """Whether the hub takes no new events because most clients lag."""
+        ...
+
+    def herd_lag_episodes(self) -> int:
+        """How many times the herd started lagging (this state's lifetime)."""
+        ...
+
+    def kept_beyond_queue(self) -> int:
+        """Events queued past a full client's bound because the herd lagged."""
+        ...
+
+
+class IntakeView(Protocol):
+    """What a scrape asks of the hub's intake (`sigma.hub.intake.HubIntake` is one)."""
+
+    refused: dict[str, int]
+    waits: int
 
 
 def restart_reason_label(reason: str) -> str:
@@ -78,6 +124,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._started_at = trio.current_time() if started_at is None else started_at
         self._hub: HubView | None = None
+        self._overload: OverloadView | None = None
+        self._intake: IntakeView | None = None
         self._past_high_water = 0
         self._published: Tally[str] = Tally(dict.fromkeys(ALL_EVENT_TYPES, 0))
         self._delivered = 0
@@ -115,12 +163,21 @@ class Metrics:
     def attach_hub(self, hub: HubView) -> None:
         """A hub incarnation started: scrapes read its clients from now on."""
         self._hub = hub
+        if isinstance(hub, _OverloadCheck):
+            self._overload = hub
+        else:
+            self._overload = None
+
+    def attach_intake(self, intake: IntakeView) -> None:
+        """Scrapes report the refused publishes and waits of this intake."""
+        self._intake = intake
 
     def detach_hub(self, hub: HubView) -> None:
         """A hub incarnation is ending: keep its queue high-water mark, stop reading it."""
         self._past_high_water = max(self._past_high_water, hub.queue_high_water())
         if self._hub is hub:
             self._hub = None
+            self._overload = None
 
     def count_broadcast(self, event_type: str, sent_to: int) -> None:
         """One event was broadcast and queued for `sent_to` clients."""
@@ -203,12 +260,59 @@ class Metrics:
             "The deepest any client's queue has been since start, in messages.",
             value=high_water,
         )
+        yield from self._scrape_overload()
         last = self._started_at if self._last_heartbeat_at is None else self._last_heartbeat_at
         yield GaugeMetricFamily(
             "sigma_heartbeat_age_seconds",
             "Seconds since the hub last broadcast a heartbeat (since start before the first).",
             value=trio.current_time() - last,
         )
+
+    def _scrape_overload(self) -> Iterator[Metric]:
+        overload = self._overload
+        depths = overload.queue_depths() if overload is not None else []
+        buckets = [(str(bound), sum(d <= bound for d in depths)) for bound in QUEUE_DEPTH_BUCKETS]
+        buckets.append(("+Inf", len(depths)))
+        yield HistogramMetricFamily(
+            "sigma_client_queue_depth_messages",
+            "Connected clients by how many messages their queue holds now.",
+            buckets=buckets,
+            sum_value=sum(depths),
+        )
+        yield GaugeMetricFamily(
+            "sigma_hub_herd_lagging",
+            "1 while the hub takes no new events because most clients lag.",
+            value=int(overload.herd_lagging()) if overload is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "sigma_hub_herd_lag_episodes",
+            "Times the herd of clients started lagging (the hub stopped taking events).",
+            value=overload.herd_lag_episodes() if overload is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "sigma_events_kept_beyond_queue",
+            "Events queued past a full client's bound because the whole herd lagged.",
+            value=overload.kept_beyond_queue() if overload is not None else 0,
+        )
+        intake = self._intake
+        refused = CounterMetricFamily(
+            "sigma_publish_refused",
+            "Publishes answered 503 overloaded, by reason.",
+            labels=["reason"],
+        )
+        for reason in ("herd_lagging", "inbox_full"):
+            refused.add_metric([reason], intake.refused.get(reason, 0) if intake else 0)
+        yield refused
+        yield CounterMetricFamily(
+            "sigma_producer_waits",
+            "Event producers that found the hub taking no events and waited.",
+            value=intake.waits if intake is not None else 0,
+        )
+
+
+@runtime_checkable
+class _OverloadCheck(OverloadView, HubView, Protocol):
+    """A hub view that also reports overload."""
 
 
 class _ScrapeCollector(Collector):

@@ -157,8 +157,12 @@ def make_event(event_type: EventType, data: dict[str, Any]) -> Event:
 
 
 def make_checked_event(event_type: EventType, data: dict[str, Any]) -> Event:
-    """`make_event` for input validated already (the publish API's items): no second pass."""
-    return Event.model_construct(type=event_type, data=data)
+    """`make_event` for input validated already (the publish API's items): no second pass.
+
+    Every field is given, so that pydantic resolves no default (its default-factory path
+    inspects the factory's signature on each call).
+    """
+    return Event.model_construct(type=event_type, timestamp=utc_now_iso(), seq=None, data=data)
 
 
 def welcome(

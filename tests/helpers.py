@@ -28,6 +28,7 @@ from sigma.gateway.server import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor, run_hub
 from sigma.hub.frames import Frame
+from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.hub.outbox import Outbox, OutboxClosed
 from sigma.metrics import Metrics
@@ -52,6 +53,7 @@ class Stack:
     http: httpx.AsyncClient
     metrics: Metrics
     faults: Faults
+    intake: HubIntake
 
     @property
     def ws_url(self) -> str:
@@ -192,8 +194,10 @@ async def running_stack(
     config = config or make_config()
     faults = faults or Faults(config.faults.points)
     hub_send, hub_receive = trio.open_memory_channel[HubMessage](config.hub.inbox_size)
+    intake = HubIntake(hub_send)
     health = HealthBoard()
     metrics = Metrics()
+    metrics.attach_intake(intake)
     async with trio.open_nursery() as nursery:
         hub = await nursery.start(
             functools.partial(
@@ -201,6 +205,7 @@ async def running_stack(
                 heartbeat_interval_s=config.heartbeat.interval_s,
                 metrics=metrics,
                 faults=faults,
+                intake=intake,
             ),
             hub_receive,
             config.hub,
@@ -209,7 +214,7 @@ async def running_stack(
             DynamicSupervisor("sessions", max_children=config.gateway.max_connections).run
         )
         gateway = await nursery.start(
-            functools.partial(run_gateway, faults=faults),
+            functools.partial(run_gateway, faults=faults, intake=intake),
             config,
             hub_send,
             sessions,
@@ -217,7 +222,9 @@ async def running_stack(
             metrics,
         )
         async with httpx.AsyncClient(base_url=gateway.http_url, verify=verify) as http:
-            yield Stack(config, gateway, sessions, hub, hub_send, health, http, metrics, faults)
+            yield Stack(
+                config, gateway, sessions, hub, hub_send, health, http, metrics, faults, intake
+            )
         nursery.cancel_scope.cancel()
 
 

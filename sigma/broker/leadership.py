@@ -24,7 +24,7 @@ from sigma.broker.stream import LINK_ERRORS, RedisBroker, describe_errors
 from sigma.config import PollerConfig
 from sigma.faults import Faults
 from sigma.health import HealthBoard
-from sigma.hub.messages import HubMessage, Publish
+from sigma.hub.messages import EventSink, HubMessage, Publish
 from sigma.metrics import Metrics
 from sigma.poller.actor import EngineAddress, run_poller
 from sigma.supervision.watchdog import Liveness
@@ -35,7 +35,7 @@ log = structlog.get_logger("sigma.broker")
 async def run_poller_when_leader(
     config: PollerConfig,
     endpoints: EngineAddress,
-    hub: trio.MemorySendChannel[HubMessage],
+    hub: EventSink,
     health: HealthBoard,
     *,
     broker: RedisBroker,
@@ -87,7 +87,7 @@ async def run_poller_when_leader(
 async def _lead(
     config: PollerConfig,
     endpoints: EngineAddress,
-    hub: trio.MemorySendChannel[HubMessage],
+    hub: EventSink,
     health: HealthBoard,
     lease: Lease,
     redis: coredis.Redis[bytes],
@@ -129,7 +129,7 @@ async def _lead(
 
 async def _fence(
     receive: trio.MemoryReceiveChannel[HubMessage],
-    hub: trio.MemorySendChannel[HubMessage],
+    hub: EventSink,
     token: str,
 ) -> None:
     """Pass the poller's messages to the hub, each publish marked with the lease's token."""

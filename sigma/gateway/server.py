@@ -1,10 +1,10 @@
 """The listening socket: HTTP routes and the WebSocket upgrade at `/ws`, on one port.
 
 Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
-`/metrics`, `/api/publish`, and `/admin/faults` when `[faults] admin` is on) is answered here,
-the dashboard (`/`, `/static/...`, `/favicon.ico`) by `sigma.gateway.static_files`;
-an upgrade on `/ws` is answered with its `101` by h11 (the request is read once, never replayed),
-and the connection becomes a `ClientSession` on a `sigma.websocket.connection.ServerConnection`,
+`/metrics`, `/api/publish` (answered by `sigma.gateway.publish`), and `/admin/faults` when
+`[faults] admin` is on) is answered here, the dashboard (`/`, `/static/...`, `/favicon.ico`)
+by `sigma.gateway.static_files`; an upgrade on `/ws` is answered with its `101` by h11 (the
+request is read once, never replayed), and the connection becomes a `ClientSession` on a `sigma.websocket.connection.ServerConnection`,
 started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
 connection is logged and ends that connection only.
 
@@ -25,30 +25,27 @@ per-address connection limits (503), counted here.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
-import hmac
 import os
 import socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
-import orjson
 import structlog
 import trio
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from sigma.config import Config, GatewayConfig
-from sigma.errors import PeerGone, TooManyChildren, dotted_location, first_error
+from sigma.errors import PeerGone, TooManyChildren
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.gateway.auth import Authenticator
+from sigma.gateway.backlog import backlog_probe
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
+from sigma.gateway.publish import PUBLISH_PATH, PUBLISH_REPLY_MARGIN_S, PublishApi
 from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
 from sigma.gateway.static_files import StaticFiles
 from sigma.gateway.upgrade import (
@@ -59,40 +56,25 @@ from sigma.gateway.upgrade import (
 )
 from sigma.health import HealthBoard
 from sigma.http import HttpError, HttpRequest, HttpServerConnection
-from sigma.hub.messages import HubMessage, Publish
+from sigma.hub.intake import HubIntake
+from sigma.hub.messages import HubMessage
 from sigma.keys import load_server_tls
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
-from sigma.protocol import KNOWN_EVENT_TYPES, OPT_IN_EVENT_TYPES, EventType, make_checked_event
+from sigma.protocol import KNOWN_EVENT_TYPES
 from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 
 log = structlog.get_logger("sigma.gateway")
 
 CLOSE_TIMEOUT_S = 1.0
-PUBLISH_REPLY_MARGIN_S = 1.0
-"""A publish waits for its seqs this much beyond `[broker] publish_timeout_s`."""
-MAX_IDEMPOTENCY_KEY_CHARS = 128
 LISTEN_BACKLOG = 4096
 ACCEPT_RETRY_S = 0.1
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ROUTES: dict[str, frozenset[str]] = {
     "/health": frozenset({"GET", "HEAD"}),
     "/metrics": frozenset({"GET"}),
-    "/api/publish": frozenset({"POST"}),
+    PUBLISH_PATH: frozenset({"POST"}),
     "/ws": frozenset({"GET"}),
 }
-
-
-class PublishItem(BaseModel):
-    """One event in a publish request body."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    type: EventType
-    data: dict[str, Any]
-
-
-_publish_body: TypeAdapter[PublishItem | list[PublishItem]] = TypeAdapter(
-    PublishItem | list[PublishItem]
-)
 
 
 @dataclass(frozen=True)
@@ -126,9 +108,16 @@ class Gateway:
         metrics: Metrics | None = None,
         faults: Faults | None = None,
         keepalive: KeepAlive | None = None,
+        intake: HubIntake | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
+        self.publish_api = PublishApi(
+            intake or HubIntake(hub),
+            key=config.api.key,
+            wait_s=config.api.publish_wait_s,
+            reply_timeout_s=config.broker.publish_timeout_s + PUBLISH_REPLY_MARGIN_S,
+        )
         self.sessions = sessions
         self.health = health
         self.metrics = metrics
@@ -259,52 +248,8 @@ class Gateway:
                 raise HttpError(404, "not_found", "no metrics are kept")
             await conn.respond(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
         else:
-            await self._publish(conn, request)
+            await self.publish_api.answer(conn, request, functools.partial(self._read_body, conn))
         return False
-
-    async def _publish(self, conn: HttpServerConnection, request: HttpRequest) -> None:
-        key = self.config.api.key
-        if not key:
-            raise HttpError(404, "not_found", "the publish API is off ([api] key is empty)")
-        presented = (request.header("authorization") or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented.encode(), key.encode()):
-            await self._read_body(conn)
-            raise HttpError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' is needed")
-        body = await self._read_body(conn)
-        try:
-            parsed = _publish_body.validate_python(orjson.loads(body))
-        except orjson.JSONDecodeError as exc:
-            raise HttpError(400, "invalid_json", str(exc)) from None
-        except ValidationError as exc:
-            first = first_error(exc)
-            raise HttpError(
-                400, "invalid_body", f"{dotted_location(first)}: {first['msg']}"
-            ) from None
-        items = parsed if isinstance(parsed, list) else [parsed]
-        forged = next((i for i, item in enumerate(items) if item.type in OPT_IN_EVENT_TYPES), None)
-        if forged is not None:
-            where = f"{forged}.type" if isinstance(parsed, list) else "type"
-            raise HttpError(
-                400, "invalid_body", f"{where}: supervision events come from the tree only"
-            )
-        idempotency_key = _idempotency_key_of(request)
-        reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
-        events = tuple(make_checked_event(item.type, item.data) for item in items)
-        await self.hub.send(Publish(events, reply_send, idempotency_key))
-        seqs = None
-        with trio.move_on_after(self.config.broker.publish_timeout_s + PUBLISH_REPLY_MARGIN_S):
-            with contextlib.suppress(trio.EndOfChannel):  # closed: the events were refused
-                seqs = await reply_receive.receive()
-        if seqs is None:
-            raise HttpError(
-                503,
-                "broker_unavailable",
-                "the events were not published: the broker is unreachable",
-            )
-        if isinstance(parsed, list):
-            await conn.respond_json(200, {"seqs": list(seqs)})
-        else:
-            await conn.respond_json(200, {"seq": seqs[0]})
 
     async def _admin_faults(self, conn: HttpServerConnection, request: HttpRequest) -> None:
         peer = remote_address(conn.stream)
@@ -370,6 +315,7 @@ class Gateway:
             lease=lease,
             on_drop=self._count_drops,
         )
+        session.outbox.attach_backlog_probe(backlog_probe(stream, session.connection))
         spec = ChildSpec(
             id=client_id,
             start=session.run,
@@ -394,21 +340,6 @@ class Gateway:
 def new_keepalive(config: Config) -> KeepAlive:
     """The live-session table for `[heartbeat] ping_interval_s` and `ping_timeout_s`."""
     return KeepAlive(config.heartbeat.ping_interval_s, config.heartbeat.ping_timeout_s)
-
-
-def _idempotency_key_of(request: HttpRequest) -> str | None:
-    """The `Idempotency-Key` header: 1 to 128 printable ASCII characters, or None when absent."""
-    raw = request.header("idempotency-key")
-    if raw is None:
-        return None
-    key = raw.strip()
-    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable():
-        raise HttpError(
-            400,
-            "invalid_idempotency_key",
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
-        )
-    return key
 
 
 def _types_of(request: HttpRequest, allowed: frozenset[str]) -> frozenset[str] | None:
@@ -453,6 +384,7 @@ async def run_gateway(
     *,
     faults: Faults | None = None,
     keepalive: KeepAlive | None = None,
+    intake: HubIntake | None = None,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on `[gateway] host:port` and serve every connection until cancelled.
@@ -461,10 +393,13 @@ async def run_gateway(
     `/metrics` renders `metrics`, and answers 404 without it. `faults` is the tree's fault
     registry: the sessions' `sender.write` point, and what `/admin/faults` arms. `keepalive` is
     the table of live sessions whose pings this gateway's sweep sends; pass the tree's, so that
-    sessions outliving a gateway restart stay watched (a new table when not given).
+    sessions outliving a gateway restart stay watched (a new table when not given). `intake` is
+    the gate in front of `hub` that `POST /api/publish` goes through (`sigma.hub.intake`); pass
+    the one the hub was started with, so that the API sees when the herd lags (without it, one
+    that only watches the inbox's room).
     Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
     """
-    gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive)
+    gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive, intake)
     listeners = await open_listeners(config.gateway)
     port = listeners[0].socket.getsockname()[1]
     handle = GatewayHandle(config.gateway.host, port, tls=gateway.tls is not None)

@@ -2,7 +2,11 @@
 
 Read in this order:
 - `messages`: the inbox contract every producer imports;
+- `intake`: the gate event producers pass to reach the inbox: it stops taking events (the
+  publish API waits, then is refused; internal producers wait) while joins, leaves and commands
+  go on;
 - `state`: numbering, resume history, the client table and subscriptions (no I/O);
+- `overload`: when one client lags far behind the rest, and when the whole herd lags (pure);
 - `outbox`: one client's bounded queue and its slow-client policies;
 - `actor`: the thin loop around `state` that the supervisor runs.
 """

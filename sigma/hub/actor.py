@@ -23,6 +23,13 @@ arrive while the hub is being restarted wait in its buffer instead of being disc
 
 Fault point `hub.publish` (`sigma.faults`) is passed before each message is taken from the
 inbox, so an injected crash there loses nothing: the message waits for the next incarnation.
+
+Overload: after each broadcast the actor tells `state.herd` how many clients' queues were deep;
+while the herd lags, its `HubIntake` (`sigma.hub.intake`) lets no new event in, and the actor
+says so once in the log (and once again when the herd has recovered). Under `drop_oldest` the
+herd is not watched: lagging clients lose their oldest events, by that policy's meaning. The
+intake may also hand an idle hub a publish to handle at once, on the publisher's task
+(`publish_now`); a bug raised there is re-raised by the hub's own loop (`crash_with`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import trio
 
 from sigma.config import HubConfig
 from sigma.faults import FaultPoint, Faults
+from sigma.hub.intake import HubIntake
 from sigma.hub.messages import (
     UNDELIVERABLE,
     Command,
@@ -108,6 +116,10 @@ class HubActor:
         self._queue_size = config.queue_size
         self._slow_seen = 0  # state.slow_disconnects already counted
         self._departed_high_water = 0  # the deepest queue of a client no longer in the table
+        self._watch_herd = config.slow_client_policy != "drop_oldest"
+        self._deepest = 0  # the most deep queues after one broadcast of the current message
+        self._failure: Exception | None = None
+        self.fault: FaultPoint = FaultPoint("hub.publish")
 
     def client_count(self) -> int:
         """How many clients are connected (for metrics)."""
@@ -122,10 +134,77 @@ class HubActor:
         current = max((client.outbox.high_water for client in clients), default=0)
         return max(current, self._departed_high_water)
 
+    def queue_depths(self) -> list[int]:
+        """Every connected client's queue depth now (for metrics)."""
+        return [len(client.outbox) for client in self.state.clients.values()]
+
+    def herd_lagging(self) -> bool:
+        """Whether the hub takes no new events because most clients lag (for metrics)."""
+        return self.state.herd.lagging
+
+    def herd_lag_episodes(self) -> int:
+        """How many times the herd started lagging (for metrics)."""
+        return self.state.herd.episodes
+
+    def kept_beyond_queue(self) -> int:
+        """Events queued past a full client's bound while the herd lagged (for metrics)."""
+        return self.state.kept_beyond_capacity
+
     def handle(self, message: HubMessage) -> None:
         """Act on one inbox message, then hand each touched client what it was given."""
         self._act(message)
         self.state.flush()
+        self._note_herd()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    # --- what the intake asks (sigma.hub.intake.IntakeHub) --------------------------------
+
+    def accepts_events(self, now: float) -> bool:
+        """False while the herd lags; looks at the clients' depths again when that is due."""
+        herd = self.state.herd
+        if herd.due_recheck(now) and herd.recheck(self.state.fills(with_sockets=True), now):
+            log.warning(
+                "Clients caught up: taking new events again",
+                lagged_s=round(now - herd.since, 3),
+                clients=len(self.state.clients),
+            )
+        return not herd.lagging
+
+    def can_handle_now(self) -> bool:
+        """True unless the `hub.publish` fault point is armed (it must see every message) or
+        a cluster's broker numbers the events (the publish goes its way, through the loop)."""
+        return not self.fault.armed and self._failure is None and self._numbering is None
+
+    def publish_now(self, events: tuple[Event, ...], key: str | None) -> tuple[int, ...]:
+        """Broadcast `events` on the caller's task, as the loop would; return their seqs (the
+        first publish's, for a repeated idempotency `key`)."""
+        seqs = self._idempotent.get(key) if key is not None else None
+        if seqs is None:
+            alone = len(events) == 1
+            seqs = tuple(self._broadcast(event, alone=alone) for event in events)
+            self._remember(key, seqs)
+        self.state.flush()
+        self._note_herd()
+        return seqs
+
+    def crash_with(self, error: Exception) -> None:
+        """Raise `error` from the hub's loop once it has handled its next message."""
+        self._failure = error
+
+    def _note_herd(self) -> None:
+        deepest, self._deepest = self._deepest, 0
+        if not deepest or not self._watch_herd:
+            return
+        clients = len(self.state.clients)
+        if self.state.herd.after_broadcast(deepest, clients, trio.current_time()):
+            log.warning(
+                "Most clients lag: taking no new events until they catch up",
+                deep_queues=deepest,
+                clients=clients,
+                queue_size=self._queue_size,
+            )
 
     def _act(self, message: HubMessage) -> None:
         match message:
@@ -248,6 +327,9 @@ class HubActor:
 
     def _broadcast(self, event: Event, *, alone: bool = False, seq: int | None = None) -> int:
         outcome = self.state.broadcast(event, alone=alone, seq=seq)
+        deep = len(self.state.clients) if outcome.herd_lags else outcome.deep
+        if deep > self._deepest:
+            self._deepest = deep
         if self._metrics is not None:
             self._metrics.count_broadcast(event.type, outcome.sent_to)
         if self._debug:
@@ -284,6 +366,7 @@ async def run_hub(
     liveness: Liveness | None = None,
     state: HubState | None = None,
     faults: Faults | None = None,
+    intake: HubIntake | None = None,
     numbering: Numbering | None = None,
     node_id: str = "",
     task_status: trio.TaskStatus[HubActor] = trio.TASK_STATUS_IGNORED,
@@ -294,7 +377,8 @@ async def run_hub(
     `liveness` is given by a supervisor that watches the hub (`ChildSpec.watchdog_s`);
     `state`, when given, carries the numbering over from the previous incarnation; `faults`
     holds the `hub.publish` point (never armed without it); `numbering` and `node_id` are
-    `HubActor`'s (a cluster node's hub).
+    `HubActor`'s (a cluster node's hub); `intake`, the gate in front of `inbox` that event
+    producers use, learns from this incarnation whether the herd lags.
 
     Resource handling: does not close `inbox` (its owner does). Error handling: a crash
     propagates to the supervisor; either way every client is closed with 1012 on the way out.
@@ -311,6 +395,9 @@ async def run_hub(
     if metrics is not None:
         metrics.attach_hub(actor)
     fault = faults.point("hub.publish") if faults is not None else FaultPoint("hub.publish")
+    actor.fault = fault
+    if intake is not None:
+        intake.attach(actor)
     task_status.started(actor)
     try:
         if liveness is None:
@@ -318,6 +405,8 @@ async def run_hub(
         else:
             await _serve_watched(actor, inbox, liveness, fault)
     finally:
+        if intake is not None:
+            intake.detach(actor)
         if metrics is not None:
             metrics.detach_hub(actor)
         actor.close_waiting(CloseCode.SERVICE_RESTART, "hub restarted")

@@ -4,7 +4,7 @@ send it. Producers import this module, never the hub's actor or state."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -101,3 +101,12 @@ class Notice:
 
 
 HubMessage = Publish | PublishHeartbeat | Join | Leave | Command | Deliver | Notice
+
+
+class EventSink(Protocol):
+    """Where an internal producer (poller, heartbeat) sends its events: the hub's intake
+    (`sigma.hub.intake.HubIntake`), which waits for room; a bare inbox channel also fits."""
+
+    async def send(self, message: HubMessage, /) -> None:
+        """Queue `message` for the hub, waiting as long as it takes for room."""
+        ...

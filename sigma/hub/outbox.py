@@ -23,12 +23,14 @@ writes it before anything else (`sigma.websocket.connection`), so the queue neve
 frame.
 
 Policies when the queue is full of events:
-- `disconnect`: `put` raises `SlowConsumer`; the hub closes the client with 4008.
+- `disconnect`: `put` raises `SlowConsumer`; the hub closes the client with 4008 when it lags
+  far behind the rest, or, when the whole herd lags, queues the event past the bound with
+  `put_beyond_capacity` and stops taking new events (`sigma.hub.overload`, which reads `lag`).
 - `drop_oldest`: the oldest queued event is dropped and counted; the sender tells the client how
   many it missed before its next frames. Replies and control frames are never dropped (and the
   rest of a begun frame is the connection's, out of the queue's reach).
 - `conflate`: queued snapshots (`system_status`, `storage_update`, `agent_status`) that a newer
-  snapshot of the same key supersedes are removed; if that frees nothing the client is cut off
+  snapshot of the same key supersedes are removed; if that frees nothing the client is treated
   as under `disconnect`.
 """
 
@@ -74,11 +76,13 @@ class Outbox:
     """A bounded queue of frames with one producer side (the hub) and one consumer (a sender)."""
 
     __slots__ = (
+        "_backlog_probe",
         "_close_reason",
         "_controls",
         "_direct",
         "_due",
         "_frames",
+        "_in_flight",
         "_on_close",
         "_on_drop",
         "_wake",
@@ -113,6 +117,9 @@ class Outbox:
         self._close_reason: CloseReason | None = None
         self._direct: DirectWriter | None = None
         self._wake: Callable[[], None] | None = None
+        self._in_flight = 0
+        """Frames of the last batch the sender took, until it takes the next one."""
+        self._backlog_probe: Callable[[], int] | None = None
         self._due = False
 
     def __len__(self) -> int:
@@ -128,6 +135,40 @@ class Outbox:
         while none runs); `direct`, when given, writes to an idle client's socket at once."""
         self._wake = wake
         self._direct = direct
+
+    @property
+    def lag(self) -> int:
+        """Frames the client has not been handed yet: queued, plus the batch its sender took
+        and is still writing (the overload rule's measure: a sender that has just emptied the
+        queue into a slow socket has not caught up)."""
+        return len(self._frames) + self._in_flight
+
+    def attach_backlog_probe(self, probe: Callable[[], int]) -> None:
+        """Let `lag_with_socket` add what the socket's kernel buffer still holds, in bytes."""
+        self._backlog_probe = probe
+
+    def lag_with_socket(self, frame_bytes: int) -> float:
+        """`lag` plus the socket's unsent bytes counted as frames of `frame_bytes` each.
+
+        One system call: for the hub's overload decisions, not for every event.
+        """
+        probe = self._backlog_probe
+        if probe is None:
+            return float(self.lag)
+        return self.lag + probe() / max(1, frame_bytes)
+
+    def put_beyond_capacity(self, frame: Frame) -> bool:
+        """`put` of an event past the bound: the hub keeps a full client whose lag is the
+        herd's. Returns what `put` does; raises `OutboxClosed` once closed."""
+        if self._close_reason is not None:
+            raise OutboxClosed(self._close_reason)
+        self._frames.append(frame)
+        if len(self._frames) > self.high_water:
+            self.high_water = len(self._frames)
+        if self._due:
+            return False
+        self._due = True
+        return True
 
     def put(self, frame: Frame, kind: FrameKind = "event") -> bool:
         """Queue `frame` as `kind` (see the module docstring).
@@ -186,6 +227,7 @@ class Outbox:
         and the next `flush()` writes directly again. Once closed it is always empty.
         """
         batch = self._frames
+        self._in_flight = len(batch)
         if not batch:
             self.sending = False
             return batch

@@ -3,9 +3,13 @@
 `HubState` is what the hub actor wraps in a loop. It also keeps the newest state of each
 snapshot key (`sigma.hub.snapshots`), replayed to a client right after its welcome and to a
 client that subscribes to a type it did not have. Every method is synchronous and never waits on
-a client: delivery is `Outbox.put` then `flush`, and a client that cannot take a frame is cut off
-according to its queue's policy. One client's failure costs that client only: any exception
-while delivering to it (its direct write included) closes it with 1011, and the hub goes on.
+a client: delivery is `Outbox.put` then `flush`. Each broadcast counts the clients whose queues
+are deep; when too many are, the herd lags (`herd.lagging`, `sigma.hub.overload`) and the hub's
+intake takes no new events until it has recovered. A client whose queue is full is cut off
+(4008) only when it lags far behind the rest (it is one of the few that lag); while the herd
+lags it keeps the event past its bound instead. One client's failure costs that client only:
+any exception while delivering to it (its direct write included) closes it with 1011, and the
+hub goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import structlog
 from sigma.hub.frames import Frame, build_frame, reply_frame
 from sigma.hub.messages import Client
 from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
+from sigma.hub.overload import CALM_FILL, HerdWatch, count_deep, lags_far_behind
 from sigma.hub.snapshots import SnapshotCache
 from sigma.protocol import (
     ALL_EVENT_TYPES,
@@ -61,12 +66,19 @@ class JoinResult:
 
 @dataclass(frozen=True)
 class Broadcast:
-    """What one broadcast did: the event's seq, and how many clients got, skipped or lost it."""
+    """What one broadcast did: the event's seq, and how many clients got, skipped or lost it.
+
+    `deep`: how many subscribers' queues were at least half full afterwards; `herd_lags`: a
+    full client was kept, not cut, because too many others lag too (counting their sockets'
+    buffers): the hub must take no new events until they catch up.
+    """
 
     seq: int
     sent_to: int
     skipped: int
     cut_off: int
+    deep: int = 0
+    herd_lags: bool = False
 
 
 class HubState:
@@ -93,6 +105,11 @@ class HubState:
         self._by_type: dict[str, dict[str, Client]] = {t: {} for t in ALL_EVENT_TYPES}
         self._history: deque[tuple[int, Frame]] = deque(maxlen=history_size)
         self.slow_disconnects = 0
+        self.kept_beyond_capacity = 0
+        """Frames queued past a full client's bound because the whole herd lagged."""
+        self.herd = HerdWatch()
+        self._frame_bytes = 256  # the size of the last event frame: turns socket bytes to frames
+        self._unflushed = 0  # events offered since the last flush: every client has them queued
         self._flushes: list[Outbox] = []
         self.snapshots = SnapshotCache()
 
@@ -133,17 +150,40 @@ class HubState:
         self.last_seq = last_seq
 
     def _hand_over(self, frame: Frame, *, alone: bool, seq: int) -> Broadcast:
+        self._frame_bytes = len(frame.data)
+        self._unflushed += 1
         subscribers = self._by_type[frame.event_type]
         gone: list[str] = []
         flushes = self._flushes
+        total_clients = len(self.clients)
+        unflushed = self._unflushed  # this message's events: not counted against anyone
+        deep = 0
+        kept = False
+        behind: int | None = None  # clients a quarter full or more, counted once one is full
         for client in subscribers.values():
             outbox = client.outbox
             try:
-                if outbox.put(frame):
+                try:
+                    due = outbox.put(frame)
+                except SlowConsumer:
+                    # What the client left unread before this inbox message: one request's
+                    # batch is queued whole, whatever the bound, and flushed after.
+                    unread = outbox.lag - (unflushed - 1)
+                    if unread >= outbox.capacity:
+                        if behind is None:
+                            behind = count_deep(self.fills(with_sockets=True), CALM_FILL)
+                        if lags_far_behind(unread, outbox.capacity, behind, total_clients):
+                            raise
+                        self.kept_beyond_capacity += 1
+                        kept = True
+                    due = outbox.put_beyond_capacity(frame)
+                if due:
                     if alone:
                         outbox.flush()
                     else:
                         flushes.append(outbox)
+                if 2 * (outbox.lag - unflushed) >= outbox.capacity:
+                    deep += 1
             except SlowConsumer:
                 self.slow_disconnects += 1
                 outbox.close(CloseCode.SLOW_CONSUMER, "slow consumer")
@@ -157,10 +197,29 @@ class HubState:
         sent_to = len(subscribers) - len(gone)
         for client_id in gone:
             self.remove(client_id)
-        return Broadcast(seq, sent_to, total - sent_to - len(gone), len(gone))
+        return Broadcast(seq, sent_to, total - sent_to - len(gone), len(gone), deep, kept)
+
+    def fills(self, *, with_sockets: bool = False) -> list[float]:
+        """Every client's `Outbox.lag` against its capacity, 0 up (more than 1 past the
+        bound): what the overload rule reads. `with_sockets`: add what each socket's kernel
+        buffer holds (`Outbox.lag_with_socket`; one system call per client).
+
+        The events of the inbox message being handled are not counted: every client has them
+        queued until the flush that follows, whether it keeps up or not.
+        """
+        clients = self.clients.values()
+        unflushed = self._unflushed
+        if not with_sockets:
+            return [max(0, c.outbox.lag - unflushed) / c.outbox.capacity for c in clients]
+        size = self._frame_bytes
+        return [
+            max(0.0, c.outbox.lag_with_socket(size) - unflushed) / c.outbox.capacity
+            for c in clients
+        ]
 
     def flush(self) -> None:
         """Hand every client touched since the last flush what was queued for it."""
+        self._unflushed = 0
         flushes, self._flushes = self._flushes, []
         for outbox in flushes:
             try:

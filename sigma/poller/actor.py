@@ -52,7 +52,7 @@ from sigma.errors import (
 )
 from sigma.faults import FaultPoint, Faults
 from sigma.health import HealthBoard
-from sigma.hub.messages import HubMessage, Publish
+from sigma.hub.messages import EventSink, Publish
 from sigma.metrics import Metrics
 from sigma.poller.changes import TRACKED_METHODS, ChangeTracker, EngineLink
 from sigma.protocol import Event
@@ -238,7 +238,7 @@ class PollSchedule:
 async def run_poller(
     config: PollerConfig,
     endpoints: EngineAddress,
-    hub: trio.MemorySendChannel[HubMessage],
+    hub: EventSink,
     health: HealthBoard,
     *,
     transport: httpx.AsyncBaseTransport | None = None,

@@ -128,6 +128,11 @@ class ServerConnection:
         """Whether the rest of a frame the socket took only in part is waiting to be written."""
         return bool(self._owed)
 
+    @property
+    def owed_bytes(self) -> int:
+        """How many bytes are owed (the hub's overload rule counts them as the client's lag)."""
+        return len(self._owed)
+
     # --- reading -------------------------------------------------------------------------------
 
     async def receive_message(self) -> str | bytes:

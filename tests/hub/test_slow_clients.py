@@ -98,16 +98,30 @@ async def test_hundred_clients_keep_full_rate_while_a_stalled_one_is_cut_off() -
         await stalled.aclose()
 
 
+async def keep_reading(stack: Stack, task_status: trio.TaskStatus[None]) -> None:
+    """A client that keeps up: reads every frame until cancelled."""
+    async with open_websocket_url(stack.ws_url) as ws:
+        await ws.get_message()
+        task_status.started()
+        while True:
+            await ws.get_message()
+
+
 async def test_stalled_client_blocked_in_a_write_is_aborted_within_a_second() -> None:
     config = make_config(hub=HubConfig(queue_size=8))
     async with running_stack(config) as stack:
         idle_tasks = await settled_task_count(stack)
-        stalled = await open_stalled_client(stack.gateway.port)
-        await eventually(lambda: active_sessions(stack) == 1, timeout_s=5)
-        await publish(stack, 400)
-        cut_at = trio.current_time()
+        async with trio.open_nursery() as reader:
+            await reader.start(keep_reading, stack)  # the rest, which the stalled one lags behind
+            stalled = await open_stalled_client(stack.gateway.port)
+            await eventually(lambda: active_sessions(stack) == 2, timeout_s=5)
+            await publish(stack, 400)
+            cut_at = trio.current_time()
+            await eventually(lambda: active_sessions(stack) == 1, timeout_s=5)
+            assert trio.current_time() - cut_at < 1.5
+            assert stack.hub.state.slow_disconnects == 1
+            reader.cancel_scope.cancel()
         await eventually(lambda: active_sessions(stack) == 0, timeout_s=5)
-        assert trio.current_time() - cut_at < 1.5
         assert await settled_task_count(stack) == idle_tasks
         await stalled.aclose()
 

@@ -1,0 +1,180 @@
+"""Server CPU per `POST /api/publish` request on one keep-alive connection.
+
+Starts `sigma serve` (the fan-out benchmark's config: publish API on, no engine, nothing polled,
+logs at `warning`), optionally with C idle WebSocket subscribers, then sends requests from one
+bare blocking socket: each request is pre-built bytes, and the answer is read up to the end of
+its body (Content-Length), so the publisher costs next to nothing. The server's CPU time
+(user + system, psutil) is read before and after the measured requests, so the figure holds on a
+busy machine better than a rate does. It is a script, not part of the test suite.
+
+    python benchmarks/publish_cost.py                       # single-event requests, 5,000 of them
+    python benchmarks/publish_cost.py --batch 100 -n 500    # 100-event batches: per event too
+    python benchmarks/publish_cost.py --clients 10          # with 10 subscribers reading
+    python benchmarks/publish_cost.py --profile out.txt     # py-spy samples (collapsed stacks)
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from _servers import API_KEY, HOST, ServerFactory
+
+PAD = "x" * 56
+
+
+def request_bytes(port: int, batch: int, n: int) -> bytes:
+    """One keep-alive `POST /api/publish` with `batch` events (one object when batch is 1)."""
+    item = f'{{"type":"notification","data":{{"bn":{n},"pad":"{PAD}","bt":{time.time_ns()}}}}}'
+    body = item if batch == 1 else "[" + ",".join([item] * batch) + "]"
+    head = (
+        f"POST /api/publish HTTP/1.1\r\nhost: {HOST}:{port}\r\n"
+        f"authorization: Bearer {API_KEY}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return (head + body).encode()
+
+
+def read_response(sock: socket.socket, buffer: bytearray) -> int:
+    """Read one response (head and Content-Length body) off `sock`; return its status."""
+    while True:
+        end = buffer.find(b"\r\n\r\n")
+        if end >= 0:
+            head = bytes(buffer[:end]).lower()
+            length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+            total = end + 4 + length
+            while len(buffer) < total:
+                buffer += sock.recv(65536)
+            status = int(head[9:12])
+            del buffer[:total]
+            return status
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        buffer += chunk
+
+
+def run_requests(port: int, batch: int, count: int) -> None:
+    """Send `count` requests one after another on one connection, each answered 200."""
+    with socket.create_connection((HOST, port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buffer = bytearray()
+        for n in range(count):
+            sock.sendall(request_bytes(port, batch, n))
+            status = read_response(sock, buffer)
+            if status != 200:
+                raise RuntimeError(f"publish answered {status}")
+
+
+def hold_subscribers(port: int, count: int, stop: threading.Event) -> threading.Thread:
+    """Open `count` WebSocket subscribers (trio-websocket) that read until `stop`."""
+    ready = threading.Barrier(2)
+
+    def main() -> None:
+        import trio
+        from trio_websocket import open_websocket_url
+
+        async def one(url: str, task_status: trio.TaskStatus[None]) -> None:
+            async with open_websocket_url(url) as ws:
+                await ws.get_message()  # the welcome
+                task_status.started()
+                while not stop.is_set():
+                    with trio.move_on_after(0.2):
+                        await ws.get_message()
+
+        async def all_of_them() -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(count):
+                    await nursery.start(one, f"ws://{HOST}:{port}/ws")
+                ready.wait()
+
+        trio.run(all_of_them)
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    ready.wait()
+    return thread
+
+
+def start_py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
+    """Sample `pid` with py-spy (`pip install py-spy`) into `out` until SIGINT."""
+    spy_path = Path(sys.executable).with_name("py-spy")
+    fmt = "speedscope" if out.endswith(".json") else "raw"
+    spy = subprocess.Popen(
+        [str(spy_path), "record", "--pid", str(pid), "--rate", "500", "-f", fmt, "-o", out]
+    )
+    time.sleep(1.0)  # let it attach
+    return spy
+
+
+def main() -> None:
+    """Parse arguments, start the server, measure, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--requests", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", default="", help="write py-spy samples to this file")
+    parser.add_argument(
+        "--sigma-ref", default="", help="benchmark sigma/ as committed at this git ref"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sigma-publish-cost-") as tmp:
+        factory = ServerFactory(
+            Path(tmp),
+            sigma_queue_size=max(4096, args.requests * args.batch),
+            sigma_ref=args.sigma_ref,
+        )
+        server = factory.start("sigma")
+        stop = threading.Event()
+        try:
+            if args.clients:
+                hold_subscribers(server.port, args.clients, stop)
+            process = server.ps()
+            run_requests(server.port, args.batch, args.warmup)
+            spy = start_py_spy(server.pid, args.profile) if args.profile else None
+            figures = []
+            for _ in range(args.repeats):
+                before = process.cpu_times()
+                started = time.perf_counter()
+                run_requests(server.port, args.batch, args.requests)
+                wall = time.perf_counter() - started
+                after = process.cpu_times()
+                user = after.user - before.user
+                cpu = user + (after.system - before.system)
+                figures.append((cpu, wall, user))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+                print(f"py-spy profile written to {args.profile}")
+            best_cpu = sorted(f[0] for f in figures)[len(figures) // 2]
+            per_request = best_cpu / args.requests * 1e6
+            print(
+                f"sigma {factory.versions()['sigma_commit']}: batch={args.batch} "
+                f"clients={args.clients} requests={args.requests} repeats={args.repeats}"
+            )
+            for cpu, wall, user in figures:
+                print(
+                    f"  server CPU {cpu * 1e6 / args.requests:8.1f} us/request "
+                    f"(user {user * 1e6 / args.requests:6.1f}, "
+                    f"system {(cpu - user) * 1e6 / args.requests:6.1f}), "
+                    f"{args.requests / wall:8.0f} requests/s wall"
+                )
+            print(f"median server CPU per request: {per_request:.1f} us")
+            if args.batch > 1:
+                print(f"median server CPU per event:   {per_request / args.batch:.2f} us")
+        finally:
+            stop.set()
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The overload rules (`sigma.hub.overload`) and how the hub's state applies them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helpers import decode_frames
+
+from sigma.hub.messages import Client
+from sigma.hub.outbox import Outbox, SlowClientPolicy
+from sigma.hub.overload import (
+    RECHECK_S,
+    HerdWatch,
+    count_deep,
+    herd_lags,
+    herd_recovered,
+    is_deep,
+    lags_far_behind,
+    outlier_limit,
+)
+from sigma.hub.state import Broadcast, HubState
+from sigma.protocol import make_event
+
+
+def decoded(outbox: Outbox) -> list[dict[str, Any]]:
+    """Everything queued for `outbox`, taken and written as its sender would, decoded."""
+    messages = decode_frames(outbox.take_batch())
+    outbox.take_batch()  # the sender comes back for more: the batch it took is written
+    return messages
+
+
+def publish_one(state: HubState, n: int) -> Broadcast:
+    """One inbox message with one event, as the actor handles it: broadcast, then flush."""
+    outcome = state.broadcast(make_event("notification", {"n": n}))
+    state.flush()
+    return outcome
+
+
+def state_with(
+    names: list[str], capacity: int, policy: SlowClientPolicy = "disconnect"
+) -> tuple[HubState, dict[str, Outbox]]:
+    """A hub state with one client per name, each queue of `capacity`, welcomes read."""
+    state = HubState(history_size=16, max_subscriptions=8, heartbeat_interval_s=15.0)
+    outboxes = {name: Outbox(capacity, policy) for name in names}
+    for name, outbox in outboxes.items():
+        state.join(Client(name, outbox), since=None, epoch=None)
+        decoded(outbox)
+    return state, outboxes
+
+
+def test_deep_means_at_least_half_full() -> None:
+    assert not is_deep(3, 8) and is_deep(4, 8) and is_deep(8, 8)
+
+
+def test_the_few_that_may_lag_alone_are_a_tenth_of_the_clients_and_at_least_one() -> None:
+    assert [outlier_limit(n) for n in (0, 1, 2, 10, 19, 20, 100, 1000)] == [
+        1,
+        1,
+        1,
+        1,
+        1,
+        2,
+        10,
+        100,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("deep", "clients", "lags"),
+    [(0, 0, False), (1, 1, False), (2, 2, True), (1, 2, False), (10, 100, False), (11, 100, True)],
+)
+def test_the_herd_lags_when_more_than_the_few_are_deep(deep: int, clients: int, lags: bool) -> None:
+    assert herd_lags(deep, clients) is lags
+
+
+def test_a_full_client_lags_far_behind_only_while_no_more_than_the_few_are_behind() -> None:
+    assert lags_far_behind(8, 8, behind=1, clients=2)  # of two, the one that stopped
+    assert lags_far_behind(8, 8, behind=10, clients=100)
+    assert not lags_far_behind(8, 8, behind=11, clients=100)  # the herd is on its way
+    assert not lags_far_behind(7, 8, behind=1, clients=100)  # not full yet
+    assert not lags_far_behind(8, 8, behind=1, clients=1)  # alone: the herd is that client
+
+
+def test_recovery_needs_the_few_below_a_quarter_so_the_gate_does_not_flap() -> None:
+    watch = HerdWatch()
+    assert watch.after_broadcast(3, 4, now=1.0) and watch.lagging and watch.episodes == 1
+    assert not watch.after_broadcast(4, 4, now=1.1)  # already lagging: one episode
+    assert not watch.due_recheck(1.0 + RECHECK_S / 2)
+    assert watch.due_recheck(1.0 + 2 * RECHECK_S)
+    assert not watch.recheck([0.3, 0.3, 0.0, 0.0], now=2.0)  # below half, not below a quarter
+    assert watch.lagging and watch.checked_at == 2.0
+    assert watch.recheck([0.2, 0.2, 1.0, 0.0], now=3.0)  # one may lag alone
+    assert not watch.lagging
+    assert herd_recovered([]) and not herd_recovered([0.25, 0.25])
+    assert count_deep([0.5, 0.49, 2.0]) == 2
+
+
+def test_one_stalled_client_among_readers_is_cut_and_the_herd_does_not_lag() -> None:
+    state, outboxes = state_with(["stalled", "a", "b", "c"], capacity=4)
+    cut = 0
+    for n in range(6):
+        cut += publish_one(state, n).cut_off
+        for name in "abc":
+            decoded(outboxes[name])  # these keep up
+    assert cut == 1 and state.slow_disconnects == 1
+    assert outboxes["stalled"].close_reason is not None
+    assert outboxes["stalled"].close_reason.code == 4008
+    assert not state.herd.lagging and state.kept_beyond_capacity == 0
+
+
+def test_when_the_herd_lags_nobody_is_cut_and_every_event_stays_queued_in_order() -> None:
+    state, outboxes = state_with(["a", "b", "c"], capacity=4)
+    outcomes = [publish_one(state, n) for n in range(10)]
+    assert sum(o.cut_off for o in outcomes) == 0 and state.slow_disconnects == 0
+    assert outcomes[2].deep == 3  # half full with two events unread: what the actor reports
+    assert state.kept_beyond_capacity == 3 * 6
+    for outbox in outboxes.values():
+        assert outbox.close_reason is None
+        assert [m["seq"] for m in decoded(outbox)] == list(range(1, 11))
+
+
+def test_a_client_still_far_behind_once_the_herd_has_caught_up_is_cut_then() -> None:
+    state, outboxes = state_with(["a", "b", "c"], capacity=8)
+    for n in range(10):
+        publish_one(state, n)  # all lag: kept past the bound
+    decoded(outboxes["a"])
+    decoded(outboxes["b"])  # two catch up; c is still 10 deep
+    outcome = publish_one(state, 10)
+    assert outcome.cut_off == 1 and outboxes["c"].close_reason is not None
+    assert outboxes["a"].close_reason is None and outboxes["b"].close_reason is None
+
+
+def test_drop_oldest_keeps_dropping_rather_than_queueing_past_the_bound() -> None:
+    state, outboxes = state_with(["a", "b"], capacity=4, policy="drop_oldest")
+    for n in range(10):
+        publish_one(state, n)
+    assert all(len(outbox) == 4 and outbox.dropped == 6 for outbox in outboxes.values())
+    assert state.kept_beyond_capacity == 0
+
+
+def test_one_requests_batch_is_queued_whole_whatever_the_bound() -> None:
+    state, outboxes = state_with(["a", "b"], capacity=4)
+    outcome = state.broadcast(make_event("notification", {"n": 0}))
+    for n in range(1, 10):  # one inbox message of ten events: no flush in between
+        outcome = state.broadcast(make_event("notification", {"n": n}))
+    state.flush()
+    assert outcome.cut_off == 0 and state.slow_disconnects == 0
+    assert all(len(outbox) == 10 for outbox in outboxes.values())
