@@ -1,12 +1,12 @@
 """The listening socket: HTTP routes and the WebSocket upgrade at `/ws`, on one port.
 
-Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
-`/metrics`, `/api/publish` (answered by `sigma.gateway.publish`), and `/admin/faults` when
-`[faults] admin` is on) is answered here, the dashboard (`/`, `/static/...`, `/favicon.ico`)
-by `sigma.gateway.static_files`; an upgrade on `/ws` is answered with its `101` by h11 (the
-request is read once, never replayed), and the connection becomes a `ClientSession` on a
-`sigma.websocket.connection.ServerConnection`, started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
-connection is logged and ends that connection only.
+Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`, `/metrics`,
+`/api/publish` (answered by `sigma.gateway.publish`), and `/admin/faults` when `[faults] admin` is
+on) is answered here, the dashboard (`/`, `/static/...`, `/favicon.ico`) by
+`sigma.gateway.static_files`; an upgrade on `/ws` is answered with its `101` by h11 (the request is
+read once, never replayed), and the connection becomes a `ClientSession` on a
+`sigma.websocket.connection.ServerConnection`, started as a temporary child of the sessions' dynamic
+supervisor. A failure while serving one connection is logged and ends that connection only.
 
 With `[gateway] tls_cert_file` and `tls_key_file` set, every accepted connection is first wrapped
 in a server-side `trio.SSLStream`, and nothing but TLS is spoken on the port (`https://`,
