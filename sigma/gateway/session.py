@@ -128,6 +128,7 @@ class ClientSession:
         resume: ResumeRequest,
         *,
         trailing: bytes = b"",
+        preamble: bytes = b"",
         auth: SessionAuth | None = None,
         write_fault: FaultPoint | None = None,
         try_write_fault: FaultPoint | None = None,
@@ -136,6 +137,7 @@ class ClientSession:
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         """`stream` has just been upgraded and `trailing` is what arrived after the request;
+        `preamble` is the upgrade's 101 response, written ahead of the first frame (the welcome);
         `lease` is the session's place in the per-address count, given back when it ends;
         `on_drop` hears how many events the queue policy dropped, each time it drops some."""
         self.client_id = client_id
@@ -143,6 +145,7 @@ class ClientSession:
         self.connection = ServerConnection(
             stream,
             trailing=trailing,
+            preamble=preamble,
             max_message_bytes=settings.max_frame_bytes,
             on_ping=self._answer_ping,
             fault=try_write_fault,
