@@ -208,6 +208,8 @@ class HubActor:
 
     def _act(self, message: HubMessage) -> None:
         match message:
+            case Publish() if message.withdrawn():
+                log.info("Publish withdrawn by its publisher", events=len(message.events))
             case Publish() if self._numbering is not None:
                 self._numbering(message)
             case Publish(events, reply, key):
