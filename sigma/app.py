@@ -18,8 +18,10 @@ The actors with loops of their own (hub, poller, heartbeat) are watched (`ChildS
 each may stay busy and silent for three of its natural periods, and never less than
 `[supervisor] watchdog_min_s`, before the root supervisor takes it for hung and restarts it. One
 `Metrics` is shared by the hub, the poller, the gateway (`GET /metrics`) and the supervision
-event stream. One `Faults` registry (`sigma.faults`) is passed down like the configuration: each
-actor takes its own fault point from it, and the gateway's admin endpoint arms them.
+event stream, whose events also reach the hub as `supervision` events
+(`sigma.supervision_feed`), never making a supervisor wait. One `Faults` registry
+(`sigma.faults`) is passed down like the configuration: each actor takes its own fault point
+from it, and the gateway's admin endpoint arms them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from sigma.supervision.supervisor import (
     SupervisorPolicy,
 )
 from sigma.supervision.tee import SupervisionTee
+from sigma.supervision_feed import TreeView, feed_supervision
 
 log = structlog.get_logger("sigma.app")
 
@@ -370,6 +373,12 @@ async def serve(
     async with hub_send, hub_receive, events_receive, trio.open_nursery() as observers:
         observers.start_soon(observe_supervision_events, events_receive, metrics, tee)
         async with events_send, trio.open_nursery() as tree:
+            tree.start_soon(
+                feed_supervision,
+                tee.subscribe(),
+                hub_send,
+                TreeView(root, sessions, node=health.node_id),
+            )
             try:
                 await tree.start(root.run)
                 task_status.started(

@@ -61,7 +61,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from sigma.protocol import EVENT_TYPES
+from sigma.protocol import ALL_EVENT_TYPES
 from sigma.supervision.spec import ChildHung, RestartScheduled, SupervisionEvent
 
 __all__ = ["METRICS_CONTENT_TYPE", "HubView", "Metrics", "restart_reason_label"]
@@ -134,7 +134,7 @@ class Metrics:
         self._overload: OverloadView | None = None
         self._intake: IntakeView | None = None
         self._past_high_water = 0
-        self._published: Tally[str] = Tally(dict.fromkeys(EVENT_TYPES, 0))
+        self._published: Tally[str] = Tally(dict.fromkeys(ALL_EVENT_TYPES, 0))
         self._delivered = 0
         self._dropped: Tally[str] = Tally(dict.fromkeys((SLOW_CONSUMER, *QUEUE_DROP_POLICIES), 0))
         self._slow_disconnects = 0

@@ -28,11 +28,17 @@ EventType = Literal[
     "notification",
     "rpc_error",
     "storage_update",
+    "supervision",
     "system_status",
 ]
-EVENT_TYPES: tuple[str, ...] = get_args(EventType)
-"""The eight core event types, sorted."""
+ALL_EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+"""Every event type, sorted: the eight core types and the opt-in `supervision`."""
+OPT_IN_EVENT_TYPES: frozenset[str] = frozenset({"supervision"})
+"""Types a client receives only once it subscribes to them (never by default)."""
+EVENT_TYPES: tuple[str, ...] = tuple(t for t in ALL_EVENT_TYPES if t not in OPT_IN_EVENT_TYPES)
+"""The eight core event types, sorted: what a new client is subscribed to."""
 CORE_EVENT_TYPES: frozenset[str] = frozenset(EVENT_TYPES)
+KNOWN_EVENT_TYPES: frozenset[str] = frozenset(ALL_EVENT_TYPES)
 RequestId = str | int | None
 
 
@@ -89,12 +95,18 @@ class Frozen(BaseModel):
 
 
 class Event(Frozen):
-    """A broadcast event. Producers leave `seq` unset; the hub numbers it."""
+    """A broadcast event. Producers leave `seq` unset; the hub numbers it.
+
+    `snapshot` is true on the copies of retained state a client gets when it joins or
+    subscribes (`seq` is then the one the event was broadcast with, at most the welcome's
+    `last_seq` on join); live events leave it out of the JSON and decode as false.
+    """
 
     type: EventType
     timestamp: str = Field(default_factory=utc_now_iso)
     seq: int | None = None
     data: dict[str, Any]
+    snapshot: bool = Field(default=False, exclude=True)
 
 
 class Reply(Frozen):
@@ -125,6 +137,21 @@ def encode_event(event: Event, seq: int) -> bytes:
         return orjson.dumps(envelope, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
     except TypeError:
         return encode(event.model_copy(update={"seq": seq}))
+
+
+def encode_snapshot(event: Event, seq: int) -> bytes:
+    """The JSON text of `event` numbered `seq`, replayed as retained state: `"snapshot": true`."""
+    envelope = {
+        "type": event.type,
+        "timestamp": event.timestamp,
+        "seq": seq,
+        "data": event.data,
+        "snapshot": True,
+    }
+    try:
+        return orjson.dumps(envelope, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
+    except TypeError:
+        return orjson.dumps({**orjson.loads(encode_event(event, seq)), "snapshot": True})
 
 
 def make_event(event_type: EventType, data: dict[str, Any]) -> Event:
@@ -176,12 +203,18 @@ def pong(request_id: RequestId) -> Reply:
     return Reply(type="pong", data={"request_id": request_id})
 
 
-def subscriptions_reply(subscriptions: frozenset[str], request_id: RequestId) -> Reply:
-    """The answer to subscribe, unsubscribe and list_subscriptions: the set after the change."""
-    return Reply(
-        type="subscriptions",
-        data={"subscriptions": sorted(subscriptions), "request_id": request_id},
-    )
+def subscriptions_reply(
+    subscriptions: frozenset[str], request_id: RequestId, last_seq: int | None = None
+) -> Reply:
+    """The answer to subscribe, unsubscribe and list_subscriptions: the set after the change.
+
+    `last_seq`, when given, is the newest seq broadcast when the change took effect: every event
+    up to it of a type the client had is already before this reply in its stream.
+    """
+    data: dict[str, Any] = {"subscriptions": sorted(subscriptions), "request_id": request_id}
+    if last_seq is not None:
+        data["last_seq"] = last_seq
+    return Reply(type="subscriptions", data=data)
 
 
 def error_reply(code: ErrorCode, message: str, request_id: RequestId = None) -> Reply:
@@ -316,7 +349,7 @@ def _violation_from(exc: ValidationError, request_id: RequestId) -> ProtocolViol
         unknown = str(first["input"])[:64]
         return ProtocolViolation(
             ErrorCode.UNKNOWN_EVENT_TYPE,
-            f"unknown event type {unknown!r}; expected one of {', '.join(EVENT_TYPES)}",
+            f"unknown event type {unknown!r}; expected one of {', '.join(ALL_EVENT_TYPES)}",
             request_id,
         )
     return ProtocolViolation(

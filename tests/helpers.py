@@ -32,9 +32,12 @@ from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.hub.outbox import Outbox, OutboxClosed
 from sigma.metrics import Metrics
+from sigma.protocol import ALL_EVENT_TYPES
 from sigma.supervision.supervisor import DynamicSupervisor
 
 API_KEY = "test-key"
+EVERY_TYPE = "types=" + ",".join(ALL_EVENT_TYPES)
+"""The query that subscribes a client to every type, opt-in ones too, so it owns every seq."""
 
 
 @dataclass

@@ -44,7 +44,7 @@ from sigma.config import BrokerConfig, url_without_password
 from sigma.errors import leaves
 from sigma.health import HealthBoard
 from sigma.hub.messages import UNDELIVERABLE, Deliver, HubMessage, Notice, Publish
-from sigma.protocol import CORE_EVENT_TYPES, Event, make_event
+from sigma.protocol import KNOWN_EVENT_TYPES, Event, make_event
 
 log = structlog.get_logger("sigma.broker")
 
@@ -386,7 +386,7 @@ def _event_of(payload: bytes | None) -> Event | None:
     if not isinstance(raw, dict):
         return None
     event_type, timestamp, data = raw.get("type"), raw.get("timestamp"), raw.get("data")
-    if event_type not in CORE_EVENT_TYPES or not isinstance(timestamp, str):
+    if event_type not in KNOWN_EVENT_TYPES or not isinstance(timestamp, str):
         return None
     if not isinstance(data, dict):
         return None

@@ -8,10 +8,12 @@ No I/O and no clock: `Sequencer` is fed each welcome, subscription change, event
 - A resume (the stream asked with `since`/`epoch`) answered with `recovered: true` in the same
   epoch is no gap. `recovered: false` is a `not_recovered` gap, a different epoch a `new_epoch`
   gap; either way the position moves to the welcome's.
-- An event with `seq <= last_seq` is a `Duplicate`.
-- A jump in `seq` is a `hole` gap only while the server confirms every event type subscribed:
-  otherwise the skipped numbers are events of other types. An `events_dropped` notice is a gap
-  of its own, and the hole that follows it is not counted a second time.
+- An event with `seq <= last_seq` is a `Duplicate`, unless it is a snapshot (`"snapshot": true`,
+  state sent on join), which passes without moving the position.
+- A jump in `seq` is a `hole` gap only while the server confirms every event type subscribed,
+  the opt-in `supervision` included: otherwise the skipped numbers are events of other types.
+  An `events_dropped` notice is a gap of its own, and the hole that follows it is not counted a
+  second time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterable
 
 from sigma.client.connection import Welcome
 from sigma.client.items import Duplicate, Gap
-from sigma.protocol import CORE_EVENT_TYPES, Event
+from sigma.protocol import KNOWN_EVENT_TYPES, Event
 
 
 class Sequencer:
@@ -71,13 +73,15 @@ class Sequencer:
     def event(self, event: Event) -> tuple[Gap | None, Event | Duplicate]:
         """One broadcast event: a `Gap` before it when a hole shows, and it or its `Duplicate`."""
         assert event.seq is not None and self.epoch is not None and self.last_seq is not None
+        if event.snapshot:  # state on join: history by design, it moves nothing
+            return None, event
         if event.seq <= self.last_seq:
             return None, Duplicate(event)
         hole = event.seq - self.last_seq - 1
         excused = min(hole, self._dropped_unseen)
         self._dropped_unseen -= excused
         gap = None
-        if hole > excused and self.server_types >= CORE_EVENT_TYPES:
+        if hole > excused and self.server_types >= KNOWN_EVENT_TYPES:
             gap = Gap("hole", self.epoch, self.epoch, self.last_seq, event.seq - 1, hole - excused)
         self.last_seq = event.seq
         return gap, event

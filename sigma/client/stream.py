@@ -66,8 +66,8 @@ from sigma.client.items import Connected, Disconnected, Notice, StreamItem
 from sigma.client.sequence import Sequencer
 from sigma.errors import leaves
 from sigma.protocol import (
-    CORE_EVENT_TYPES,
-    EVENT_TYPES,
+    ALL_EVENT_TYPES,
+    KNOWN_EVENT_TYPES,
     ClientFrame,
     CloseCode,
     Event,
@@ -146,10 +146,10 @@ class _Link:
 
 def _check_types(types: Iterable[str]) -> frozenset[str]:
     chosen = frozenset(types)
-    unknown = sorted(chosen - CORE_EVENT_TYPES)
+    unknown = sorted(chosen - KNOWN_EVENT_TYPES)
     if unknown or not chosen:
         raise ValueError(
-            f"unknown or no event types {unknown}; expected some of {', '.join(EVENT_TYPES)}"
+            f"unknown or no event types {unknown}; expected some of {', '.join(ALL_EVENT_TYPES)}"
         )
     return chosen
 
@@ -500,7 +500,9 @@ async def connect(
 ) -> AsyncIterator[Stream]:
     """Open a `Stream` of the gateway at `url` (`ws://host:port/ws`, or `wss://`).
 
-    - `types`: the event types to receive (default: all the server allows);
+    - `types`: the event types to receive (default: all the server allows, the opt-in
+      `supervision` included: the URL asks for every type with `?types=`, and the server grants
+      those the token allows);
     - `token`: a JWT sent as `Authorization: Bearer`; `token_source`: an async callable asked for
       a fresh one when the server closes with 4001 or refuses the upgrade with 401;
     - `since`/`epoch`: resume from a position saved earlier (both or neither);
@@ -521,6 +523,8 @@ async def connect(
         raise ValueError(f"connect_timeout_s must be a positive number (got {connect_timeout_s})")
     if buffer < 1:
         raise ValueError(f"buffer must be >= 1 (got {buffer})")
+    if types is None and "types=" not in url:
+        url += ("&" if "?" in url else "?") + "types=" + ",".join(ALL_EVENT_TYPES)
     stream = Stream(
         url,
         types=_check_types(types) if types is not None else None,

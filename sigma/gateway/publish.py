@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from sigma.errors import dotted_location, first_error
 from sigma.http import HttpError, HttpRequest, HttpServerConnection
 from sigma.hub.intake import HubIntake, Overloaded
-from sigma.protocol import EventType, make_checked_event
+from sigma.protocol import OPT_IN_EVENT_TYPES, EventType, make_checked_event
 
 log = structlog.get_logger("sigma.gateway")
 
@@ -136,6 +136,12 @@ class PublishApi:
             raise HttpError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' is needed")
         parsed = parse_publish_body(body)
         items = parsed if isinstance(parsed, list) else [parsed]
+        forged = next((i for i, item in enumerate(items) if item.type in OPT_IN_EVENT_TYPES), None)
+        if forged is not None:
+            where = f"{forged}.type" if isinstance(parsed, list) else "type"
+            raise HttpError(
+                400, "invalid_body", f"{where}: supervision events come from the tree only"
+            )
         key = idempotency_key_of(request)
         events = tuple(make_checked_event(item.type, item.data) for item in items)
         try:

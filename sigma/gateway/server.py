@@ -1,13 +1,14 @@
 """The listening socket: HTTP routes and the WebSocket upgrade at `/ws`, on one port.
 
-Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
-`/metrics`, `/api/publish` (answered by `sigma.gateway.publish`), and `/admin/faults` when
-`[faults] admin` is on) is answered here;
-an upgrade on `/ws` gets its `101` from h11 (the request is read once, never replayed), and the
-connection becomes a `ClientSession` on a `sigma.websocket.connection.ServerConnection`, started
-as a temporary child of the sessions' dynamic supervisor (`start_child_soon`: the handler does
-not wait for it). The `101` is held by the connection and leaves with the welcome, in one write.
-A failure while serving one connection is logged and ends that connection only.
+Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`, `/metrics`,
+`/api/publish` (answered by `sigma.gateway.publish`), and `/admin/faults` when `[faults] admin` is
+on) is answered here, the dashboard (`/`, `/static/...`, `/favicon.ico`) by
+`sigma.gateway.static_files`; an upgrade on `/ws` gets its `101` from h11 (the request is read once,
+never replayed), and the connection becomes a `ClientSession` on a
+`sigma.websocket.connection.ServerConnection`, started as a temporary child of the sessions' dynamic
+supervisor (`start_child_soon`: the handler does not wait for it). The `101` is held by the
+connection and leaves with the welcome, in one write. A failure while serving one connection is
+logged and ends that connection only.
 
 With `[gateway] tls_cert_file` and `tls_key_file` set, every accepted connection is first wrapped
 in a server-side `trio.SSLStream`, and nothing but TLS is spoken on the port (`https://`,
@@ -33,7 +34,7 @@ import socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 import trio
@@ -48,6 +49,7 @@ from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
 from sigma.gateway.publish import PUBLISH_PATH, PUBLISH_REPLY_MARGIN_S, PublishApi
 from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
+from sigma.gateway.static_files import StaticFiles
 from sigma.gateway.upgrade import (
     authenticate,
     check_origin,
@@ -60,7 +62,7 @@ from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.keys import load_server_tls
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
-from sigma.protocol import CORE_EVENT_TYPES
+from sigma.protocol import KNOWN_EVENT_TYPES
 from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 
 log = structlog.get_logger("sigma.gateway")
@@ -140,9 +142,10 @@ class Gateway:
             abuse_window_s=config.limits.abuse_window_s,
         )
         self.authenticator = (
-            Authenticator(config.auth, CORE_EVENT_TYPES) if config.auth.mode == "jwt" else None
+            Authenticator(config.auth, KNOWN_EVENT_TYPES) if config.auth.mode == "jwt" else None
         )
         self.per_address = AddressLimit(config.gateway.max_connections_per_ip)
+        self.static = StaticFiles()
         gateway = config.gateway
         self.tls: ssl.SSLContext | None = (
             load_server_tls(gateway.tls_cert_file, gateway.tls_key_file)
@@ -224,6 +227,10 @@ class Gateway:
         if request.path == ADMIN_FAULTS_PATH:
             await self._admin_faults(conn, request)
             return False
+        if StaticFiles.handles(request.path):
+            await self._read_body(conn)
+            await self.static.answer(conn, request)
+            return False
         methods = ROUTES.get(request.path)
         if methods is None:
             raise HttpError(404, "not_found", f"no route for {request.path}")
@@ -275,8 +282,9 @@ class Gateway:
         resume = ResumeRequest(
             since=_since_of(request),
             epoch=request.query_value("epoch"),
-            allowed=auth.claims.allowed if auth else CORE_EVENT_TYPES,
+            allowed=auth.claims.allowed if auth else KNOWN_EVENT_TYPES,
         )
+        resume = replace(resume, types=_types_of(request, resume.allowed))
         if self.sessions.child_count() >= self.config.gateway.max_connections:
             raise HttpError(503, "too_many_connections", "connection limit reached")
         lease = self.per_address.acquire(peer)
@@ -329,6 +337,26 @@ class Gateway:
 def new_keepalive(config: Config) -> KeepAlive:
     """The live-session table for `[heartbeat] ping_interval_s` and `ping_timeout_s`."""
     return KeepAlive(config.heartbeat.ping_interval_s, config.heartbeat.ping_timeout_s)
+
+
+def _types_of(request: HttpRequest, allowed: frozenset[str]) -> frozenset[str] | None:
+    """The subscriptions asked for with `?types=a,b` (None without it: the default ones).
+
+    Types the client's token does not allow are left out, as for a token's claims: the welcome
+    lists what was granted. An unknown name is an error.
+    """
+    raw = request.query_value("types")
+    if raw is None:
+        return None
+    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
+    unknown = sorted(names - KNOWN_EVENT_TYPES)
+    if unknown:
+        raise HttpError(
+            400,
+            "unknown_event_type",
+            f"unknown event type(s) {', '.join(n[:64] for n in unknown[:5])} in types",
+        )
+    return names & allowed
 
 
 def _since_of(request: HttpRequest) -> int | None:

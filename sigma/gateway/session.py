@@ -88,11 +88,16 @@ class SessionSettings:
 
 @dataclass(frozen=True)
 class ResumeRequest:
-    """What the client asked for in its URL: resume point and allowed types."""
+    """What the client asked for in its URL: resume point, allowed types, wanted types.
+
+    `types`: the subscriptions asked for with `?types=`; None for the default (the core types
+    that are allowed).
+    """
 
     since: int | None = None
     epoch: str | None = None
     allowed: frozenset[str] = CORE_EVENT_TYPES
+    types: frozenset[str] | None = None
 
 
 class ClientSession:
@@ -254,7 +259,9 @@ class ClientSession:
             client_id=self.client_id,
             outbox=self.outbox,
             allowed=self._resume.allowed,
-            subscriptions=self._resume.allowed,
+            subscriptions=self._resume.types
+            if self._resume.types is not None
+            else self._resume.allowed & CORE_EVENT_TYPES,
         )
 
     def _start_closing_clock(self, _: CloseReason) -> None:

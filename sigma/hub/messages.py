@@ -9,7 +9,14 @@ from typing import Any, Protocol
 import trio
 
 from sigma.hub.outbox import Outbox
-from sigma.protocol import CORE_EVENT_TYPES, Event, ListSubscriptions, Subscribe, Unsubscribe
+from sigma.protocol import (
+    CORE_EVENT_TYPES,
+    KNOWN_EVENT_TYPES,
+    Event,
+    ListSubscriptions,
+    Subscribe,
+    Unsubscribe,
+)
 
 UNDELIVERABLE = (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError)
 """What `send_nowait` raises when a best-effort message cannot be delivered."""
@@ -21,7 +28,7 @@ class Client:
 
     client_id: str
     outbox: Outbox
-    allowed: frozenset[str] = CORE_EVENT_TYPES
+    allowed: frozenset[str] = KNOWN_EVENT_TYPES
     subscriptions: frozenset[str] = field(default=CORE_EVENT_TYPES)
 
 

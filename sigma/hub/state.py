@@ -1,6 +1,8 @@
 """The hub's decisions, with no I/O: numbering, history, the client table and subscriptions.
 
-`HubState` is what the hub actor wraps in a loop. Every method is synchronous and never waits on
+`HubState` is what the hub actor wraps in a loop. It also keeps the newest state of each
+snapshot key (`sigma.hub.snapshots`), replayed to a client right after its welcome and to a
+client that subscribes to a type it did not have. Every method is synchronous and never waits on
 a client: delivery is `Outbox.put` then `flush`. Each broadcast counts the clients whose queues
 are deep; when too many are, the herd lags (`herd.lagging`, `sigma.hub.overload`) and the hub's
 intake takes no new events until it has recovered. A client whose queue is full keeps the event
@@ -26,8 +28,9 @@ from sigma.hub.frames import Frame, build_frame, reply_frame
 from sigma.hub.messages import Client
 from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
 from sigma.hub.overload import HerdWatch, Probation, lags_far_behind
+from sigma.hub.snapshots import SnapshotCache
 from sigma.protocol import (
-    CORE_EVENT_TYPES,
+    ALL_EVENT_TYPES,
     CloseCode,
     ErrorCode,
     Event,
@@ -54,10 +57,14 @@ def snapshot_key_of(event: Event) -> str | None:
 
 @dataclass(frozen=True)
 class JoinResult:
-    """What a join produced: the welcome's `recovered` flag and how many events were replayed."""
+    """What a join produced: the welcome's `recovered` flag and how many events were replayed.
+
+    `snapshots`: how many snapshot frames (state on join) followed the welcome.
+    """
 
     recovered: bool | None
     replayed: int
+    snapshots: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ class HubState:
         self.max_subscriptions = max_subscriptions
         self.heartbeat_interval_s = heartbeat_interval_s
         self.clients: dict[str, Client] = {}
-        self._by_type: dict[str, dict[str, Client]] = {t: {} for t in CORE_EVENT_TYPES}
+        self._by_type: dict[str, dict[str, Client]] = {t: {} for t in ALL_EVENT_TYPES}
         self._history: deque[tuple[int, Frame]] = deque(maxlen=history_size)
         self.published = PublishedKeys(IDEMPOTENCY_KEYS_KEPT)
         """The seqs each idempotency key got: kept with the numbering, so across hub restarts."""
@@ -140,6 +147,7 @@ class HubState:
         self._frame_bytes = 256  # the size of the last event frame: turns socket bytes to frames
         self._unflushed = 0  # events offered since the last flush: every client has them queued
         self._flushes: list[Outbox] = []
+        self.snapshots = SnapshotCache()
 
     # --- events ---------------------------------------------------------------------------
 
@@ -161,6 +169,7 @@ class HubState:
             encode_event(event, seq), event.type, snapshot_key_of(event), event=True
         )
         self._history.append((seq, frame))
+        self.snapshots.note(event, seq)
         return self._hand_over(frame, alone=alone, seq=seq, now=now)
 
     def notify(self, event: Event, *, now: float | None = None) -> Broadcast:
@@ -177,6 +186,7 @@ class HubState:
         self.close_all(CloseCode.SERVICE_RESTART, reason)
         self._history.clear()
         self.published.clear()
+        self.snapshots = SnapshotCache()  # their seqs belong to the old numbering too
         self.epoch = epoch
         self.last_seq = last_seq
 
@@ -321,14 +331,18 @@ class HubState:
 
         Runs without awaiting, so no event can slip between the replay and live delivery.
         Returns None, changing nothing, for a client that left while its join was on its way.
+
+        Its subscriptions are what its session asked for, within what it is allowed. Unless it
+        resumed with `recovered: true` (its replay brings it up to date), the welcome is followed
+        by the snapshots of its types.
         """
         if client.outbox.close_reason is not None:
             return None
-        if not client.subscriptions <= client.allowed:
-            client.subscriptions = client.subscriptions & client.allowed
+        client.subscriptions = client.subscriptions & client.allowed
         recovered, backlog = self._resume(client, since, epoch)
+        snapshots = [] if recovered else self.snapshots.frames(client.subscriptions)
         try:
-            self._welcome(client, recovered, backlog)
+            self._welcome(client, recovered, [*backlog, *snapshots])
         except OutboxClosed:
             return None
         except Exception:
@@ -336,9 +350,9 @@ class HubState:
             return None
         self.clients[client.client_id] = client
         self._index(client)
-        return JoinResult(recovered, len(backlog))
+        return JoinResult(recovered, len(backlog), len(snapshots))
 
-    def _welcome(self, client: Client, recovered: bool | None, backlog: list[Frame]) -> None:
+    def _welcome(self, client: Client, recovered: bool | None, following: list[Frame]) -> None:
         client.outbox.put(
             reply_frame(
                 welcome(
@@ -353,7 +367,7 @@ class HubState:
             ),
             "reply",
         )
-        for frame in backlog:
+        for frame in following:  # the replayed backlog, or the snapshots
             client.outbox.put(frame, "reply")
         client.outbox.flush()
 
@@ -393,7 +407,7 @@ class HubState:
             subscribers.clear()
 
     def _index(self, client: Client) -> None:
-        for event_type in CORE_EVENT_TYPES:
+        for event_type in ALL_EVENT_TYPES:
             if event_type in client.subscriptions:
                 self._by_type[event_type][client.client_id] = client
             else:
@@ -402,19 +416,25 @@ class HubState:
     # --- subscriptions --------------------------------------------------------------------
 
     def command(self, client_id: str, message: Subscribe | Unsubscribe | ListSubscriptions) -> None:
-        """Apply a subscription command and reply to the client; errors become error replies."""
+        """Apply a subscription command and reply to the client; errors become error replies.
+
+        The reply is followed by the snapshots of the types the command added.
+        """
         client = self.clients.get(client_id)
         if client is None:
             return
+        before = client.subscriptions
         try:
             client.subscriptions = self._apply(client, message)
         except ProtocolViolation as violation:
             reply = violation.reply()
         else:
             self._index(client)
-            reply = subscriptions_reply(client.subscriptions, message.id)
+            reply = subscriptions_reply(client.subscriptions, message.id, self.last_seq)
         try:
             client.outbox.put(reply_frame(reply), "reply")
+            for frame in self.snapshots.frames(client.subscriptions - before):
+                client.outbox.put(frame, "reply")
             client.outbox.flush()
         except OutboxClosed:
             self.remove(client_id)

@@ -133,6 +133,8 @@ class ClientLedger:
         self.epoch, self.last_seq = gap.epoch, gap.resumes_after
 
     def _event(self, event: Event) -> None:
+        if event.snapshot:  # state on join: history by design, neither news nor a duplicate
+            return
         seq = event.seq
         if seq is None or self.last_seq is None or self.epoch is None:
             raise AssertionError(f"client {self.name}: an event before its welcome: {event!r}")

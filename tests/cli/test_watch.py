@@ -25,7 +25,7 @@ from sigma.client.connection import Welcome
 from sigma.client.sequence import Sequencer
 from sigma.config import GatewayConfig, HeartbeatConfig
 from sigma.heartbeat import run_heartbeat
-from sigma.protocol import EVENT_TYPES, Event, Reply
+from sigma.protocol import ALL_EVENT_TYPES, EVENT_TYPES, Event, Reply
 
 URL = "ws://127.0.0.1:1/ws"
 FAST_RETRY = FullJitter(min_s=0.2, max_s=0.2)
@@ -39,7 +39,7 @@ def a_welcome(
     return Welcome(
         kind="welcome",
         client_id=client,
-        subscriptions=list(EVENT_TYPES),
+        subscriptions=list(ALL_EVENT_TYPES),
         last_seq=last_seq,
         epoch=epoch,
         heartbeat_interval=15.0,
@@ -196,7 +196,7 @@ def test_dropped_events_notice_is_a_gap() -> None:
 def test_types_narrow_what_is_shown_and_what_is_subscribed() -> None:
     state = WatchState(URL, types=frozenset({"agent_status"}))
     assert state.wanted_types == {"agent_status", "heartbeat"}
-    assert WatchState(URL).wanted_types == set(EVENT_TYPES)
+    assert WatchState(URL).wanted_types == set(ALL_EVENT_TYPES)  # supervision too
     feed = connected(state, a_welcome())
     feed.event(event(1, "system_status", cpu_usage=3.0))  # in flight before the change
     feed.event(event(2))

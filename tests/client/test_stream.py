@@ -34,7 +34,14 @@ from sigma.client import (
 from sigma.client.connection import Welcome
 from sigma.client.sequence import Sequencer
 from sigma.config import AuthConfig, Config, GatewayConfig
-from sigma.protocol import EVENT_TYPES, Event, encode, missed_events_notice, welcome
+from sigma.protocol import (
+    ALL_EVENT_TYPES,
+    EVENT_TYPES,
+    Event,
+    encode,
+    missed_events_notice,
+    welcome,
+)
 
 FAST = Reconnect(backoff=FullJitter(min_s=0.01, max_s=0.05))
 
@@ -211,7 +218,7 @@ async def _enter(url: str, kwargs: dict[str, Any]) -> None:
 def welcome_frame(epoch: str = "e1", last_seq: int = 0, recovered: bool | None = None) -> str:
     reply = welcome(
         client_id="c",
-        subscriptions=frozenset(EVENT_TYPES),
+        subscriptions=frozenset(ALL_EVENT_TYPES),  # every seq is this client's: holes count
         last_seq=last_seq,
         epoch=epoch,
         heartbeat_interval_s=15.0,
@@ -272,7 +279,9 @@ async def test_close_codes_decide_the_reconnect_delay(
     assert delays == expected
     assert all(item.code == code for item in items if isinstance(item, Disconnected))
     assert [type(item) for item in items] == [Connected, Disconnected] * 3
-    assert paths[0] == "/ws" and set(paths[1:]) == {"/ws?since=1&epoch=e1"}
+    every = "types=" + "%2C".join(ALL_EVENT_TYPES)  # the default: every type, by URL
+    assert paths[0] == f"/ws?{every.replace('%2C', ',')}"
+    assert set(paths[1:]) == {f"/ws?{every}&since=1&epoch=e1"}
 
 
 class FixedRng(random.Random):

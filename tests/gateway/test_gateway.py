@@ -63,7 +63,11 @@ async def test_welcome_and_replies_with_the_websockets_library() -> None:
         )
     assert welcome["data"]["kind"] == "welcome"
     assert subscriptions["type"] == "subscriptions"
-    assert subscriptions["data"] == {"subscriptions": sorted(EVENT_TYPES), "request_id": "s1"}
+    assert subscriptions["data"] == {
+        "subscriptions": sorted(EVENT_TYPES),
+        "request_id": "s1",
+        "last_seq": 0,
+    }
     assert error["data"]["code"] == "invalid_json"
 
 
@@ -85,7 +89,7 @@ async def test_subscribe_and_unsubscribe_change_what_arrives() -> None:
             orjson.dumps({"action": "unsubscribe", "types": list(EVENT_TYPES), "id": 1}).decode()
         )
         reply = await receive_json(ws)
-        assert reply["data"] == {"subscriptions": [], "request_id": 1}
+        assert reply["data"] == {"subscriptions": [], "request_id": 1, "last_seq": 0}
         await stack.publish({"type": "system_status", "data": {}})
         await ws.send_message('{"action": "subscribe", "types": ["rpc_error"], "id": 2}')
         assert (await receive_json(ws))["data"]["subscriptions"] == ["rpc_error"]
@@ -95,7 +99,11 @@ async def test_subscribe_and_unsubscribe_change_what_arrives() -> None:
         event = await receive_json(ws)
         assert (event["type"], event["seq"], event["data"]) == ("rpc_error", 3, {"x": 1})
         await ws.send_message('{"action": "list_subscriptions", "id": 3}')
-        assert (await receive_json(ws))["data"] == {"subscriptions": ["rpc_error"], "request_id": 3}
+        assert (await receive_json(ws))["data"] == {
+            "subscriptions": ["rpc_error"],
+            "request_id": 3,
+            "last_seq": 3,
+        }
 
 
 BAD_FRAMES = [

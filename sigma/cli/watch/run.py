@@ -43,7 +43,7 @@ from sigma.client import (
     connect,
 )
 from sigma.client.tls import tls_context
-from sigma.protocol import EVENT_TYPES
+from sigma.protocol import ALL_EVENT_TYPES
 
 CONNECT_TIMEOUT_S = 10.0
 REFRESH_S = 0.25
@@ -167,11 +167,11 @@ async def watch(
 
 def _types(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in EVENT_TYPES]
+    unknown = [name for name in names if name not in ALL_EVENT_TYPES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown event type(s) {', '.join(unknown) or text!r}; "
-            f"expected some of {', '.join(EVENT_TYPES)}"
+            f"expected some of {', '.join(ALL_EVENT_TYPES)}"
         )
     return names
 
@@ -242,7 +242,7 @@ def watch_main(argv: Sequence[str], *, console: Console | None = None) -> int:
         context = tls_context(args.url, args.cafile)
     except ValueError as exc:
         parser.error(str(exc))
-    types = frozenset(name for group in args.types or [list(EVENT_TYPES)] for name in group)
+    types = frozenset(name for group in args.types or [list(ALL_EVENT_TYPES)] for name in group)
     options = WatchOptions(
         url=args.url,
         types=types,

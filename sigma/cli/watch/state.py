@@ -32,11 +32,11 @@ from sigma.cli.probe_verdict import HeartbeatLimits, Status
 from sigma.cli.watch.summary import clip, summarize
 from sigma.client.connection import Welcome
 from sigma.client.items import Connected, Disconnected, Duplicate, Gap, Notice, StreamItem
-from sigma.protocol import EVENT_TYPES, Event, Reply, ServerMessage
+from sigma.protocol import ALL_EVENT_TYPES, Event, Reply, ServerMessage
 
 JsonObject = dict[str, Any]
 
-ALL_TYPES: frozenset[str] = frozenset(EVENT_TYPES)
+ALL_TYPES: frozenset[str] = frozenset(ALL_EVENT_TYPES)
 ALWAYS_SUBSCRIBED: frozenset[str] = frozenset({"heartbeat"})
 LOG_SIZE = 200
 """Log lines kept (the renderer shows the newest that fit)."""

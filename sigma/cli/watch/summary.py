@@ -47,6 +47,13 @@ def summarize(event: Event) -> str:
             parts = [data.get("error"), _pair("attempt", data.get("attempt"))]
         case "notification":
             parts = [data.get("message") or data.get("kind")]
+        case "supervision":
+            parts = [
+                data.get("kind"),
+                f"{data.get('supervisor')}/{data.get('child_id')}",
+                _pair("restarts", data.get("restarts")),
+                data.get("reason"),
+            ]
         case _:
             parts = []
     text = " ".join(str(part) for part in parts if part not in (None, ""))
