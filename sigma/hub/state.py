@@ -34,8 +34,8 @@ from sigma.protocol import (
     Unsubscribe,
     encode,
     encode_event,
+    encode_welcome,
     subscriptions_reply,
-    welcome,
 )
 
 log = structlog.get_logger("sigma.hub")
@@ -254,20 +254,16 @@ class HubState:
         return JoinResult(recovered, len(backlog))
 
     def _welcome(self, client: Client, recovered: bool | None, backlog: list[Frame]) -> None:
-        client.outbox.put(
-            reply_frame(
-                welcome(
-                    client_id=client.client_id,
-                    subscriptions=client.subscriptions,
-                    last_seq=self.last_seq,
-                    epoch=self.epoch,
-                    heartbeat_interval_s=self.heartbeat_interval_s,
-                    recovered=recovered,
-                    node=self.node_id,
-                )
-            ),
-            "reply",
+        payload = encode_welcome(
+            client_id=client.client_id,
+            subscriptions=client.subscriptions,
+            last_seq=self.last_seq,
+            epoch=self.epoch,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            recovered=recovered,
+            node=self.node_id,
         )
+        client.outbox.put(build_frame(payload, "notification"), "reply")
         for frame in backlog:
             client.outbox.put(frame, "reply")
         client.outbox.flush()
