@@ -289,6 +289,9 @@ async def _write(broker: RedisBroker, writer: coredis.Redis[bytes]) -> None:
     dropped = 0
     while True:
         publish, deadline = await broker.next_publish()
+        if publish.withdrawn():
+            log.info("Publish withdrawn by its publisher", events=len(publish.events))
+            continue
         if trio.current_time() > deadline:
             dropped += len(publish.events)
             _refuse(publish, "not taken by the broker in time")

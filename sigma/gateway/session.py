@@ -275,10 +275,19 @@ class ClientSession:
         return self.connection.received_at
 
     def send_ping(self) -> None:
-        """Queue a WebSocket ping; the client's pong shows in `heard_at`."""
-        with contextlib.suppress(OutboxClosed):
+        """Queue a WebSocket ping; the client's pong shows in `heard_at`.
+
+        Never raises: the keep-alive sweep serves every session, so a failure here (inside the
+        direct write the flush may make) closes this client with 1011 and no other.
+        """
+        try:
             self.outbox.put(PING_FRAME, "control")
             self.outbox.flush()
+        except OutboxClosed:
+            pass
+        except Exception:
+            log.exception("Pinging a client failed; closing it", client_id=self.client_id)
+            self.outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def close_silent(self) -> None:
         """Close with 1011: the client did not answer its ping."""

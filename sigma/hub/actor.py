@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 
 import structlog
@@ -63,8 +62,6 @@ from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.hub")
 
-IDEMPOTENCY_KEYS_KEPT = 10_000
-"""Idempotency keys a hub that numbers its own events remembers, the oldest forgotten first."""
 
 CATCH_UP_S = 2.0
 """How long a cluster client resuming from a seq this node has not read yet waits for it; then
@@ -109,7 +106,6 @@ class HubActor:
         )
         self._numbering = numbering
         self._node_id = node_id
-        self._idempotent: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._waiting: list[tuple[float, Join]] = []  # joins ahead of this node, with deadlines
         self._debug = log.is_enabled_for(logging.DEBUG)
         self._metrics = metrics
@@ -180,13 +176,19 @@ class HubActor:
     def publish_now(self, events: tuple[Event, ...], key: str | None) -> tuple[int, ...]:
         """Broadcast `events` on the caller's task, as the loop would; return their seqs (the
         first publish's, for a repeated idempotency `key`)."""
-        seqs = self._idempotent.get(key) if key is not None else None
+        seqs = self._publish(events, key)
+        self.state.flush()
+        self._note_herd()
+        return seqs
+
+    def _publish(self, events: tuple[Event, ...], key: str | None) -> tuple[int, ...]:
+        """Number and broadcast `events`, or answer a repeated key's first seqs."""
+        seqs = self.state.published.get(key) if key is not None else None
         if seqs is None:
             alone = len(events) == 1
             seqs = tuple(self._broadcast(event, alone=alone) for event in events)
-            self._remember(key, seqs)
-        self.state.flush()
-        self._note_herd()
+            if key is not None:
+                self.state.published.remember(key, seqs)
         return seqs
 
     def crash_with(self, error: Exception) -> None:
@@ -208,14 +210,12 @@ class HubActor:
 
     def _act(self, message: HubMessage) -> None:
         match message:
+            case Publish() if message.withdrawn():
+                log.info("Publish withdrawn by its publisher", events=len(message.events))
             case Publish() if self._numbering is not None:
                 self._numbering(message)
             case Publish(events, reply, key):
-                seqs = self._idempotent.get(key) if key is not None else None
-                if seqs is None:
-                    alone = len(events) == 1
-                    seqs = tuple(self._broadcast(event, alone=alone) for event in events)
-                    self._remember(key, seqs)
+                seqs = self._publish(events, key)
                 if reply is not None:
                     with contextlib.suppress(*UNDELIVERABLE):
                         reply.send_nowait(seqs)
@@ -299,13 +299,6 @@ class HubActor:
                 self._join(join)
         self._waiting = still
 
-    def _remember(self, key: str | None, seqs: tuple[int, ...]) -> None:
-        if key is None:
-            return
-        self._idempotent[key] = seqs
-        if len(self._idempotent) > IDEMPOTENCY_KEYS_KEPT:
-            self._idempotent.popitem(last=False)
-
     def _deliver(self, epoch: str, after: int, events: tuple[tuple[int, Event], ...]) -> None:
         state = self.state
         if epoch != state.epoch or after > state.last_seq:
@@ -320,7 +313,6 @@ class HubActor:
                 clients=len(state.clients),
             )
             state.restart_numbering(epoch, after, reason)
-            self._idempotent.clear()
         fresh = [(seq, event) for seq, event in events if seq > state.last_seq]
         alone = len(fresh) == 1
         for seq, event in fresh:

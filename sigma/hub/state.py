@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import structlog
@@ -74,6 +74,32 @@ class Broadcast:
     herd_lags: bool = False
 
 
+IDEMPOTENCY_KEYS_KEPT = 10_000
+"""Idempotency keys a hub that numbers its own events remembers, the oldest forgotten first."""
+
+
+class PublishedKeys:
+    """The seqs each `Idempotency-Key` got, the oldest forgotten past `size` keys."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seqs: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[int, ...] | None:
+        """The seqs a publish with `key` got, or None for a key not seen (or forgotten)."""
+        return self._seqs.get(key)
+
+    def remember(self, key: str, seqs: tuple[int, ...]) -> None:
+        """Keep the seqs `key` got; forget the oldest key when there are too many."""
+        self._seqs[key] = seqs
+        if len(self._seqs) > self.size:
+            self._seqs.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every key (the numbering they refer to is gone)."""
+        self._seqs.clear()
+
+
 class HubState:
     """Numbering, resume history and the subscription table of one hub incarnation.
 
@@ -97,6 +123,8 @@ class HubState:
         self.clients: dict[str, Client] = {}
         self._by_type: dict[str, dict[str, Client]] = {t: {} for t in CORE_EVENT_TYPES}
         self._history: deque[tuple[int, Frame]] = deque(maxlen=history_size)
+        self.published = PublishedKeys(IDEMPOTENCY_KEYS_KEPT)
+        """The seqs each idempotency key got: kept with the numbering, so across hub restarts."""
         self.slow_disconnects = 0
         self.kept_beyond_capacity = 0
         """Frames queued past a full client's bound because the whole herd lagged."""
@@ -136,6 +164,7 @@ class HubState:
         """
         self.close_all(CloseCode.SERVICE_RESTART, reason)
         self._history.clear()
+        self.published.clear()
         self.epoch = epoch
         self.last_seq = last_seq
 
