@@ -25,9 +25,12 @@ Fault point `hub.publish` (`sigma.faults`) is passed before each message is take
 inbox, so an injected crash there loses nothing: the message waits for the next incarnation.
 
 Overload: after each broadcast the actor tells `state.herd` how many clients' queues were deep;
-while the herd lags, its `HubIntake` (`sigma.hub.intake`) lets no new event in, and the actor
-says so once in the log (and once again when the herd has recovered). Under `drop_oldest` the
-herd is not watched: lagging clients lose their oldest events, by that policy's meaning. The
+while the herd lags, or a client whose queue is full is on probation (`state.probation`), its
+`HubIntake` (`sigma.hub.intake`) lets no new event in, and the actor says so once in the log
+(and once again when the gate opens). Probation is reviewed after every inbox message and
+whenever a producer asks the gate, so a stalled client is cut off once the grace has passed.
+Under `drop_oldest` the herd is not watched and nobody is put on probation: lagging clients lose
+their oldest events, by that policy's meaning. The
 intake may also hand an idle hub a publish to handle at once, on the publisher's task
 (`publish_now`); a bug raised there is re-raised by the hub's own loop (`crash_with`).
 """
@@ -79,6 +82,7 @@ def new_hub_state(config: HubConfig, *, heartbeat_interval_s: float, node_id: st
         max_subscriptions=config.max_subscriptions,
         heartbeat_interval_s=heartbeat_interval_s,
         node_id=node_id,
+        slow_client_grace_s=config.slow_client_grace_s,
     )
 
 
@@ -114,6 +118,8 @@ class HubActor:
         self._departed_high_water = 0  # the deepest queue of a client no longer in the table
         self._watch_herd = config.slow_client_policy != "drop_oldest"
         self._deepest = 0  # the most deep queues after one broadcast of the current message
+        self._probations_seen = 0  # state.probation.started already logged
+        self._gate_closed = False  # for the log: said once when it closes, once when it opens
         self._failure: Exception | None = None
         self.fault: FaultPoint = FaultPoint("hub.publish")
 
@@ -138,12 +144,16 @@ class HubActor:
         """Whether the hub takes no new events because most clients lag (for metrics)."""
         return self.state.herd.lagging
 
+    def on_probation(self) -> int:
+        """How many clients are on probation now (for metrics)."""
+        return len(self.state.probation.since)
+
     def herd_lag_episodes(self) -> int:
         """How many times the herd started lagging (for metrics)."""
         return self.state.herd.episodes
 
     def kept_beyond_queue(self) -> int:
-        """Events queued past a full client's bound while the herd lagged (for metrics)."""
+        """Events queued past a full client's bound while it was on probation (for metrics)."""
         return self.state.kept_beyond_capacity
 
     def handle(self, message: HubMessage) -> None:
@@ -151,6 +161,8 @@ class HubActor:
         self._act(message)
         self.state.flush()
         self._note_herd()
+        if self.state.probation:
+            self._review(trio.current_time())
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
@@ -158,15 +170,35 @@ class HubActor:
     # --- what the intake asks (sigma.hub.intake.IntakeHub) --------------------------------
 
     def accepts_events(self, now: float) -> bool:
-        """False while the herd lags; looks at the clients' depths again when that is due."""
+        """False while the herd lags or a client is on probation; looks at the clients'
+        depths again when that is due (and cuts off who lags far behind after the grace)."""
         herd = self.state.herd
-        if herd.due_recheck(now) and herd.recheck(self.state.fills(with_sockets=True), now):
+        if herd.due_recheck(now):
+            herd.recheck(self.state.fills(with_sockets=True), now)
+        self._review(now)
+        return not (herd.lagging or self.state.probation)
+
+    def _review(self, now: float) -> None:
+        """Probation's review, and the log lines for the gate closing and opening."""
+        state = self.state
+        if state.probation and state.review_probation(now):
+            self._note_slow_clients("probation")
+        probation = state.probation
+        if probation.started > self._probations_seen:
+            self._probations_seen = probation.started
             log.warning(
-                "Clients caught up: taking new events again",
-                lagged_s=round(now - herd.since, 3),
-                clients=len(self.state.clients),
+                "A client's queue is full: taking no new events while it catches up",
+                on_probation=len(probation.since),
+                grace_s=probation.grace_s,
+                queue_size=self._queue_size,
             )
-        return not herd.lagging
+        closed = state.herd.lagging or bool(probation)
+        if closed != self._gate_closed:
+            self._gate_closed = closed
+            if not closed:
+                log.warning(
+                    "Clients caught up: taking new events again", clients=len(state.clients)
+                )
 
     def can_handle_now(self) -> bool:
         """True unless the `hub.publish` fault point is armed (it must see every message) or
@@ -179,6 +211,8 @@ class HubActor:
         seqs = self._publish(events, key)
         self.state.flush()
         self._note_herd()
+        if self.state.probation:
+            self._review(trio.current_time())
         return seqs
 
     def _publish(self, events: tuple[Event, ...], key: str | None) -> tuple[int, ...]:
@@ -321,9 +355,8 @@ class HubActor:
 
     def _broadcast(self, event: Event, *, alone: bool = False, seq: int | None = None) -> int:
         outcome = self.state.broadcast(event, alone=alone, seq=seq)
-        deep = len(self.state.clients) if outcome.herd_lags else outcome.deep
-        if deep > self._deepest:
-            self._deepest = deep
+        if outcome.deep > self._deepest:
+            self._deepest = outcome.deep
         if self._metrics is not None:
             self._metrics.count_broadcast(event.type, outcome.sent_to)
         if self._debug:

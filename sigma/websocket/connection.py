@@ -45,7 +45,6 @@ from sigma.protocol import CloseCode
 from sigma.websocket.frames import close_frame
 
 RECEIVE_CHUNK_BYTES = 64 * 1024
-NO_STATUS_RECEIVED = 1005
 """What wsproto reports for a close frame without a code; it is answered with 1000."""
 
 
@@ -185,7 +184,7 @@ class ServerConnection:
         if self._protocol.state is ConnectionState.OPEN:
             # wsproto reports a frame it could not parse as a close it wants sent.
             return ConnectionClosing(event.code, event.reason or "", by_peer=False)
-        code = CloseCode.NORMAL if event.code == NO_STATUS_RECEIVED else event.code
+        code = CloseCode.NORMAL if event.code == CloseCode.NO_STATUS else event.code
         return ConnectionClosing(code, event.reason or "", by_peer=True)
 
     async def _receive_some(self) -> bytes:

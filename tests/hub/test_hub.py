@@ -89,8 +89,8 @@ def test_full_queue_cuts_the_client_off_without_touching_others() -> None:
     slow = join(state, "slow", capacity=2)
     fast = join(state, "fast", capacity=100)
     outcomes = []
-    for n in range(5):  # one inbox message each, flushed like the actor does
-        outcomes.append(state.broadcast(make_event("heartbeat", {"n": n})))
+    for n in range(5):  # one inbox message a second (past the grace), flushed like the actor
+        outcomes.append(state.broadcast(make_event("heartbeat", {"n": n}), now=float(n)))
         state.flush()
     assert slow.close_reason is not None and slow.close_reason.code == 4008
     assert slow.close_reason.reason == "slow consumer"
