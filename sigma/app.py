@@ -49,7 +49,7 @@ from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.metrics import Metrics
 from sigma.poller.actor import run_poller
-from sigma.supervision.observe import log_supervision_event
+from sigma.supervision.observe import log_supervision_event, supervision_debug_enabled
 from sigma.supervision.supervisor import (
     ChildSpec,
     DynamicSupervisor,
@@ -321,10 +321,11 @@ async def observe_supervision_events(
     Shielded from cancellation, so the events of a shutdown are seen too: it ends when the tree's
     owner closes the send end, after the tree has stopped; then it closes `tee`.
     """
+    debug = supervision_debug_enabled()
     with trio.CancelScope(shield=True):
         try:
             async for event in events:
-                log_supervision_event(event)
+                log_supervision_event(event, debug=debug)
                 metrics.observe_supervision(event)
                 if tee is not None:
                     tee.publish(event)

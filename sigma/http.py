@@ -31,6 +31,8 @@ from sigma.errors import PeerGone
 RECEIVE_CHUNK_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 16 * 1024
 SUPPORTED_HTTP_VERSIONS = frozenset({b"1.0", b"1.1"})
+# The 101's headers that are the same for every connection, as bytes (h11 converts less).
+_SWITCH_HEADERS = ((b"upgrade", b"websocket"), (b"connection", b"Upgrade"))
 REASONS: dict[int, str] = {
     200: "OK",
     400: "Bad Request",
@@ -302,15 +304,10 @@ class HttpServerConnection:
                 raise HttpError(400, "bad_request", "an upgrade request has no body")
             event = await self._next_event()
         key = (request.header("sec-websocket-key") or "").encode("latin-1")
-        accept = generate_accept_token(key).decode("ascii")
         switch = h11.InformationalResponse(
             status_code=101,
-            headers=[
-                ("upgrade", "websocket"),
-                ("connection", "Upgrade"),
-                ("sec-websocket-accept", accept),
-            ],
-            reason="Switching Protocols",
+            headers=[*_SWITCH_HEADERS, (b"sec-websocket-accept", generate_accept_token(key))],
+            reason=b"Switching Protocols",
         )
         response = self._h11.send(switch)
         assert response is not None

@@ -1,7 +1,8 @@
 """Every message on the wire, as frozen pydantic models, with one decoder and one encoder.
 
 Server -> client: `Event` (broadcast, carries `seq`) and the direct replies built by
-`welcome()`, `pong()`, `subscriptions_reply()` and `error_reply()` (all with `seq: null`).
+`welcome()` (whose JSON `encode_welcome()` writes cheaply), `pong()`, `subscriptions_reply()` and
+`error_reply()` (all with `seq: null`).
 Client -> server: `ClientMessage`, a union discriminated by `action`, decoded by
 `decode_client_frame()`, which raises `ProtocolViolation` with the contract's error code.
 
@@ -179,13 +180,59 @@ def welcome(
     node: str = "",
 ) -> Reply:
     """The first frame a client receives after the handshake; `node` names the server's node."""
+    data = _welcome_data(
+        client_id, subscriptions, last_seq, epoch, heartbeat_interval_s, recovered, node
+    )
+    return Reply(type="notification", data=data)
+
+
+def encode_welcome(
+    *,
+    client_id: str,
+    subscriptions: frozenset[str],
+    last_seq: int,
+    epoch: str,
+    heartbeat_interval_s: float,
+    recovered: bool | None,
+    node: str = "",
+    timestamp: str | None = None,
+) -> bytes:
+    """The JSON text of `welcome(...)`, byte for byte what `encode` gives for it, but cheap.
+
+    Every accepted connection gets one, so it is written by orjson straight from the fields
+    (as `encode_event` does), without building and validating a `Reply`; what orjson cannot
+    write goes through pydantic instead. `timestamp` defaults to now.
+    """
+    data = _welcome_data(
+        client_id, subscriptions, last_seq, epoch, heartbeat_interval_s, recovered, node
+    )
+    envelope = {
+        "type": "notification",
+        "timestamp": utc_now_iso() if timestamp is None else timestamp,
+        "seq": None,
+        "data": data,
+    }
+    try:
+        return orjson.dumps(envelope)
+    except TypeError:
+        reply = Reply(type="notification", timestamp=envelope["timestamp"], data=data)
+        return encode(reply)
+
+
+def _welcome_data(
+    client_id: str,
+    subscriptions: frozenset[str],
+    last_seq: int,
+    epoch: str,
+    heartbeat_interval_s: float,
+    recovered: bool | None,
+    node: str,
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "kind": "welcome",
         "client_id": client_id,
-        "subscriptions": sorted(subscriptions),
-        "message": "Connected to Sigma WebSocket. You are subscribed to all core events."
-        if subscriptions == CORE_EVENT_TYPES
-        else "Connected to Sigma WebSocket.",
+        "subscriptions": _sorted_subscriptions(subscriptions),
+        "message": _WELCOME_CORE if subscriptions == CORE_EVENT_TYPES else _WELCOME_OTHER,
         "last_seq": last_seq,
         "epoch": epoch,
         "heartbeat_interval": heartbeat_interval_s,
@@ -195,7 +242,19 @@ def welcome(
         data["recovered"] = recovered
     if node:
         data["node"] = node
-    return Reply(type="notification", data=data)
+    return data
+
+
+_WELCOME_CORE = "Connected to Sigma WebSocket. You are subscribed to all core events."
+_WELCOME_OTHER = "Connected to Sigma WebSocket."
+_SORTED_CORE = sorted(CORE_EVENT_TYPES)
+
+
+def _sorted_subscriptions(subscriptions: frozenset[str]) -> list[str]:
+    # Most clients subscribe to the core set: its sorted list is copied, not sorted again.
+    if subscriptions == CORE_EVENT_TYPES:
+        return list(_SORTED_CORE)
+    return sorted(subscriptions)
 
 
 def pong(request_id: RequestId) -> Reply:

@@ -18,6 +18,7 @@ from sigma.protocol import (
     decode_client_frame,
     encode,
     encode_event,
+    encode_welcome,
     make_checked_event,
     make_event,
     welcome,
@@ -98,6 +99,46 @@ def test_a_checked_event_encodes_like_a_validated_one() -> None:
     )
     assert checked.seq is None
     assert encode_event(checked, 1) == encode_event(validated, 1)
+
+
+WELCOME_CASES = [
+    {"subscriptions": CORE_EVENT_TYPES, "recovered": None, "node": ""},
+    {"subscriptions": frozenset({"heartbeat", "agent_status"}), "recovered": True, "node": "n-2"},
+    {"subscriptions": frozenset(), "recovered": False, "node": "nœud-é"},
+    {"subscriptions": CORE_EVENT_TYPES, "recovered": None, "node": "", "heartbeat_interval_s": 30},
+    {"subscriptions": CORE_EVENT_TYPES, "recovered": None, "node": "", "last_seq": 2**70},
+    {"subscriptions": CORE_EVENT_TYPES, "recovered": True, "heartbeat_interval_s": 0.1},
+]
+
+
+@pytest.mark.parametrize("case", WELCOME_CASES)
+def test_encoded_welcome_is_byte_for_byte_the_pydantic_rendering(case: dict[str, object]) -> None:
+    fields: dict[str, object] = {
+        "client_id": "3f2a8c1e-0000-4000-8000-000000000001",
+        "last_seq": 41,
+        "epoch": 'e"1\\',
+        "heartbeat_interval_s": 15.0,
+        **case,
+    }
+    reference = welcome(**fields)  # type: ignore[arg-type]
+    fast = encode_welcome(**fields, timestamp=reference.timestamp)  # type: ignore[arg-type]
+    assert fast == encode(reference)
+
+
+def test_encoded_welcome_is_stamped_now() -> None:
+    wire = orjson.loads(
+        encode_welcome(
+            client_id="c1",
+            subscriptions=CORE_EVENT_TYPES,
+            last_seq=0,
+            epoch="e1",
+            heartbeat_interval_s=15.0,
+            recovered=None,
+        )
+    )
+    stamped = datetime.fromisoformat(wire["timestamp"])
+    assert stamped.tzinfo is not None
+    assert abs((datetime.now(UTC) - stamped).total_seconds()) < 60
 
 
 def test_welcome_lists_sorted_subscriptions_and_contract_fields() -> None:

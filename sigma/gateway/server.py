@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import socket
 import ssl
@@ -140,6 +141,7 @@ class Gateway:
             message_burst=config.limits.burst,
             abuse_excess_frames=config.limits.abuse_excess_frames,
             abuse_window_s=config.limits.abuse_window_s,
+            log_debug=log.is_enabled_for(logging.DEBUG),
         )
         self.authenticator = (
             Authenticator(config.auth, KNOWN_EVENT_TYPES) if config.auth.mode == "jwt" else None

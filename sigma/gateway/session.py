@@ -84,6 +84,9 @@ class SessionSettings:
     message_burst: int = 1
     abuse_excess_frames: int = 1
     abuse_window_s: float = 1.0
+    log_debug: bool = True
+    """Whether debug lines are logged: read once, when the gateway starts, so that a session
+    that logs nothing at debug does not build a bound logger per connection to find out."""
 
 
 @dataclass(frozen=True)
@@ -246,13 +249,14 @@ class ClientSession:
                     await connection.send_close(close.code, close.reason)
                     await connection.wait_for_close_reply()
             await connection.aclose()
-        log.debug(
-            "Client session closed",
-            client_id=self.client_id,
-            code=close.code if close else None,
-            reason=close.reason if close else None,
-            aborted=out_of_time or cleanup.cancelled_caught or connection.broken,
-        )
+        if self.settings.log_debug:
+            log.debug(
+                "Client session closed",
+                client_id=self.client_id,
+                code=close.code if close else None,
+                reason=close.reason if close else None,
+                aborted=out_of_time or cleanup.cancelled_caught or connection.broken,
+            )
 
     def _client(self) -> Client:
         return Client(

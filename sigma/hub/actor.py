@@ -296,6 +296,8 @@ class HubActor:
     def _join(self, join: Join) -> None:
         client = join.client
         result = self.state.join(client, since=join.since, epoch=join.epoch)
+        if not self._debug:  # one join per accepted connection: skip building a logger for nothing
+            return
         if result is None:
             log.debug("Client left before it joined", client_id=client.client_id)
         else:

@@ -40,8 +40,8 @@ from sigma.protocol import (
     Unsubscribe,
     encode,
     encode_event,
+    encode_welcome,
     subscriptions_reply,
-    welcome,
 )
 
 log = structlog.get_logger("sigma.hub")
@@ -353,20 +353,16 @@ class HubState:
         return JoinResult(recovered, len(backlog), len(snapshots))
 
     def _welcome(self, client: Client, recovered: bool | None, following: list[Frame]) -> None:
-        client.outbox.put(
-            reply_frame(
-                welcome(
-                    client_id=client.client_id,
-                    subscriptions=client.subscriptions,
-                    last_seq=self.last_seq,
-                    epoch=self.epoch,
-                    heartbeat_interval_s=self.heartbeat_interval_s,
-                    recovered=recovered,
-                    node=self.node_id,
-                )
-            ),
-            "reply",
+        payload = encode_welcome(
+            client_id=client.client_id,
+            subscriptions=client.subscriptions,
+            last_seq=self.last_seq,
+            epoch=self.epoch,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            recovered=recovered,
+            node=self.node_id,
         )
+        client.outbox.put(build_frame(payload, "welcome"), "reply")
         for frame in following:  # the replayed backlog, or the snapshots
             client.outbox.put(frame, "reply")
         client.outbox.flush()

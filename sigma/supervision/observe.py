@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import structlog
 
 from sigma.supervision.spec import (
@@ -21,11 +23,21 @@ from sigma.supervision.spec import (
 log = structlog.get_logger("sigma.supervisor")
 
 
-def log_supervision_event(event: SupervisionEvent) -> None:
-    """Log one supervision event at the level its gravity deserves."""
+def supervision_debug_enabled() -> bool:
+    """Whether the supervisor's debug lines are logged now (ask once, not per event)."""
+    return bool(log.is_enabled_for(logging.DEBUG))
+
+
+def log_supervision_event(event: SupervisionEvent, *, debug: bool = True) -> None:
+    """Log one supervision event at the level its gravity deserves.
+
+    `debug=False` skips the debug lines (a session's start and normal exit, two per
+    connection) without asking structlog, which would build a bound logger to say no.
+    """
     match event:
         case ChildStarted():
-            log.debug("Child started", supervisor=event.supervisor, child=event.child_id)
+            if debug:
+                log.debug("Child started", supervisor=event.supervisor, child=event.child_id)
         case ChildHung():
             log.error(
                 "Child hung, cancelling it",
@@ -41,6 +53,8 @@ def log_supervision_event(event: SupervisionEvent) -> None:
                 reason=event.reason,
             )
         case ChildExited():
+            if not debug:
+                return
             log.debug(
                 "Child exited",
                 supervisor=event.supervisor,
