@@ -143,13 +143,17 @@ def count_instructions(args: argparse.Namespace, tmp: Path) -> None:
             sigma_launcher=launcher,
         )
         server = factory.start("sigma")
+        stop = threading.Event()
         try:
+            if args.clients:
+                hold_subscribers(server.port, args.clients, stop)
             run_requests(server.port, args.batch, args.warmup)
             if measured:
                 run_requests(server.port, args.batch, measured)
             server.process.send_signal(signal.SIGTERM)
             server.process.wait(300)  # valgrind writes its count as the process exits
         finally:
+            stop.set()
             server.stop()
         found = re.findall(r"I\s+refs:\s+([\d,]+)", server.log_path.read_text(errors="replace"))
         if not found:
@@ -158,7 +162,7 @@ def count_instructions(args: argparse.Namespace, tmp: Path) -> None:
     per_request = (totals[1] - totals[0]) / args.requests
     print(
         f"sigma {factory.versions()['sigma_commit']}: batch={args.batch} "
-        f"requests={args.requests} (after {args.warmup} warm-up)"
+        f"clients={args.clients} requests={args.requests} (after {args.warmup} warm-up)"
     )
     print(f"server instructions per request: {per_request:,.0f}")
     if args.batch > 1:
