@@ -92,6 +92,13 @@ def _cpu_s(procs: list[psutil.Process]) -> float:
     return total
 
 
+def _sys_s(proc: psutil.Process) -> float:
+    """CPU seconds `proc` has spent in the kernel (system calls, the loopback's work)."""
+    with contextlib.suppress(psutil.Error):
+        return float(proc.cpu_times().system)
+    return 0.0
+
+
 def machine_busy_s() -> float:
     """CPU seconds the whole machine has spent busy (every CPU, any process or the kernel)."""
     times = psutil.cpu_times()
@@ -508,10 +515,15 @@ def connections_run(
         shared, pipes, _workers = _start_workers(
             stack, server, connections, n_workers, connect_timeout, connect_timeout + 120.0
         )
-        started = time.monotonic()
+        started, ramp_cpu0, ramp_sys0 = time.monotonic(), _cpu_s([server_ps]), _sys_s(server_ps)
         _wait(lambda: shared.ready() + shared.closed() >= connections, connect_timeout, 0.05)
         result["ramp_s"] = round(time.monotonic() - started, 2)
         result["ready"] = shared.ready()
+        # CPU seconds the server spent accepting: robust where wall time is not (a busy machine).
+        ramp_cpu_s = _cpu_s([server_ps]) - ramp_cpu0
+        result["ramp_server_cpu_s"] = round(ramp_cpu_s, 2)
+        result["ramp_cpu_us_per_conn"] = round(ramp_cpu_s / max(1, result["ready"]) * 1e6, 1)
+        result["ramp_server_sys_s"] = round(_sys_s(server_ps) - ramp_sys0, 2)  # in the kernel
         cpu0, t0 = _cpu_s([server_ps]), time.monotonic()
         time.sleep(hold_s)
         result["idle_server_cpu_pct"] = round(

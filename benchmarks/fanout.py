@@ -387,6 +387,8 @@ def _summary(figures: dict[str, Any]) -> str:
         "refused_events",
         "clients_cut",
         "lost_for_kept_up",
+        "ramp_cpu_us_per_conn",
+        "ramp_server_sys_s",
     )
     return ", ".join(f"{k}={figures[k]}" for k in keys if k in figures)
 

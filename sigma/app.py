@@ -376,8 +376,9 @@ async def serve(
                     RunningApp(endpoints, root, sessions, health, hub_send, metrics, faults, tee)
                 )
                 await trio.sleep_forever()
-            except BaseException:
-                health.tree_failed = True
+            except BaseException as error:
+                if not _only_cancelled(error):  # a clean stop (Ctrl-C, SIGTERM) is no failure
+                    health.tree_failed = True
                 raise
             finally:
                 tree.cancel_scope.cancel()
@@ -397,3 +398,10 @@ def supervisor_policy(config: SupervisorConfig) -> SupervisorPolicy:
             reset_after_s=backoff.reset_after_s,
         ),
     )
+
+
+def _only_cancelled(error: BaseException) -> bool:
+    """Whether `error` is a cancellation, or a group of nothing but cancellations."""
+    if isinstance(error, BaseExceptionGroup):
+        return error.split(trio.Cancelled)[1] is None
+    return isinstance(error, trio.Cancelled)

@@ -163,10 +163,15 @@ class HeartbeatConfig(Section):
 
 
 class HubConfig(Section):
-    """`[hub]`: per-client queues, the slow-client policy and the resume history."""
+    """`[hub]`: per-client queues, the slow-client policy and the resume history.
+
+    `slow_client_grace_s`: how long a client whose queue is full is kept on probation (the hub
+    taking no new events meanwhile) before it may be cut off for lagging far behind the rest.
+    """
 
     queue_size: int = Field(default=256, ge=1)
     slow_client_policy: Literal["disconnect", "drop_oldest", "conflate"] = "disconnect"
+    slow_client_grace_s: float = Field(default=1.0, gt=0.0, le=60.0)
     history_size: int = Field(default=1024, ge=0)
     inbox_size: int = Field(default=1024, ge=1)
     max_subscriptions: int = Field(default=64, ge=1)
@@ -265,11 +270,13 @@ class ApiConfig(Section):
     """`[api]`: the publish endpoint; an empty key turns it off.
 
     `publish_wait_s`: how long a publish waits for the hub to take new events (while most
-    clients lag, or the hub's inbox is full) before it is answered 503 `overloaded`.
+    clients lag, a full client is on probation, or the hub's inbox is full) before it is
+    answered 503 `overloaded`. Its default is longer than `[hub] slow_client_grace_s`, so that
+    one client stalling among many costs publishers a wait, not a refusal.
     """
 
     key: str = Field(default="", repr=False, json_schema_extra=SECRET_FIELD)
-    publish_wait_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    publish_wait_s: float = Field(default=2.0, ge=0.0, le=60.0)
 
 
 class LimitsConfig(Section):

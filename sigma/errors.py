@@ -71,3 +71,14 @@ def dotted_location(error: ErrorDetails, *, skip: int = 0) -> str:
 def stated_reason(error: ErrorDetails) -> str:
     """What a validator's own `ValueError` said, or else pydantic's message."""
     return str(error.get("ctx", {}).get("error", error["msg"]))
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """Every exception inside `error`, nested exception groups opened, in order; a plain
+    exception is its own only leaf."""
+    if not isinstance(error, BaseExceptionGroup):
+        return [error]
+    found: list[BaseException] = []
+    for member in error.exceptions:
+        found.extend(leaves(member))
+    return found

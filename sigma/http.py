@@ -330,14 +330,16 @@ class HttpServerConnection:
         """True when another request may follow on this connection."""
         return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
 
-    async def accept_websocket(self, request: HttpRequest) -> bytes:
-        """Answer a checked WebSocket upgrade request with `101 Switching Protocols`.
+    async def accept_websocket(self, request: HttpRequest) -> tuple[bytes, bytes]:
+        """Accept a checked WebSocket upgrade request: return its `101 Switching Protocols`
+        response, unsent, and the bytes that arrived after the request head.
 
         Call right after `next_request()` returned the upgrade request (already checked by
-        `sigma.gateway.upgrade`). h11 writes the 101, with the `Sec-WebSocket-Accept` that
-        wsproto computes from the key; the request is read once, here, never replayed.
-        Returns the bytes that arrived after the request head (the client's first frames):
-        from now on the stream speaks WebSocket and this object is finished with.
+        `sigma.gateway.upgrade`). h11 renders the 101, with the `Sec-WebSocket-Accept` that
+        wsproto computes from the key; the request is read once, here, never replayed. The
+        caller writes the 101 ahead of the first WebSocket frame, in the same system call (a
+        `ServerConnection` takes it as its `preamble`). The trailing bytes are the client's
+        first frames: from now on the stream speaks WebSocket and this object is finished with.
         Raises `PeerGone` when the peer left, `HttpError(400)` for an upgrade with a body.
         """
         event = await self._next_event()
@@ -356,11 +358,7 @@ class HttpServerConnection:
             ],
             reason="Switching Protocols",
         )
-        data = self._h11.send(switch)
-        assert data is not None
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise PeerGone(str(exc)) from None
+        response = self._h11.send(switch)
+        assert response is not None
         trailing, _closed = self._h11.trailing_data
-        return bytes(trailing)
+        return response, bytes(trailing)

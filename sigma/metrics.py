@@ -18,14 +18,17 @@ Metric (type, labels): what it counts.
   `slow_consumer` counts one per client whose full queue got it cut off; `drop_oldest` and
   `conflate` count every event those policies removed from a full queue.
 - `sigma_slow_client_disconnects_total` (counter): clients closed with 4008, each because its
-  queue was full while the median client's was less than half full (it lagged far behind the
-  rest; `sigma.hub.overload`).
+  queue was still full after its probation (`[hub] slow_client_grace_s`) while the median of
+  the other clients was less than a quarter full (it lagged far behind the rest;
+  `sigma.hub.overload`).
+- `sigma_hub_clients_on_probation` (gauge): clients whose queue reached its bound and who have
+  not yet drained or been cut; while it is above 0 the hub takes no new events.
 - `sigma_client_queue_depth_messages` (histogram, on scrape): every connected client's queue
   depth now, so the distribution shows whether one client lags or the whole herd does.
 - `sigma_hub_herd_lagging` (gauge, 0 or 1): the hub takes no new events because most clients'
   queues are at least half full; `sigma_hub_herd_lag_episodes_total` (counter) counts the times
   that started; `sigma_events_kept_beyond_queue_total` (counter) the events queued past a full
-  client's bound meanwhile instead of cutting it.
+  client's bound (on probation) instead of cutting it.
 - `sigma_publish_refused_total` (counter, `reason`): publishes answered 503 `overloaded`, by
   `herd_lagging` or `inbox_full`; `sigma_producer_waits_total` (counter): producers (publish
   API, poller, heartbeat) that found the hub taking no events and waited.
@@ -101,7 +104,11 @@ class OverloadView(Protocol):
         ...
 
     def kept_beyond_queue(self) -> int:
-        """Events queued past a full client's bound because the herd lagged."""
+        """Events queued past a full client's bound while it was on probation."""
+        ...
+
+    def on_probation(self) -> int:
+        """How many clients are on probation now."""
         ...
 
 
@@ -291,8 +298,13 @@ class Metrics:
         )
         yield CounterMetricFamily(
             "sigma_events_kept_beyond_queue",
-            "Events queued past a full client's bound because the whole herd lagged.",
+            "Events queued past a full client's bound while it was on probation.",
             value=overload.kept_beyond_queue() if overload is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "sigma_hub_clients_on_probation",
+            "Clients whose queue reached its bound, not yet drained or cut (no new events).",
+            value=overload.on_probation() if overload is not None else 0,
         )
         intake = self._intake
         refused = CounterMetricFamily(

@@ -37,20 +37,23 @@ RequestId = str | int | None
 
 
 class CloseCode(IntEnum):
-    """Every WebSocket close code Sigma sends or records (RFC 6455 7.4, and its own 4xxx).
+    """Every WebSocket close code Sigma sends, records or acts on (RFC 6455 7.4, and its 4xxx).
 
-    1006 never goes on the wire: it is how a session records a peer that left without a close
-    frame. Codes below 3000 are the RFC's; 4000-4999 are private to this protocol.
+    1005 and 1006 never go on the wire: 1005 stands for a close frame without a code, 1006 for a
+    peer that left without a close frame. 1010 is only ever sent by clients. Codes below 3000
+    are the RFC's; 4000-4999 are private to this protocol.
     """
 
     NORMAL = 1000
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005
     ABNORMAL = 1006
     INVALID_DATA = 1007
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     TOKEN_EXPIRED = 4001

@@ -160,3 +160,12 @@ async def test_serve_arms_the_configured_faults_and_tees_its_supervision_events(
     with trio.fail_after(1):
         remaining = [event async for event in events]  # the channel ends with the tree
     assert any(isinstance(event, ChildExited) and event.reason == "shutdown" for event in remaining)
+
+
+async def test_a_clean_stop_is_not_reported_as_a_failed_tree(tmp_path: Path) -> None:
+    """Cancelling `serve` (what Ctrl-C and SIGTERM do) stops the tree; `/health` must not
+    call that a failure while the gateway is still answering during the stop."""
+    async with running_app(tree_config(tmp_path)) as app:
+        health = app.health
+        assert health.report()[0] == 200
+    assert health.tree_failed is False

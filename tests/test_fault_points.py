@@ -11,7 +11,7 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from helpers import eventually, make_config, running_stack
+from helpers import API_KEY, eventually, make_config, running_stack
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from sigma.app import Endpoints
@@ -271,3 +271,56 @@ async def test_engine_method_drop_leaves_the_call_unanswered(tmp_path: Any, faul
         )
         with trio.fail_after(5):
             assert await client.receive_some() == b""
+
+
+async def test_a_failing_ping_costs_that_client_only(faults: Faults) -> None:
+    """The keep-alive sweep serves every session: a write that raises while one client is
+    pinged closes that client with 1011, and the gateway goes on serving the others."""
+    config = make_config(heartbeat={"ping_interval_s": 0.2, "ping_timeout_s": 5.0})
+    async with running_stack(config, faults=faults) as stack:
+        async with open_websocket_url(stack.ws_url) as victim:
+            await victim.get_message()  # the welcome
+            await eventually(lambda: len(stack.hub.state.clients) == 1)
+            with (
+                faults.armed(spec("connection.try_write", "raise", once=True)) as point,
+                pytest.raises(ConnectionClosed) as closed,
+                trio.fail_after(5),
+            ):
+                await victim.get_message()
+            assert point.fired == 1
+            assert (closed.value.reason.code, closed.value.reason.reason) == (
+                1011,
+                "internal error",
+            )
+        async with open_websocket_url(stack.ws_url) as newcomer:
+            await newcomer.get_message()
+            await stack.publish({"type": "notification", "data": {}})
+            assert orjson.loads(await newcomer.get_message())["seq"] == 1
+
+
+async def test_a_publish_answered_503_is_never_broadcast_later(faults: Faults) -> None:
+    """A publish the API gave up on (the hub too slow to number it) is answered 503 "not
+    published"; when the hub gets to it afterwards, it is skipped, not broadcast."""
+    config = make_config(broker={"publish_timeout_s": 0.2})
+    async with (
+        running_stack(config, faults=faults) as stack,
+        open_websocket_url(stack.ws_url) as ws,
+    ):
+        await ws.get_message()  # the welcome
+        await eventually(lambda: len(stack.hub.state.clients) == 1)
+        with faults.armed(spec("hub.publish", "delay", delay_s=2.0, once=True)):
+            # The hub, waiting on its inbox, takes this one at once, then stops in the fault.
+            await stack.publish({"type": "notification", "data": {"n": "first"}})
+            refused = await stack.http.post(
+                "/api/publish",
+                content=orjson.dumps({"type": "notification", "data": {"n": "withdrawn"}}),
+                headers={"authorization": f"Bearer {API_KEY}"},
+            )
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "broker_unavailable"
+        # Sent while the hub is still held (2 s > the 1.2 s the API waited), answered once the
+        # hub goes on: by then it has passed over the withdrawn one.
+        await stack.publish({"type": "notification", "data": {"n": "third"}})
+        received = [orjson.loads(await ws.get_message()) for _ in range(2)]
+        assert [(m["seq"], m["data"]["n"]) for m in received] == [(1, "first"), (2, "third")]
+        assert stack.hub.state.last_seq == 2

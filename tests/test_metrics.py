@@ -116,13 +116,19 @@ async def test_a_slow_client_is_counted_once_with_the_event_it_lost(
     hub = hub_with(metrics, queue_size=2)
     hub.handle(Join(Client("slow", Outbox(2))))
     hub.handle(Join(Client("fast", Outbox(100))))
-    for _ in range(5):  # one request each: a request's batch is queued whole, whatever the bound
+    for _ in range(2):  # one request each: a request's batch is queued whole, whatever the bound
+        publish(hub, "agent_status")
+    assert value(scrape(metrics), "sigma_hub_clients_on_probation") == 1
+    await trio.sleep(1.0)  # slow's queue has been full (on probation) for the grace
+    for _ in range(3):
         publish(hub, "agent_status")
     samples = scrape(metrics)
     assert value(samples, "sigma_slow_client_disconnects_total") == 1
+    assert value(samples, "sigma_hub_clients_on_probation") == 0
     assert value(samples, "sigma_events_dropped_total", reason="slow_consumer") == 1
-    # The welcome took one place of two: slow got 1 event, then was cut off; fast got all 5.
-    assert value(samples, "sigma_events_delivered_total") == 1 + 5
+    # The welcome took one place of two: slow got 1 event and 1 past its bound (on probation),
+    # then was cut off by the third; fast got all 5.
+    assert value(samples, "sigma_events_delivered_total") == 2 + 5
     assert value(samples, "sigma_clients_connected") == 1
     assert value(samples, "sigma_client_queue_high_water_messages") == 1 + 5
 

@@ -41,6 +41,7 @@ from coredis.exceptions import RedisError, ResponseError
 from sigma.backoff import Backoff
 from sigma.broker.scripts import NEW_EPOCH, NUMBER, StreamKeys
 from sigma.config import BrokerConfig, url_without_password
+from sigma.errors import leaves
 from sigma.health import HealthBoard
 from sigma.hub.messages import UNDELIVERABLE, Deliver, HubMessage, Notice, Publish
 from sigma.protocol import CORE_EVENT_TYPES, Event, make_event
@@ -289,6 +290,9 @@ async def _write(broker: RedisBroker, writer: coredis.Redis[bytes]) -> None:
     dropped = 0
     while True:
         publish, deadline = await broker.next_publish()
+        if publish.withdrawn():
+            log.info("Publish withdrawn by its publisher", events=len(publish.events))
+            continue
         if trio.current_time() > deadline:
             dropped += len(publish.events)
             _refuse(publish, "not taken by the broker in time")
@@ -398,17 +402,8 @@ def _strings(reply: Any) -> tuple[str, str, str, str]:
 
 def describe_errors(group: BaseExceptionGroup[Exception]) -> str:
     """One line naming each distinct error in `group` (however nested)."""
-    leaves: list[BaseException] = []
-
-    def walk(error: BaseException) -> None:
-        if isinstance(error, BaseExceptionGroup):
-            for inner in error.exceptions:
-                walk(inner)
-        else:
-            leaves.append(error)
-
-    walk(group)
-    return "; ".join(sorted({f"{type(e).__name__}: {e}" for e in leaves})) or "unknown error"
+    described = {f"{type(e).__name__}: {e}" for e in leaves(group)}
+    return "; ".join(sorted(described)) or "unknown error"
 
 
 def _notify(hub: trio.MemorySendChannel[HubMessage], event: Event) -> None:

@@ -22,7 +22,7 @@ import trio
 from sigma import __version__
 from sigma.cli.fault import add_fault_commands, run_fault_command
 from sigma.config import Config, load_config, parse_config, resolve_config_path
-from sigma.errors import ConfigError, SupervisorError
+from sigma.errors import ConfigError, SupervisorError, leaves
 from sigma.log import configure_logging
 
 log = structlog.get_logger("sigma.cli")
@@ -195,11 +195,11 @@ def run_until_signalled(start: Callable[..., Awaitable[object]], config: Config,
         trio.run(run)
     except* SupervisorError as group:
         failed = True
-        for cause in _leaves(group):
+        for cause in leaves(group):
             log.error(f"{name} gave up: the supervision tree could not keep running: {cause}")
     except* Exception as group:
         failed = True
-        for cause in _leaves(group):
+        for cause in leaves(group):
             log.error(f"{name} stopped: {type(cause).__name__}: {cause}")
     if failed:
         return EXIT_FAILED
@@ -236,17 +236,6 @@ def settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """Every exception in `group`, nested groups opened (what `except*` matched)."""
-    leaves: list[BaseException] = []
-    for member in group.exceptions:
-        if isinstance(member, BaseExceptionGroup):
-            leaves.extend(_leaves(member))
-        else:
-            leaves.append(member)
-    return leaves
 
 
 def _arm_hard_exit(after_s: float) -> None:

@@ -64,10 +64,12 @@ from sigma.client.connection import (
 from sigma.client.errors import GatewayClosed, RequestFailed, StreamClosed, TokenExpired
 from sigma.client.items import Connected, Disconnected, Notice, StreamItem
 from sigma.client.sequence import Sequencer
+from sigma.errors import leaves
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     EVENT_TYPES,
     ClientFrame,
+    CloseCode,
     Event,
     ListSubscriptions,
     Ping,
@@ -80,10 +82,16 @@ from sigma.protocol import (
 TokenSource = Callable[[], Awaitable[str]]
 """An async callable that returns a fresh token (called on 4001 and on an HTTP 401)."""
 
-RESUMABLE_SLOWLY = frozenset({1008, 4029})
-SLOW_CONSUMER = 4008
-TOKEN_EXPIRED = 4001
-CLIENT_AT_FAULT = frozenset({1002, 1003, 1007, 1009, 1010})
+RESUMABLE_SLOWLY = frozenset({CloseCode.POLICY_VIOLATION, CloseCode.RATE_LIMITED})
+CLIENT_AT_FAULT = frozenset(
+    {
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.UNSUPPORTED_DATA,
+        CloseCode.INVALID_DATA,
+        CloseCode.MESSAGE_TOO_BIG,
+        CloseCode.MANDATORY_EXTENSION,
+    }
+)
 RETRIED_STATUSES = frozenset({502, 503, 504})
 UNAUTHORIZED = 401
 
@@ -362,10 +370,10 @@ class Stream:
             except ConnectionClosed as exc:
                 code = int(exc.reason.code) if exc.reason is not None else 1006
                 reason = describe_close(exc)
-                closed = (TokenExpired if code == TOKEN_EXPIRED else GatewayClosed)(
+                closed = (TokenExpired if code == CloseCode.TOKEN_EXPIRED else GatewayClosed)(
                     f"closed with {reason}", code, exc.reason.reason if exc.reason else None
                 )
-                if code == TOKEN_EXPIRED:
+                if code == CloseCode.TOKEN_EXPIRED:
                     await self._fresh_token(closed)
                 if code in CLIENT_AT_FAULT or not self._reconnect.enabled:
                     raise closed from None
@@ -409,7 +417,7 @@ class Stream:
         if code in RESUMABLE_SLOWLY:
             return backoff.max_s
         attempt = max(0, failures - 1)
-        if code == SLOW_CONSUMER:
+        if code == CloseCode.SLOW_CONSUMER:
             attempt += self._reconnect.slow_consumer_doublings
         return backoff.delay_s(attempt, self._rng)
 
@@ -543,22 +551,10 @@ async def connect(
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # `run` keeps its errors for the caller, so the group holds what the body raised.
-        only = _single_error(group)
+        found = leaves(group)
+        only = found[0] if len(found) == 1 else None
         if only is None:
             raise
         raise only from None
     if failed is not None:
         raise failed
-
-
-def _single_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside `group` (however deeply nested), else None."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending and len(leaves) < 2:
-        current = pending.pop()
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        else:
-            leaves.append(current)
-    return leaves[0] if len(leaves) == 1 and not pending else None

@@ -48,7 +48,7 @@ class Owing(Protocol):
 def backlog_probe(stream: trio.abc.Stream, connection: Owing) -> Callable[[], int]:
     """What `connection` and the socket under `stream` still hold for the client, in bytes:
     the rest of a frame the socket took only in part, plus the kernel's send queue."""
-    transport = getattr(stream, "inner", stream)
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
     if isinstance(transport, trio.SocketStream):
         sock = transport.socket
         return lambda: connection.owed_bytes + unsent_bytes(sock)

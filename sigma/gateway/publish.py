@@ -149,7 +149,8 @@ class PublishApi:
             raise HttpError(
                 503,
                 "broker_unavailable",
-                "the events were not published: the broker is unreachable",
+                "the events were not published: the hub (restarting?) or the cluster's broker "
+                "(unreachable?) did not take them in time",
             )
         if isinstance(parsed, list):
             await conn.respond_json(200, {"seqs": list(seqs)})

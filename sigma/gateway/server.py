@@ -3,10 +3,11 @@
 Each TCP connection's request head is read by h11 (`sigma.http`). Plain HTTP (`/health`,
 `/metrics`, `/api/publish` (answered by `sigma.gateway.publish`), and `/admin/faults` when
 `[faults] admin` is on) is answered here;
-an upgrade on `/ws` is answered with its `101` by h11 (the request is read once, never replayed),
-and the connection becomes a `ClientSession` on a `sigma.websocket.connection.ServerConnection`,
-started as a temporary child of the sessions' dynamic supervisor. A failure while serving one
-connection is logged and ends that connection only.
+an upgrade on `/ws` gets its `101` from h11 (the request is read once, never replayed), and the
+connection becomes a `ClientSession` on a `sigma.websocket.connection.ServerConnection`, started
+as a temporary child of the sessions' dynamic supervisor (`start_child_soon`: the handler does
+not wait for it). The `101` is held by the connection and leaves with the welcome, in one write.
+A failure while serving one connection is logged and ends that connection only.
 
 With `[gateway] tls_cert_file` and `tls_key_file` set, every accepted connection is first wrapped
 in a server-side `trio.SSLStream`, and nothing but TLS is spoken on the port (`https://`,
@@ -287,15 +288,13 @@ class Gateway:
             raise HttpError(
                 503, "too_many_connections_from_address", "connection limit for this address"
             )
-        trailing: bytes | None = None
         try:
-            with trio.move_on_after(self.config.gateway.handshake_timeout_s):
-                trailing = await conn.accept_websocket(request)
-        finally:
-            if trailing is None:
-                lease.release()
-        if trailing is None:
-            raise PeerGone("the 101 response could not be written in time")
+            # Never waits (a request with a body was refused above). The 101 is not written
+            # here: it leaves with the welcome, in one system call.
+            response, trailing = await conn.accept_websocket(request)
+        except BaseException:
+            lease.release()
+            raise
         stream = conn.stream
         client_id = str(uuid.uuid4())
         session = ClientSession(
@@ -305,6 +304,7 @@ class Gateway:
             self.hub,
             resume,
             trailing=trailing,
+            preamble=response,
             auth=auth,
             write_fault=self.faults.point("sender.write"),
             try_write_fault=self.faults.point("connection.try_write"),
@@ -319,18 +319,14 @@ class Gateway:
             restart=Restart.TEMPORARY,
             shutdown_timeout_s=CLOSE_TIMEOUT_S + 1.0,
         )
-        started = False
+        # Not awaited: the session's task runs on its own, and this one ends now. What the
+        # session meets before it has joined the hub is the supervisor's to report.
         try:
-            await self.sessions.start_child(spec)
-            started = True
-        except TooManyChildren:
-            log.info("Connection refused: session limit reached")
+            self.sessions.start_child_soon(spec)
+        except (TooManyChildren, RuntimeError) as exc:  # full, or restarting right now
+            log.info("Connection refused: no room for its session", error=str(exc))
+            lease.release()  # the session will never run
             await trio.aclose_forcefully(stream)
-        except Exception as exc:
-            log.debug("WebSocket handshake failed", error=repr(exc))
-        finally:
-            if not started:
-                lease.release()  # the session never ran, or ended in its handshake
         return True
 
 

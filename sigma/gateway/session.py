@@ -123,6 +123,7 @@ class ClientSession:
         resume: ResumeRequest,
         *,
         trailing: bytes = b"",
+        preamble: bytes = b"",
         auth: SessionAuth | None = None,
         write_fault: FaultPoint | None = None,
         try_write_fault: FaultPoint | None = None,
@@ -131,6 +132,7 @@ class ClientSession:
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         """`stream` has just been upgraded and `trailing` is what arrived after the request;
+        `preamble` is the upgrade's 101 response, written ahead of the first frame (the welcome);
         `lease` is the session's place in the per-address count, given back when it ends;
         `on_drop` hears how many events the queue policy dropped, each time it drops some."""
         self.client_id = client_id
@@ -138,6 +140,7 @@ class ClientSession:
         self.connection = ServerConnection(
             stream,
             trailing=trailing,
+            preamble=preamble,
             max_message_bytes=settings.max_frame_bytes,
             on_ping=self._answer_ping,
             fault=try_write_fault,
@@ -268,10 +271,19 @@ class ClientSession:
         return self.connection.received_at
 
     def send_ping(self) -> None:
-        """Queue a WebSocket ping; the client's pong shows in `heard_at`."""
-        with contextlib.suppress(OutboxClosed):
+        """Queue a WebSocket ping; the client's pong shows in `heard_at`.
+
+        Never raises: the keep-alive sweep serves every session, so a failure here (inside the
+        direct write the flush may make) closes this client with 1011 and no other.
+        """
+        try:
             self.outbox.put(PING_FRAME, "control")
             self.outbox.flush()
+        except OutboxClosed:
+            pass
+        except Exception:
+            log.exception("Pinging a client failed; closing it", client_id=self.client_id)
+            self.outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def close_silent(self) -> None:
         """Close with 1011: the client did not answer its ping."""

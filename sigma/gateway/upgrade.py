@@ -44,6 +44,12 @@ def check_websocket_handshake(request: HttpRequest) -> None:
         key_ok = False
     if not key_ok:
         raise HttpError(400, "bad_handshake", "Sec-WebSocket-Key must be 16 bytes in base64")
+    # Refused from its head, so that accepting it never waits for a body to arrive.
+    if request.header("transfer-encoding") is not None or request.header("content-length") not in (
+        None,
+        "0",
+    ):
+        raise HttpError(400, "bad_request", "an upgrade request has no body")
 
 
 def check_origin(request: HttpRequest, allowed_origins: tuple[str, ...]) -> None:

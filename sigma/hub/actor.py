@@ -25,9 +25,12 @@ Fault point `hub.publish` (`sigma.faults`) is passed before each message is take
 inbox, so an injected crash there loses nothing: the message waits for the next incarnation.
 
 Overload: after each broadcast the actor tells `state.herd` how many clients' queues were deep;
-while the herd lags, its `HubIntake` (`sigma.hub.intake`) lets no new event in, and the actor
-says so once in the log (and once again when the herd has recovered). Under `drop_oldest` the
-herd is not watched: lagging clients lose their oldest events, by that policy's meaning. The
+while the herd lags, or a client whose queue is full is on probation (`state.probation`), its
+`HubIntake` (`sigma.hub.intake`) lets no new event in, and the actor says so once in the log
+(and once again when the gate opens). Probation is reviewed after every inbox message and
+whenever a producer asks the gate, so a stalled client is cut off once the grace has passed.
+Under `drop_oldest` the herd is not watched and nobody is put on probation: lagging clients lose
+their oldest events, by that policy's meaning. The
 intake may also hand an idle hub a publish to handle at once, on the publisher's task
 (`publish_now`); a bug raised there is re-raised by the hub's own loop (`crash_with`).
 """
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 
 import structlog
@@ -63,8 +65,6 @@ from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.hub")
 
-IDEMPOTENCY_KEYS_KEPT = 10_000
-"""Idempotency keys a hub that numbers its own events remembers, the oldest forgotten first."""
 
 CATCH_UP_S = 2.0
 """How long a cluster client resuming from a seq this node has not read yet waits for it; then
@@ -82,6 +82,7 @@ def new_hub_state(config: HubConfig, *, heartbeat_interval_s: float, node_id: st
         max_subscriptions=config.max_subscriptions,
         heartbeat_interval_s=heartbeat_interval_s,
         node_id=node_id,
+        slow_client_grace_s=config.slow_client_grace_s,
     )
 
 
@@ -109,7 +110,6 @@ class HubActor:
         )
         self._numbering = numbering
         self._node_id = node_id
-        self._idempotent: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._waiting: list[tuple[float, Join]] = []  # joins ahead of this node, with deadlines
         self._debug = log.is_enabled_for(logging.DEBUG)
         self._metrics = metrics
@@ -118,6 +118,8 @@ class HubActor:
         self._departed_high_water = 0  # the deepest queue of a client no longer in the table
         self._watch_herd = config.slow_client_policy != "drop_oldest"
         self._deepest = 0  # the most deep queues after one broadcast of the current message
+        self._probations_seen = 0  # state.probation.started already logged
+        self._gate_closed = False  # for the log: said once when it closes, once when it opens
         self._failure: Exception | None = None
         self.fault: FaultPoint = FaultPoint("hub.publish")
 
@@ -142,12 +144,16 @@ class HubActor:
         """Whether the hub takes no new events because most clients lag (for metrics)."""
         return self.state.herd.lagging
 
+    def on_probation(self) -> int:
+        """How many clients are on probation now (for metrics)."""
+        return len(self.state.probation.since)
+
     def herd_lag_episodes(self) -> int:
         """How many times the herd started lagging (for metrics)."""
         return self.state.herd.episodes
 
     def kept_beyond_queue(self) -> int:
-        """Events queued past a full client's bound while the herd lagged (for metrics)."""
+        """Events queued past a full client's bound while it was on probation (for metrics)."""
         return self.state.kept_beyond_capacity
 
     def handle(self, message: HubMessage) -> None:
@@ -155,6 +161,8 @@ class HubActor:
         self._act(message)
         self.state.flush()
         self._note_herd()
+        if self.state.probation:
+            self._review(trio.current_time())
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
@@ -162,15 +170,35 @@ class HubActor:
     # --- what the intake asks (sigma.hub.intake.IntakeHub) --------------------------------
 
     def accepts_events(self, now: float) -> bool:
-        """False while the herd lags; looks at the clients' depths again when that is due."""
+        """False while the herd lags or a client is on probation; looks at the clients'
+        depths again when that is due (and cuts off who lags far behind after the grace)."""
         herd = self.state.herd
-        if herd.due_recheck(now) and herd.recheck(self.state.fills(with_sockets=True), now):
+        if herd.due_recheck(now):
+            herd.recheck(self.state.fills(with_sockets=True), now)
+        self._review(now)
+        return not (herd.lagging or self.state.probation)
+
+    def _review(self, now: float) -> None:
+        """Probation's review, and the log lines for the gate closing and opening."""
+        state = self.state
+        if state.probation and state.review_probation(now):
+            self._note_slow_clients("probation")
+        probation = state.probation
+        if probation.started > self._probations_seen:
+            self._probations_seen = probation.started
             log.warning(
-                "Clients caught up: taking new events again",
-                lagged_s=round(now - herd.since, 3),
-                clients=len(self.state.clients),
+                "A client's queue is full: taking no new events while it catches up",
+                on_probation=len(probation.since),
+                grace_s=probation.grace_s,
+                queue_size=self._queue_size,
             )
-        return not herd.lagging
+        closed = state.herd.lagging or bool(probation)
+        if closed != self._gate_closed:
+            self._gate_closed = closed
+            if not closed:
+                log.warning(
+                    "Clients caught up: taking new events again", clients=len(state.clients)
+                )
 
     def can_handle_now(self) -> bool:
         """True unless the `hub.publish` fault point is armed (it must see every message) or
@@ -180,13 +208,21 @@ class HubActor:
     def publish_now(self, events: tuple[Event, ...], key: str | None) -> tuple[int, ...]:
         """Broadcast `events` on the caller's task, as the loop would; return their seqs (the
         first publish's, for a repeated idempotency `key`)."""
-        seqs = self._idempotent.get(key) if key is not None else None
+        seqs = self._publish(events, key)
+        self.state.flush()
+        self._note_herd()
+        if self.state.probation:
+            self._review(trio.current_time())
+        return seqs
+
+    def _publish(self, events: tuple[Event, ...], key: str | None) -> tuple[int, ...]:
+        """Number and broadcast `events`, or answer a repeated key's first seqs."""
+        seqs = self.state.published.get(key) if key is not None else None
         if seqs is None:
             alone = len(events) == 1
             seqs = tuple(self._broadcast(event, alone=alone) for event in events)
-            self._remember(key, seqs)
-        self.state.flush()
-        self._note_herd()
+            if key is not None:
+                self.state.published.remember(key, seqs)
         return seqs
 
     def crash_with(self, error: Exception) -> None:
@@ -208,14 +244,12 @@ class HubActor:
 
     def _act(self, message: HubMessage) -> None:
         match message:
+            case Publish() if message.withdrawn():
+                log.info("Publish withdrawn by its publisher", events=len(message.events))
             case Publish() if self._numbering is not None:
                 self._numbering(message)
             case Publish(events, reply, key):
-                seqs = self._idempotent.get(key) if key is not None else None
-                if seqs is None:
-                    alone = len(events) == 1
-                    seqs = tuple(self._broadcast(event, alone=alone) for event in events)
-                    self._remember(key, seqs)
+                seqs = self._publish(events, key)
                 if reply is not None:
                     with contextlib.suppress(*UNDELIVERABLE):
                         reply.send_nowait(seqs)
@@ -297,13 +331,6 @@ class HubActor:
                 self._join(join)
         self._waiting = still
 
-    def _remember(self, key: str | None, seqs: tuple[int, ...]) -> None:
-        if key is None:
-            return
-        self._idempotent[key] = seqs
-        if len(self._idempotent) > IDEMPOTENCY_KEYS_KEPT:
-            self._idempotent.popitem(last=False)
-
     def _deliver(self, epoch: str, after: int, events: tuple[tuple[int, Event], ...]) -> None:
         state = self.state
         if epoch != state.epoch or after > state.last_seq:
@@ -318,7 +345,6 @@ class HubActor:
                 clients=len(state.clients),
             )
             state.restart_numbering(epoch, after, reason)
-            self._idempotent.clear()
         fresh = [(seq, event) for seq, event in events if seq > state.last_seq]
         alone = len(fresh) == 1
         for seq, event in fresh:
@@ -327,9 +353,8 @@ class HubActor:
 
     def _broadcast(self, event: Event, *, alone: bool = False, seq: int | None = None) -> int:
         outcome = self.state.broadcast(event, alone=alone, seq=seq)
-        deep = len(self.state.clients) if outcome.herd_lags else outcome.deep
-        if deep > self._deepest:
-            self._deepest = deep
+        if outcome.deep > self._deepest:
+            self._deepest = outcome.deep
         if self._metrics is not None:
             self._metrics.count_broadcast(event.type, outcome.sent_to)
         if self._debug:

@@ -160,9 +160,12 @@ class HubIntake:
         if hub is not None and self._can_go_direct(hub):
             return self._publish_now(hub, events, key)
         reply_send, reply_receive = trio.open_memory_channel[tuple[int, ...]](1)
-        self.inbox.send_nowait(Publish(events, reply_send, key))  # room was checked, no await
-        with trio.move_on_after(reply_timeout_s), contextlib.suppress(trio.EndOfChannel):
-            return await reply_receive.receive()
+        # Closing `reply_receive` on the way out withdraws the publish if it was not numbered yet
+        # (`Publish.withdrawn`): a None returned here is never followed by a broadcast.
+        with reply_receive:
+            self.inbox.send_nowait(Publish(events, reply_send, key))  # room was checked
+            with trio.move_on_after(reply_timeout_s), contextlib.suppress(trio.EndOfChannel):
+                return await reply_receive.receive()
         return None
 
     def _can_go_direct(self, hub: IntakeHub) -> bool:

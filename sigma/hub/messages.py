@@ -40,6 +40,15 @@ class Publish:
     idempotency_key: str | None = None
     fence: str | None = None
 
+    def withdrawn(self) -> bool:
+        """Whether the publisher gave up waiting (it closed its end of `reply`).
+
+        It was then told "not published", so the events must not be: the hub and the broker
+        check this before numbering anything. Between awaits nothing can change it, so the
+        check and the numbering that follows it cannot race the publisher.
+        """
+        return self.reply is not None and self.reply.statistics().open_receive_channels == 0
+
 
 @dataclass(frozen=True)
 class PublishHeartbeat:

@@ -7,22 +7,30 @@ A queue is *deep* once it is at least half full (`DEEP_FILL`). The few that may 
 own are at most a tenth of the clients, and at least one (`outlier_limit`). The rules, with the
 fills (and the time, where it matters) passed in:
 
-- **A client lags far behind the rest** when its queue is full while no more than the few are
-  even a quarter full (`CALM_FILL`: the herd is not on its way to lagging either):
-  only such a client is cut off (4008) under `disconnect`, or under `conflate` when conflating
-  freed nothing. Among 100 clients that keep up, one that stopped reading is cut; of 2 clients,
-  the one that stopped is cut.
-- **The herd lags** when more than the few are deep at once. Then the server, or the clients as
-  a whole, cannot keep up with what is published, and cutting them would only make them all
-  reconnect at once: nobody is cut (a full client keeps the event past its queue's bound), and
-  the hub stops taking new events (`sigma.hub.intake`) until the herd has **recovered**: no
-  more than the few are even a quarter full (`CALM_FILL`; the gap keeps the gate from
-  flapping). The excess past the bound stays bounded, since no new event comes in meanwhile;
-  a client still full once the others have caught up is cut then.
+- **Probation.** A client whose queue reaches its bound is not cut at once: the event is kept
+  past the bound, the client is put on probation, and while any client is on probation the hub
+  takes no new events (`sigma.hub.intake`), so whatever made it fall behind gets time to drain.
+  It leaves probation once its queue is down to a quarter of the bound (`CALM_FILL`).
+- **A client lags far behind the rest** when it has been on probation for the grace
+  (`[hub] slow_client_grace_s`), its queue still holds at least its bound, and the median fill
+  of the *other* clients (their sockets' buffers counted) is below a quarter (`CALM_FILL`):
+  the others drained while nothing new came in, it did not. Only such a client is cut off
+  (4008) under `disconnect`, or under `conflate` when conflating freed nothing. Among 100
+  clients that keep up, one that stopped reading is cut after the grace; of 2 clients, the one
+  that stopped is cut.
+- **The herd lags** when more than the few are deep at once, or when the median of the others
+  is still a quarter full after the grace. Then the server, or the clients as a whole, cannot
+  keep up with what is published, and cutting them would only make them all reconnect at once:
+  nobody is cut (a full client keeps the event past its queue's bound), and the hub takes no new
+  events until the herd has **recovered**: no more than the few are even a quarter full
+  (`CALM_FILL`; the gap keeps the gate from flapping), and nobody is on probation. The excess
+  past the bound stays bounded, since no new event comes in meanwhile.
 
-The median would not do: when a whole herd falls behind, its clients do not fill up together
-(each kernel socket buffer absorbs a different amount first), so at the moment the first queue
-is full most others can still look level, and a median rule cuts them one after another.
+Why time and not depth alone: when a whole herd falls behind, its clients do not fill up
+together (on loopback most of a client's backlog sits in its own receive buffer, already
+acknowledged, invisible to the server), so at the moment the first queue is full most others
+can still look level although they are as far behind. With the gate closed for the grace, a
+client of a lagging herd drains (its reader goes on reading); a stalled one does not.
 
 With one client the herd is that client: it is never cut for lagging, publishers are pushed
 back instead, and a client that stopped reading altogether is ended by the keep-alive's ping
@@ -31,8 +39,9 @@ timeout. The same holds for the few of a small audience (2 of 10).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 DEEP_FILL = 0.5
 """A queue at least this full (of its capacity) is deep."""
@@ -62,10 +71,12 @@ def herd_lags(deep: int, clients: int) -> bool:
     return deep > outlier_limit(clients)
 
 
-def lags_far_behind(depth: int, capacity: int, behind: int, clients: int) -> bool:
-    """A full queue while no more than the few of `clients` are `behind` (a quarter full or
-    more, counted with `CALM_FILL`), and some are not: cut it off."""
-    return depth >= capacity and not herd_lags(behind, clients) and behind < clients
+def lags_far_behind(fill: float, others: Iterable[float]) -> bool:
+    """A client at `fill` (1: its queue holds its bound) lags far behind the `others` (their
+    fills): it is at least at its bound while their median is below a quarter. With no others
+    the herd is that client: never."""
+    rest = list(others)
+    return fill >= 1.0 and bool(rest) and statistics.median(rest) < CALM_FILL
 
 
 def herd_recovered(fills: list[float]) -> bool:
@@ -112,3 +123,60 @@ class HerdWatch:
             self.lagging = False
             return True
         return False
+
+
+@dataclass
+class Probation:
+    """The clients whose queues reached their bound, and since when (trio time).
+
+    While anyone is on probation the hub takes no new events. `review` decides, given every
+    client's fill and the time, who has drained (released), who lags far behind the rest after
+    `grace_s` (cut), and who stays.
+    """
+
+    grace_s: float
+    since: dict[str, float] = field(default_factory=dict)
+    checked_at: float = 0.0
+    started: int = 0
+    """How many times a client was put on probation."""
+
+    def __bool__(self) -> bool:
+        return bool(self.since)
+
+    def start(self, client_id: str, now: float) -> None:
+        """`client_id`'s queue is at its bound: on probation from `now`, unless it is already."""
+        if client_id not in self.since:
+            self.since[client_id] = now
+            self.started += 1
+
+    def release(self, client_id: str) -> None:
+        """`client_id` is off probation (it was cut off, or left)."""
+        self.since.pop(client_id, None)
+
+    def due(self, client_id: str, now: float) -> bool:
+        """On probation for at least the grace."""
+        since = self.since.get(client_id)
+        return since is not None and now - since >= self.grace_s
+
+    def due_review(self, now: float) -> bool:
+        """True while anyone is on probation, once `RECHECK_S` has passed since the last look."""
+        return bool(self.since) and now - self.checked_at >= RECHECK_S
+
+    def review(self, fills: Mapping[str, float], now: float) -> list[str]:
+        """Look at every client's fill (by id) again; return who must be cut off now.
+
+        A client no longer in `fills` (it left) or down to a quarter of its bound is released;
+        one that `lags_far_behind` the others once `due` is returned (and released: it is cut).
+        """
+        self.checked_at = now
+        cut: list[str] = []
+        for client_id in list(self.since):
+            fill = fills.get(client_id)
+            if fill is None or fill < CALM_FILL:
+                del self.since[client_id]
+            elif self.due(client_id, now) and lags_far_behind(
+                fill, (f for other, f in fills.items() if other != client_id)
+            ):
+                del self.since[client_id]
+                cut.append(client_id)
+        return cut

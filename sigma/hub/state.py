@@ -3,9 +3,10 @@
 `HubState` is what the hub actor wraps in a loop. Every method is synchronous and never waits on
 a client: delivery is `Outbox.put` then `flush`. Each broadcast counts the clients whose queues
 are deep; when too many are, the herd lags (`herd.lagging`, `sigma.hub.overload`) and the hub's
-intake takes no new events until it has recovered. A client whose queue is full is cut off
-(4008) only when it lags far behind the rest (it is one of the few that lag); while the herd
-lags it keeps the event past its bound instead. One client's failure costs that client only:
+intake takes no new events until it has recovered. A client whose queue is full keeps the event
+past its bound and is put on probation (`probation`), which closes the intake too; it is cut off
+(4008) only once the grace has passed and it still lags far behind the rest (`review_probation`,
+or the next broadcast that finds it full). One client's failure costs that client only:
 any exception while delivering to it (its direct write included) closes it with 1011, and the
 hub goes on.
 """
@@ -14,15 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
+import trio
 
 from sigma.hub.frames import Frame, build_frame, reply_frame
 from sigma.hub.messages import Client
 from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
-from sigma.hub.overload import CALM_FILL, HerdWatch, count_deep, lags_far_behind
+from sigma.hub.overload import HerdWatch, Probation, lags_far_behind
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     CloseCode,
@@ -61,9 +64,8 @@ class JoinResult:
 class Broadcast:
     """What one broadcast did: the event's seq, and how many clients got, skipped or lost it.
 
-    `deep`: how many subscribers' queues were at least half full afterwards; `herd_lags`: a
-    full client was kept, not cut, because too many others lag too (counting their sockets'
-    buffers): the hub must take no new events until they catch up.
+    `deep`: how many subscribers' queues were at least half full afterwards; `kept`: a full
+    client was kept past its bound, on probation: the hub takes no new events meanwhile.
     """
 
     seq: int
@@ -71,7 +73,33 @@ class Broadcast:
     skipped: int
     cut_off: int
     deep: int = 0
-    herd_lags: bool = False
+    kept: bool = False
+
+
+IDEMPOTENCY_KEYS_KEPT = 10_000
+"""Idempotency keys a hub that numbers its own events remembers, the oldest forgotten first."""
+
+
+class PublishedKeys:
+    """The seqs each `Idempotency-Key` got, the oldest forgotten past `size` keys."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seqs: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[int, ...] | None:
+        """The seqs a publish with `key` got, or None for a key not seen (or forgotten)."""
+        return self._seqs.get(key)
+
+    def remember(self, key: str, seqs: tuple[int, ...]) -> None:
+        """Keep the seqs `key` got; forget the oldest key when there are too many."""
+        self._seqs[key] = seqs
+        if len(self._seqs) > self.size:
+            self._seqs.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every key (the numbering they refer to is gone)."""
+        self._seqs.clear()
 
 
 class HubState:
@@ -88,7 +116,10 @@ class HubState:
         heartbeat_interval_s: float,
         epoch: str | None = None,
         node_id: str = "",
+        slow_client_grace_s: float = 1.0,
     ) -> None:
+        """`slow_client_grace_s`: how long a full client is on probation before it may be cut
+        off (`[hub] slow_client_grace_s`)."""
         self.epoch = epoch or uuid.uuid4().hex[:16]
         self.node_id = node_id
         self.last_seq = 0
@@ -97,22 +128,31 @@ class HubState:
         self.clients: dict[str, Client] = {}
         self._by_type: dict[str, dict[str, Client]] = {t: {} for t in CORE_EVENT_TYPES}
         self._history: deque[tuple[int, Frame]] = deque(maxlen=history_size)
+        self.published = PublishedKeys(IDEMPOTENCY_KEYS_KEPT)
+        """The seqs each idempotency key got: kept with the numbering, so across hub restarts."""
         self.slow_disconnects = 0
         self.kept_beyond_capacity = 0
-        """Frames queued past a full client's bound because the whole herd lagged."""
+        """Frames queued past a full client's bound while it was on probation."""
         self.herd = HerdWatch()
+        self.probation = Probation(slow_client_grace_s)
+        self.clock: Callable[[], float] = trio.current_time
+        """Where the time of a broadcast given no `now` is read, once a client is full."""
         self._frame_bytes = 256  # the size of the last event frame: turns socket bytes to frames
         self._unflushed = 0  # events offered since the last flush: every client has them queued
         self._flushes: list[Outbox] = []
 
     # --- events ---------------------------------------------------------------------------
 
-    def broadcast(self, event: Event, *, alone: bool = False, seq: int | None = None) -> Broadcast:
+    def broadcast(
+        self, event: Event, *, alone: bool = False, seq: int | None = None, now: float | None = None
+    ) -> Broadcast:
         """Number `event`, keep it for resume, and offer it to every subscribed client.
 
         `alone`: no other event comes with it before the next `flush()`, so there is nothing
         to coalesce it with, and an idle client's socket gets it at once. `seq`: the number it
         was given elsewhere (by the cluster's broker), above `last_seq`; by default the next.
+        `now`: the trio time, for the probation of full clients (read from `clock` when a
+        client is full and it is not given).
         """
         if seq is None:
             seq = self.last_seq + 1
@@ -121,12 +161,12 @@ class HubState:
             encode_event(event, seq), event.type, snapshot_key_of(event), event=True
         )
         self._history.append((seq, frame))
-        return self._hand_over(frame, alone=alone, seq=seq)
+        return self._hand_over(frame, alone=alone, seq=seq, now=now)
 
-    def notify(self, event: Event) -> Broadcast:
+    def notify(self, event: Event, *, now: float | None = None) -> Broadcast:
         """Offer an unnumbered event (`seq: null`) to every subscribed client; not kept."""
         frame = build_frame(encode(event), event.type)
-        return self._hand_over(frame, alone=True, seq=0)
+        return self._hand_over(frame, alone=True, seq=0, now=now)
 
     def restart_numbering(self, epoch: str, last_seq: int, reason: str) -> None:
         """Take up a numbering that does not follow on from ours (another epoch, or a gap).
@@ -136,20 +176,21 @@ class HubState:
         """
         self.close_all(CloseCode.SERVICE_RESTART, reason)
         self._history.clear()
+        self.published.clear()
         self.epoch = epoch
         self.last_seq = last_seq
 
-    def _hand_over(self, frame: Frame, *, alone: bool, seq: int) -> Broadcast:
+    def _hand_over(self, frame: Frame, *, alone: bool, seq: int, now: float | None) -> Broadcast:
         self._frame_bytes = len(frame.data)
         self._unflushed += 1
         subscribers = self._by_type[frame.event_type]
         gone: list[str] = []
         flushes = self._flushes
-        total_clients = len(self.clients)
+        probation = self.probation
         unflushed = self._unflushed  # this message's events: not counted against anyone
         deep = 0
         kept = False
-        behind: int | None = None  # clients a quarter full or more, counted once one is full
+        fills: dict[str, float] | None = None  # read once a client on probation is due
         for client in subscribers.values():
             outbox = client.outbox
             try:
@@ -160,10 +201,16 @@ class HubState:
                     # batch is queued whole, whatever the bound, and flushed after.
                     unread = outbox.lag - (unflushed - 1)
                     if unread >= outbox.capacity:
-                        if behind is None:
-                            behind = count_deep(self.fills(with_sockets=True), CALM_FILL)
-                        if lags_far_behind(unread, outbox.capacity, behind, total_clients):
-                            raise
+                        client_id = client.client_id
+                        if now is None:
+                            now = self.clock()
+                        probation.start(client_id, now)
+                        if probation.due(client_id, now):
+                            if fills is None:
+                                fills = self.fills_by_id()
+                            if lags_far_behind(fills[client_id], _others(fills, client_id)):
+                                probation.release(client_id)
+                                raise
                         self.kept_beyond_capacity += 1
                         kept = True
                     due = outbox.put_beyond_capacity(frame)
@@ -188,6 +235,44 @@ class HubState:
         for client_id in gone:
             self.remove(client_id)
         return Broadcast(seq, sent_to, total - sent_to - len(gone), len(gone), deep, kept)
+
+    def review_probation(self, now: float) -> int:
+        """Look again at the clients on probation (when that is due): release those that
+        drained, cut off (4008) those that still lag far behind the rest after the grace.
+        Returns how many were cut."""
+        probation = self.probation
+        if not probation.due_review(now):
+            return 0
+        # Everyone's fill (a system call each) only when someone's grace is over; until then
+        # only whether those on probation have drained.
+        if any(probation.due(client_id, now) for client_id in probation.since):
+            fills = self.fills_by_id()
+        else:
+            fills = self.fills_by_id(probation.since)
+        cut = probation.review(fills, now)
+        for client_id in cut:
+            client = self.clients.get(client_id)
+            if client is not None:
+                self.slow_disconnects += 1
+                client.outbox.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+                self.remove(client_id)
+        return len(cut)
+
+    def fills_by_id(self, only: Iterable[str] | None = None) -> dict[str, float]:
+        """`fills(with_sockets=True)` by client id, of every client or of those in `only`
+        that are still connected: what probation reads."""
+        size = self._frame_bytes
+        unflushed = self._unflushed
+        clients = self.clients
+        chosen: Iterable[tuple[str, Client]]
+        if only is None:
+            chosen = clients.items()
+        else:
+            chosen = [(client_id, clients[client_id]) for client_id in only if client_id in clients]
+        return {
+            client_id: max(0.0, c.outbox.lag_with_socket(size) - unflushed) / c.outbox.capacity
+            for client_id, c in chosen
+        }
 
     def fills(self, *, with_sockets: bool = False) -> list[float]:
         """Every client's `Outbox.lag` against its capacity, 0 up (more than 1 past the
@@ -294,6 +379,7 @@ class HubState:
     def remove(self, client_id: str) -> None:
         """Forget a client (it left, or was cut off); unknown ids are ignored."""
         client = self.clients.pop(client_id, None)
+        self.probation.release(client_id)
         if client is not None:
             for event_type in client.subscriptions:
                 self._by_type[event_type].pop(client_id, None)
@@ -359,3 +445,7 @@ class HubState:
                 message.id,
             )
         return wanted
+
+
+def _others(fills: dict[str, float], client_id: str) -> list[float]:
+    return [fill for other, fill in fills.items() if other != client_id]

@@ -194,16 +194,31 @@ class SupervisorCore:
         child.state = "starting"
         return await self._nursery.start(self._run_child, child)
 
+    def _start_soon(self, child: ChildRecord) -> None:
+        """Start a new incarnation of `child` in the nursery without waiting for started()."""
+        assert self._nursery is not None, "children start only while the supervisor runs"
+        child.generation += 1
+        child.state = "starting"
+        self._nursery.start_soon(self._run_child, child, False)
+
     async def _run_child(
-        self, child: ChildRecord, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED
+        self,
+        child: ChildRecord,
+        waited: bool = True,
+        *,
+        task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run one incarnation of a child in its own cancel scope and report how it ended.
 
-        Error handling: before `started()` every error propagates, so `nursery.start()` raises it.
+        Error handling: before `started()` every error propagates, so `nursery.start()` raises it;
+        started by `_start_soon` (`waited` false), such an error is reported (`ChildExited`) and
+        the child forgotten instead, since nobody waits to hear it.
         After it, a crash (an `Exception`, groups of them included) is recorded and handed to the
         restart loop instead of cancelling the nursery; `KeyboardInterrupt`, `SystemExit` and
         foreign `Cancelled` are not crashes and propagate.
         """
+        if not waited and self._children.get(child.spec.id) is not child:
+            return  # terminated before its task first ran
         generation = child.generation
         scope = child.scope = trio.CancelScope()
         done = child.done = trio.Event()
@@ -224,7 +239,9 @@ class SupervisorCore:
         except Exception as exc:
             self._child_exited(child, generation, scope, exc, started=signal.is_started)
             if not signal.is_started:
-                raise
+                if waited:
+                    raise
+                self._forget(child)
         except BaseException as exc:
             self._child_exited(child, generation, scope, exc, started=signal.is_started)
             raise

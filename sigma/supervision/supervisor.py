@@ -166,6 +166,16 @@ class DynamicSupervisor(SupervisorCore):
         super().__init__(name, one_for_one, events, rng)
         self.max_children = max_children
 
+    def _check_can_start(self, spec: ChildSpec) -> None:
+        if self._nursery is None or self._closing:
+            raise RuntimeError(f"supervisor {self.name!r} is not running")
+        if spec.id in self._children:
+            raise ValueError(f"supervisor {self.name!r} already has a child {spec.id!r}")
+        if self.max_children is not None and len(self._children) >= self.max_children:
+            raise TooManyChildren(
+                f"supervisor {self.name!r} already runs {self.max_children} children"
+            )
+
     def child_count(self) -> int:
         """How many children it holds (starting, running or stopping); O(1), unlike
         `count_children()`, for checks made on every new child."""
@@ -196,20 +206,29 @@ class DynamicSupervisor(SupervisorCore):
         when a child with this id is already there, RuntimeError when the supervisor is not
         running, and whatever the child raised before calling `started()`.
         """
-        if self._nursery is None or self._closing:
-            raise RuntimeError(f"supervisor {self.name!r} is not running")
-        if spec.id in self._children:
-            raise ValueError(f"supervisor {self.name!r} already has a child {spec.id!r}")
-        if self.max_children is not None and len(self._children) >= self.max_children:
-            raise TooManyChildren(
-                f"supervisor {self.name!r} already runs {self.max_children} children"
-            )
+        self._check_can_start(spec)
         child = self._children[spec.id] = ChildRecord(spec)  # holds the place while it starts
         try:
             return await self._start(child)
         except BaseException:
             self._forget(child)
             raise
+
+    def start_child_soon(self, spec: ChildSpec) -> None:
+        """Start a child under this supervisor without waiting for its `task_status.started()`.
+
+        For children started by the thousand (one per accepted connection): no task waits for
+        the child, and trio's `nursery.start` machinery (a nursery and a cancel scope per start,
+        a hand-over between tasks) is skipped. The child holds its place, and counts in
+        `child_count()`, from this call on. What it raises before `started()` is reported as an
+        abnormal `ChildExited` and the child is forgotten (nobody is there to hear it); after
+        `started()` it is supervised exactly as with `start_child`.
+
+        Raises `TooManyChildren`, ValueError and RuntimeError as `start_child` does, at once.
+        """
+        self._check_can_start(spec)
+        child = self._children[spec.id] = ChildRecord(spec)  # holds the place while it starts
+        self._start_soon(child)
 
     async def terminate_child(self, child_id: str) -> None:
         """Stop a child and forget it, waiting at most its `shutdown_timeout_s`.

@@ -21,7 +21,8 @@ Why one writer is safe without a lock: trio switches tasks only at an `await`. `
 awaits, so it runs whole between two steps of any other task; and while the sender is inside
 `write` (possibly parked in `send_all`), the outbox does not call `try_write` at all (it calls
 it only while no sender runs), and even if something did, `try_write` refuses to write while
-bytes are owed or a write is in flight. So the bytes of two writes never interleave.
+a write is in flight (what is owed it pays first, in the same system call). So the bytes of two
+writes never interleave.
 
 Direct writes happen only over a plain `trio.SocketStream` (its socket's file descriptor takes
 `os.write`); over any other stream (TLS) `try_write` returns 0 and the sender's awaited path
@@ -44,7 +45,6 @@ from sigma.protocol import CloseCode
 from sigma.websocket.frames import close_frame
 
 RECEIVE_CHUNK_BYTES = 64 * 1024
-NO_STATUS_RECEIVED = 1005
 """What wsproto reports for a close frame without a code; it is answered with 1000."""
 
 
@@ -94,6 +94,7 @@ class ServerConnection:
         stream: trio.abc.Stream,
         *,
         trailing: bytes = b"",
+        preamble: bytes = b"",
         max_message_bytes: int,
         on_ping: Callable[[bytes], None],
         fault: FaultPoint | None = None,
@@ -108,7 +109,8 @@ class ServerConnection:
         self._defer_to = defer_to or FaultPoint("sender.write")
         self._message: list[str | bytes | bytearray] = []
         self._message_bytes = 0
-        self._owed = b""
+        # The handshake's 101, held back so that it leaves with the first frame in one write.
+        self._owed = preamble
         self._in_flight = False
         self.max_message_bytes = max_message_bytes
         self.received_at = trio.current_time()
@@ -182,7 +184,7 @@ class ServerConnection:
         if self._protocol.state is ConnectionState.OPEN:
             # wsproto reports a frame it could not parse as a close it wants sent.
             return ConnectionClosing(event.code, event.reason or "", by_peer=False)
-        code = CloseCode.NORMAL if event.code == NO_STATUS_RECEIVED else event.code
+        code = CloseCode.NORMAL if event.code == CloseCode.NO_STATUS else event.code
         return ConnectionClosing(code, event.reason or "", by_peer=True)
 
     async def _receive_some(self) -> bytes:
@@ -244,25 +246,31 @@ class ServerConnection:
     def try_write(self, data: bytes) -> int:
         """Write what the socket takes now, without waiting; return how many bytes of `data`.
 
-        0: nothing was written (no plain socket, bytes owed, a write in flight, closed, or the
-        socket is full or broken: the sender's awaited write finds any error itself). When the
-        socket took only part, the rest is owed and goes out before anything else. Never
+        What is owed (the held-back 101, or the rest of an earlier frame) goes first, in the
+        same system call. 0: nothing of `data` was written (no plain socket, a write in flight,
+        closed, what was owed did not all go, or the socket is full or broken: the sender's
+        awaited write finds any error itself). When the socket took only part of `data`, the
+        rest is owed and goes out before anything else. Never
         raises for I/O; the `connection.try_write` fault point, armed with `raise`, stands for
         a bug here and propagates to the caller (the hub closes this client with 1011).
         """
         sock = self._sock
-        if sock is None or self._owed or self._in_flight or self.closed_for_writing:
+        if sock is None or self._in_flight or self.closed_for_writing:
             return 0
         if self.broken or self._defer_to.armed:
             return 0
         if self._fault.armed and self._fault.hit_now():
             return 0  # drop: this write is skipped, the sender's write goes on
+        owed = self._owed
         try:
-            written = os.write(sock.fileno(), data)
+            written = os.write(sock.fileno(), owed + data if owed else data)
         except OSError:
             return 0
-        if written < len(data):
-            self._owed = data[written:]
+        if written < len(owed):  # not even what was owed went: `data` stays the caller's
+            self._owed = owed[written:]
+            return 0
+        written -= len(owed)
+        self._owed = data[written:] if 0 < written < len(data) else b""
         return written
 
     async def write(self, data: bytes) -> None:

@@ -200,6 +200,13 @@ MALFORMED = [
         "unsupported_websocket_version",
     ),
     ("upgrade with a body", WS_HEAD + b"Content-Length: 5\r\n\r\nhello", 400, "bad_request"),
+    # Refused from its head: nothing waits for a body that never comes.
+    (
+        "upgrade with a chunked body",
+        WS_HEAD + b"Transfer-Encoding: chunked\r\n\r\n",
+        400,
+        "bad_request",
+    ),
     ("upgrade by POST", WS_HEAD.replace(b"GET", b"POST") + b"\r\n", 405, "method_not_allowed"),
     ("bad since", WS_HEAD.replace(b"/ws", b"/ws?since=-1") + b"\r\n", 400, "invalid_since"),
 ]

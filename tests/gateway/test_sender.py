@@ -64,12 +64,15 @@ class Wire:
 
 
 @asynccontextmanager
-async def wired(outbox: Outbox) -> AsyncIterator[Wire]:
+async def wired(outbox: Outbox, preamble: bytes = b"") -> AsyncIterator[Wire]:
     """The outbox starts `send_backlog` as a session does; on exit it is closed and waited for."""
     near, far = trio.socket.socketpair()
     near.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     connection = ServerConnection(
-        trio.SocketStream(near), max_message_bytes=1 << 16, on_ping=lambda _: None
+        trio.SocketStream(near),
+        preamble=preamble,
+        max_message_bytes=1 << 16,
+        on_ping=lambda _: None,
     )
     senders: list[int] = []
     with far:
@@ -96,6 +99,58 @@ async def test_a_partial_direct_write_is_owed_and_finished_before_anything_else(
         assert [payload for _, payload in frames] == [event(1, BIG)]
         assert not wire.connection.owes and not outbox.sending  # the sender is gone again
         assert wire.senders == [1]
+
+
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n"
+
+
+async def read_bytes(far: trio.socket.SocketType, count: int) -> bytes:
+    received = b""
+    with trio.fail_after(10):
+        while len(received) < count:
+            chunk = await far.recv(1 << 20)
+            assert chunk, "the wire closed early"
+            received += chunk
+    return received
+
+
+async def test_the_held_back_101_leaves_with_the_first_frame_in_one_direct_write() -> None:
+    outbox = Outbox(capacity=8)
+    async with wired(outbox, preamble=SWITCH) as wire:
+        assert wire.connection.owes
+        outbox.put(numbered(1))
+        outbox.flush()
+        assert not wire.connection.owes and len(outbox) == 0
+        assert wire.senders == []  # no task was needed: one system call took both
+        received = await read_bytes(wire.far, len(SWITCH) + len(numbered(1).data))
+        assert received.startswith(SWITCH)
+        frames, rest = parse_server_frames(received[len(SWITCH) :])
+        assert [payload for _, payload in frames] == [event(1)] and not rest
+
+
+async def test_the_held_back_101_goes_before_a_close_frame_when_nothing_else_was_sent() -> None:
+    outbox = Outbox(capacity=8)
+    async with wired(outbox, preamble=SWITCH) as wire:
+        outbox.close(1011, "internal error")
+        received = await read_bytes(wire.far, len(SWITCH) + 2)
+        assert received.startswith(SWITCH)
+        received += await wire.far.recv(1 << 16)
+        frames, _ = parse_server_frames(received[len(SWITCH) :])
+        assert frames[0][0] == OPCODE_CLOSE
+
+
+async def test_a_101_the_socket_takes_only_in_part_keeps_the_frame_queued_behind_it() -> None:
+    outbox = Outbox(capacity=8)
+    preamble = b"HTTP/1.1 101 Switching Protocols\r\nx-pad: " + b"p" * BIG + b"\r\n\r\n"
+    async with wired(outbox, preamble=preamble) as wire:
+        outbox.put(numbered(1))
+        outbox.flush()
+        assert wire.connection.owes  # the socket pair took only part of the 101 ...
+        assert wire.senders == [1]  # ... so the frame stayed queued, for the sender
+        received = await read_bytes(wire.far, len(preamble) + len(numbered(1).data))
+        assert received.startswith(preamble)
+        frames, rest = parse_server_frames(received[len(preamble) :])
+        assert [payload for _, payload in frames] == [event(1)] and not rest
 
 
 async def test_a_pong_waits_for_the_rest_of_the_frame() -> None:

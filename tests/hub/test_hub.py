@@ -89,8 +89,8 @@ def test_full_queue_cuts_the_client_off_without_touching_others() -> None:
     slow = join(state, "slow", capacity=2)
     fast = join(state, "fast", capacity=100)
     outcomes = []
-    for n in range(5):  # one inbox message each, flushed like the actor does
-        outcomes.append(state.broadcast(make_event("heartbeat", {"n": n})))
+    for n in range(5):  # one inbox message a second (past the grace), flushed like the actor
+        outcomes.append(state.broadcast(make_event("heartbeat", {"n": n}), now=float(n)))
         state.flush()
     assert slow.close_reason is not None and slow.close_reason.code == 4008
     assert slow.close_reason.reason == "slow consumer"
@@ -184,3 +184,20 @@ async def test_a_client_that_left_while_its_join_waited_is_not_welcomed() -> Non
         await trio.testing.wait_all_tasks_blocked()
         assert list(hub.state.clients) == ["stays"]
         nursery.cancel_scope.cancel()
+
+
+def test_idempotency_keys_outlive_a_hub_restart() -> None:
+    """A publisher retrying after a hub crash (when retries happen) must not publish twice:
+    the keys live with the numbering that the tree hands every incarnation."""
+    config = HubConfig()
+    first = HubActor(config, heartbeat_interval_s=1.0)
+    events = (make_event("notification", {"n": 1}), make_event("notification", {"n": 2}))
+    assert first.publish_now(events, "retry-me") == (1, 2)
+    restarted = HubActor(config, heartbeat_interval_s=1.0, state=first.state)
+    outbox = Outbox(8)
+    restarted.handle(Join(Client("c", outbox)))
+    outbox.take_batch()  # the welcome
+    assert restarted.publish_now(events, "retry-me") == (1, 2)
+    assert restarted.state.last_seq == 2
+    assert outbox.take_batch() == []
+    assert restarted.publish_now(events, "another") == (3, 4)

@@ -12,6 +12,7 @@ from sigma.hub.outbox import Outbox, SlowClientPolicy
 from sigma.hub.overload import (
     RECHECK_S,
     HerdWatch,
+    Probation,
     count_deep,
     herd_lags,
     herd_recovered,
@@ -30,9 +31,9 @@ def decoded(outbox: Outbox) -> list[dict[str, Any]]:
     return messages
 
 
-def publish_one(state: HubState, n: int) -> Broadcast:
+def publish_one(state: HubState, n: int, now: float = 0.0) -> Broadcast:
     """One inbox message with one event, as the actor handles it: broadcast, then flush."""
-    outcome = state.broadcast(make_event("notification", {"n": n}))
+    outcome = state.broadcast(make_event("notification", {"n": n}), now=now)
     state.flush()
     return outcome
 
@@ -74,12 +75,31 @@ def test_the_herd_lags_when_more_than_the_few_are_deep(deep: int, clients: int, 
     assert herd_lags(deep, clients) is lags
 
 
-def test_a_full_client_lags_far_behind_only_while_no_more_than_the_few_are_behind() -> None:
-    assert lags_far_behind(8, 8, behind=1, clients=2)  # of two, the one that stopped
-    assert lags_far_behind(8, 8, behind=10, clients=100)
-    assert not lags_far_behind(8, 8, behind=11, clients=100)  # the herd is on its way
-    assert not lags_far_behind(7, 8, behind=1, clients=100)  # not full yet
-    assert not lags_far_behind(8, 8, behind=1, clients=1)  # alone: the herd is that client
+def test_a_full_client_lags_far_behind_when_the_median_of_the_others_is_below_a_quarter() -> None:
+    assert lags_far_behind(1.0, [0.0])  # of two, the one that stopped
+    assert lags_far_behind(1.5, [0.0] * 50 + [1.0] * 49)  # up to half the others may lag too
+    assert not lags_far_behind(1.5, [0.0] * 49 + [1.0] * 50)  # the herd lags: its median is full
+    assert not lags_far_behind(1.0, [0.25, 0.3, 0.0])  # the others' median is a quarter full
+    assert not lags_far_behind(0.99, [0.0, 0.0])  # not at its bound
+    assert not lags_far_behind(5.0, [])  # alone: the herd is that client
+
+
+def test_probation_releases_who_drained_and_cuts_who_lags_far_behind_after_the_grace() -> None:
+    probation = Probation(grace_s=1.0)
+    assert not probation and not probation.due_review(0.0)
+    probation.start("stalled", now=10.0)
+    probation.start("brief", now=10.2)
+    probation.start("stalled", now=10.5)  # already on probation: its start stands
+    assert probation and probation.started == 2
+    fills = {"stalled": 1.2, "brief": 1.0, "a": 0.0, "b": 0.1}
+    assert probation.review(fills, now=10.999) == []  # nobody before the grace
+    assert not probation.due("stalled", 10.999) and probation.due("stalled", 11.0)
+    assert probation.review({**fills, "brief": 0.2}, now=11.0) == ["stalled"]
+    assert not probation  # brief drained to below a quarter: released
+    probation.start("herd", now=20.0)
+    assert probation.review({"herd": 1.0, "a": 0.9, "b": 0.5}, now=25.0) == []  # herd lags
+    assert probation.since == {"herd": 20.0}
+    assert probation.review({"a": 0.0}, now=25.1) == [] and not probation  # it left
 
 
 def test_recovery_needs_the_few_below_a_quarter_so_the_gate_does_not_flap() -> None:
@@ -96,37 +116,58 @@ def test_recovery_needs_the_few_below_a_quarter_so_the_gate_does_not_flap() -> N
     assert count_deep([0.5, 0.49, 2.0]) == 2
 
 
-def test_one_stalled_client_among_readers_is_cut_and_the_herd_does_not_lag() -> None:
+def test_one_stalled_client_among_readers_is_cut_after_the_grace_and_the_herd_does_not_lag() -> (
+    None
+):
     state, outboxes = state_with(["stalled", "a", "b", "c"], capacity=4)
     cut = 0
     for n in range(6):
-        cut += publish_one(state, n).cut_off
+        cut += publish_one(state, n, now=0.1 * n).cut_off
         for name in "abc":
             decoded(outboxes[name])  # these keep up
-    assert cut == 1 and state.slow_disconnects == 1
+    assert cut == 0 and outboxes["stalled"].close_reason is None  # on probation, not cut
+    assert list(state.probation.since) == ["stalled"]
+    assert state.review_probation(now=1.39) == 0  # on probation since 0.4: not over
+    assert state.review_probation(now=1.41) == 1
+    assert state.slow_disconnects == 1 and "stalled" not in state.clients
     assert outboxes["stalled"].close_reason is not None
     assert outboxes["stalled"].close_reason.code == 4008
-    assert not state.herd.lagging and state.kept_beyond_capacity == 0
+    assert not state.herd.lagging and not state.probation
+
+
+def test_a_stalled_client_is_cut_by_the_first_broadcast_after_the_grace() -> None:
+    state, outboxes = state_with(["stalled", "a"], capacity=4)
+    for n in range(5):
+        publish_one(state, n, now=0.0)
+        decoded(outboxes["a"])
+    assert publish_one(state, 5, now=0.99).cut_off == 0
+    decoded(outboxes["a"])
+    assert publish_one(state, 6, now=1.0).cut_off == 1
+    assert outboxes["stalled"].close_reason is not None
+    assert [m["seq"] for m in decoded(outboxes["a"])] == [7]
 
 
 def test_when_the_herd_lags_nobody_is_cut_and_every_event_stays_queued_in_order() -> None:
     state, outboxes = state_with(["a", "b", "c"], capacity=4)
-    outcomes = [publish_one(state, n) for n in range(10)]
+    outcomes = [publish_one(state, n, now=float(n)) for n in range(10)]  # whole seconds apart
     assert sum(o.cut_off for o in outcomes) == 0 and state.slow_disconnects == 0
     assert outcomes[2].deep == 3  # half full with two events unread: what the actor reports
     assert state.kept_beyond_capacity == 3 * 6
+    assert state.review_probation(now=100.0) == 0 and len(state.probation.since) == 3
     for outbox in outboxes.values():
         assert outbox.close_reason is None
         assert [m["seq"] for m in decoded(outbox)] == list(range(1, 11))
 
 
-def test_a_client_still_far_behind_once_the_herd_has_caught_up_is_cut_then() -> None:
+def test_a_client_still_far_behind_once_the_herd_has_caught_up_is_cut_after_the_grace() -> None:
     state, outboxes = state_with(["a", "b", "c"], capacity=8)
     for n in range(10):
-        publish_one(state, n)  # all lag: kept past the bound
+        publish_one(state, n, now=0.0)  # all lag: kept past the bound, all on probation
     decoded(outboxes["a"])
     decoded(outboxes["b"])  # two catch up; c is still 10 deep
-    outcome = publish_one(state, 10)
+    outcome = publish_one(state, 10, now=0.5)
+    assert outcome.cut_off == 0 and outboxes["c"].close_reason is None  # within the grace
+    outcome = publish_one(state, 11, now=1.0)
     assert outcome.cut_off == 1 and outboxes["c"].close_reason is not None
     assert outboxes["a"].close_reason is None and outboxes["b"].close_reason is None
 

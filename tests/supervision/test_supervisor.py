@@ -774,6 +774,59 @@ async def test_dynamic_start_raises_what_the_child_raised(
         assert sessions.which_children() == []
 
 
+async def test_dynamic_start_soon_holds_the_place_at_once_and_supervises(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: Log = []
+    observer = Observer()
+    sessions = DynamicSupervisor("sessions", max_children=2, events=observer.send)
+    async with running(sessions):
+        sessions.start_child_soon(Worker("s1", log).spec(Restart.TEMPORARY))
+        assert sessions.child_count() == 1
+        assert log == []  # not run yet: nothing waited for it
+        with pytest.raises(ValueError, match="already has"):
+            sessions.start_child_soon(Worker("s1", log).spec(Restart.TEMPORARY))
+        sessions.start_child_soon(Worker("s2", log).spec(Restart.TEMPORARY))
+        with pytest.raises(TooManyChildren):
+            sessions.start_child_soon(Worker("s3", log).spec(Restart.TEMPORARY))
+        await observer.wait_for(ChildStarted, child_id="s2")
+        assert [(i.id, i.state) for i in sessions.which_children()] == [
+            ("s1", "running"),
+            ("s2", "running"),
+        ]
+    assert sorted(log) == [("start", "s1"), ("start", "s2"), ("stop", "s1"), ("stop", "s2")]
+    assert [event.reason for event in observer.of(ChildExited)] == ["shutdown", "shutdown"]
+
+
+async def test_dynamic_start_soon_reports_a_failure_before_started_and_forgets_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: Log = []
+    observer = Observer()
+    sessions = DynamicSupervisor("sessions", events=observer.send)
+    async with running(sessions):
+        sessions.start_child_soon(ChildSpec("bad", fail_to_start))
+        exited = await observer.wait_for(ChildExited, child_id="bad")
+        assert exited.abnormal and "no database" in exited.reason
+        assert sessions.which_children() == []
+        # The supervisor goes on: nothing was raised into its nursery.
+        assert await sessions.start_child(Worker("s1", log).spec(Restart.TEMPORARY)) == "s1"
+    assert observer.of(RestartScheduled) == []
+
+
+async def test_dynamic_start_soon_terminated_before_it_ran_never_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: Log = []
+    sessions = DynamicSupervisor("sessions")
+    async with running(sessions):
+        sessions.start_child_soon(Worker("s1", log).spec(Restart.TEMPORARY))
+        await sessions.terminate_child("s1")
+        await trio.sleep(1.0)
+        assert sessions.which_children() == []
+    assert log == []
+
+
 async def test_dynamic_supervisor_must_be_running(autojump_clock: trio.testing.MockClock) -> None:
     log: Log = []
     with pytest.raises(RuntimeError, match="not running"):
