@@ -124,8 +124,16 @@ class Server:
 class ServerFactory:
     """Knows how to start each kind of server; owns the temporary files they need."""
 
-    def __init__(self, workdir: Path, sigma_queue_size: int, sigma_ref: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        sigma_queue_size: int,
+        sigma_ref: str = "",
+        sigma_launcher: tuple[str, ...] = (),
+    ) -> None:
+        """`sigma_launcher`: a command that runs sigma's Python under it (e.g. valgrind)."""
         self.workdir = workdir
+        self.sigma_launcher = sigma_launcher
         self.sigma_queue_size = sigma_queue_size
         self._node_modules: Path | None = None
         self._node_problem: str | None = None
@@ -230,7 +238,8 @@ class ServerFactory:
                     port=port, queue_size=self.sigma_queue_size, api_key=API_KEY, tls=tls
                 )
             )
-            argv = [sys.executable, "-m", "sigma", "serve", "--config", str(config)]
+            argv = [*self.sigma_launcher, sys.executable, "-m", "sigma", "serve"]
+            argv += ["--config", str(config)]
             argv += ["--host", HOST, "--port", str(port)]
             ws_path, publish_kind = "/ws", "http"
             if self._sigma_src is not None:
@@ -258,7 +267,7 @@ class ServerFactory:
             )
         server = Server(name, process, port, ws_path, publish_kind, log_path, ca_file)
         try:
-            _wait_listening(server)
+            _wait_listening(server, START_TIMEOUT_S * (10 if self.sigma_launcher else 1))
         except BaseException:
             server.stop()
             raise
@@ -304,8 +313,8 @@ def _extract_sigma(ref: str, workdir: Path) -> tuple[Path, str]:
     return target, commit
 
 
-def _wait_listening(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _wait_listening(server: Server, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
@@ -315,4 +324,4 @@ def _wait_listening(server: Server) -> None:
             time.sleep(0.3)  # let the rest of the process finish starting
             return
         time.sleep(0.05)
-    raise TimeoutError(f"{server.name} did not listen on {server.port} in {START_TIMEOUT_S} s")
+    raise TimeoutError(f"{server.name} did not listen on {server.port} in {timeout_s} s")

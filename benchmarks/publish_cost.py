@@ -11,11 +11,20 @@ busy machine better than a rate does. It is a script, not part of the test suite
     python benchmarks/publish_cost.py --batch 100 -n 500    # 100-event batches: per event too
     python benchmarks/publish_cost.py --clients 10          # with 10 subscribers reading
     python benchmarks/publish_cost.py --profile out.txt     # py-spy samples (collapsed stacks)
+    python benchmarks/publish_cost.py --instructions -n 2000   # instructions, under valgrind
+
+`--instructions` counts the server's instructions per request instead (valgrind's cachegrind,
+no cache simulation): the server runs twice, once with the warm-up only and once with the
+warm-up and the measured requests, and the difference of the two totals is divided by the
+number of requests. Unlike CPU time, the count does not depend on what else runs on the
+machine (it varies by about 1 % between runs, from start-up), so it is the figure to compare
+two commits by on a shared machine; it does not see time spent in the kernel.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import socket
 import subprocess
@@ -114,6 +123,52 @@ def start_py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
     return spy
 
 
+def count_instructions(args: argparse.Namespace, tmp: Path) -> None:
+    """Print the server's instructions per request, counted by cachegrind (see the docstring)."""
+    totals = []
+    for measured in (0, args.requests):
+        workdir = tmp / f"run-{measured}"
+        workdir.mkdir()
+        out = workdir / "cachegrind.out"
+        launcher = (
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            f"--cachegrind-out-file={out}",
+        )
+        factory = ServerFactory(
+            workdir,
+            sigma_queue_size=max(4096, (args.warmup + args.requests) * args.batch),
+            sigma_ref=args.sigma_ref,
+            sigma_launcher=launcher,
+        )
+        server = factory.start("sigma")
+        stop = threading.Event()
+        try:
+            if args.clients:
+                hold_subscribers(server.port, args.clients, stop)
+            run_requests(server.port, args.batch, args.warmup)
+            if measured:
+                run_requests(server.port, args.batch, measured)
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(300)  # valgrind writes its count as the process exits
+        finally:
+            stop.set()
+            server.stop()
+        found = re.findall(r"I\s+refs:\s+([\d,]+)", server.log_path.read_text(errors="replace"))
+        if not found:
+            raise RuntimeError(f"no instruction count in the server's output:\n{server.log_tail()}")
+        totals.append(int(found[-1].replace(",", "")))
+    per_request = (totals[1] - totals[0]) / args.requests
+    print(
+        f"sigma {factory.versions()['sigma_commit']}: batch={args.batch} "
+        f"clients={args.clients} requests={args.requests} (after {args.warmup} warm-up)"
+    )
+    print(f"server instructions per request: {per_request:,.0f}")
+    if args.batch > 1:
+        print(f"server instructions per event:   {per_request / args.batch:,.0f}")
+
+
 def main() -> None:
     """Parse arguments, start the server, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -126,7 +181,14 @@ def main() -> None:
     parser.add_argument(
         "--sigma-ref", default="", help="benchmark sigma/ as committed at this git ref"
     )
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under valgrind instead"
+    )
     args = parser.parse_args()
+    if args.instructions:
+        with tempfile.TemporaryDirectory(prefix="sigma-publish-cost-") as tmp:
+            count_instructions(args, Path(tmp))
+        return
     with tempfile.TemporaryDirectory(prefix="sigma-publish-cost-") as tmp:
         factory = ServerFactory(
             Path(tmp),

@@ -16,6 +16,8 @@ through `receive_some` / `send_all` as usual.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,10 @@ MAX_HEAD_BYTES = 16 * 1024
 SUPPORTED_HTTP_VERSIONS = frozenset({b"1.0", b"1.1"})
 # The 101's headers that are the same for every connection, as bytes (h11 converts less).
 _SWITCH_HEADERS = ((b"upgrade", b"websocket"), (b"connection", b"Upgrade"))
+NOTHING_RECEIVED = (b"", False)
+"""`h11.Connection.trailing_data` when no byte waits unparsed and the peer has not closed."""
+END_OF_MESSAGE = h11.EndOfMessage()
+"""h11 events are immutable: one end-of-message serves every response."""
 REASONS: dict[int, str] = {
     200: "OK",
     400: "Bad Request",
@@ -74,6 +80,10 @@ class HttpError(Exception):
         self.headers = headers
 
 
+class TimedOut(Exception):
+    """What the connection waited for (a request head, a body) did not arrive in time."""
+
+
 def _remote_protocol_error(exc: h11.RemoteProtocolError) -> HttpError:
     """The peer sent bad HTTP: 400, or the more precise status h11 suggests (431, 505...)."""
     if exc.error_status_hint == 431:
@@ -86,6 +96,26 @@ def _head_too_large() -> HttpError:
     return HttpError(
         431, "head_too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _response(
+    status: int,
+    content_type: str,
+    length: int,
+    headers: tuple[tuple[str, str], ...],
+    closes: bool,
+) -> h11.Response:
+    """The h11 response head for these values, built (and its headers validated) once.
+
+    Most responses repeat one of a few heads (a publish's `{"seq": n}` differs only in its
+    length), and h11 events are immutable, so the same one can be sent again and again.
+    `closes`: add `connection: close` unless the caller set `connection` itself.
+    """
+    all_headers = [("content-type", content_type), ("content-length", str(length)), *headers]
+    if closes and not any(name.lower() == "connection" for name, _ in headers):
+        all_headers.append(("connection", "close"))
+    return h11.Response(status_code=status, headers=all_headers, reason=REASONS.get(status, ""))
 
 
 @dataclass(frozen=True)
@@ -161,7 +191,13 @@ class HttpServerConnection:
         if sent < len(data):
             await self.stream.send_all(memoryview(data)[sent:])
 
-    async def _next_event(self) -> Any:
+    async def _next_event(self, deadline: float = math.inf) -> Any:
+        """The next h11 event, reading from the peer while h11 needs data.
+
+        Raises `TimedOut` when the data it needs has not come by `deadline` (trio time). The
+        deadline's cancel scope is opened only around a wait: what is already buffered (a body
+        that came with its head) costs none.
+        """
         while True:
             try:
                 event = self._h11.next_event()
@@ -169,20 +205,36 @@ class HttpServerConnection:
                 raise _remote_protocol_error(exc) from None
             if event is not h11.NEED_DATA:
                 return event
-            try:
-                data = await self._receive()
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise PeerGone(str(exc)) from None
-            try:
-                self._h11.receive_data(data)
-            except h11.RemoteProtocolError as exc:
-                raise _remote_protocol_error(exc) from None
+            await self._feed(deadline)
 
-    async def next_request(self) -> HttpRequest | None:
-        """Wait for the next request head; None once the peer closed between requests."""
+    async def _feed(self, deadline: float) -> None:
+        """Wait for the peer's next bytes (`TimedOut` after `deadline`) and hand them to h11."""
+        try:
+            if deadline == math.inf:
+                data = await self._receive()
+            else:
+                with trio.move_on_at(deadline) as waiting:
+                    data = await self._receive()
+                if waiting.cancelled_caught:
+                    raise TimedOut
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(str(exc)) from None
+        try:
+            self._h11.receive_data(data)
+        except h11.RemoteProtocolError as exc:
+            raise _remote_protocol_error(exc) from None
+
+    async def next_request(self, timeout_s: float = math.inf) -> HttpRequest | None:
+        """Wait for the next request head; None once the peer closed between requests.
+
+        Raises `TimedOut` when the whole head has not arrived within `timeout_s`.
+        """
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
-        event = await self._next_event()
+        deadline = trio.current_time() + timeout_s
+        if self._h11.their_state is h11.IDLE and self._h11.trailing_data == NOTHING_RECEIVED:
+            await self._feed(deadline)  # nothing buffered: no need to ask h11 first
+        event = await self._next_event(deadline)
         if isinstance(event, h11.ConnectionClosed):
             return None
         if not isinstance(event, h11.Request):
@@ -194,11 +246,11 @@ class HttpServerConnection:
                 f"HTTP/{event.http_version.decode('ascii', 'replace')} is not spoken here; "
                 "use HTTP/1.1",
             )
+        headers = tuple((name.lower(), value) for name, value in event.headers.raw_items())
         # h11 bounds a head only while it is incomplete; one that arrived whole is checked here.
-        head_bytes = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+        head_bytes = len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers)
         if head_bytes > MAX_HEAD_BYTES:
             raise _head_too_large()
-        headers = tuple((name.lower(), value) for name, value in event.headers.raw_items())
         self._declared_length = next(
             (int(value) for name, value in headers if name == b"content-length"), None
         )  # h11 has checked it is one well-formed integer
@@ -216,14 +268,18 @@ class HttpServerConnection:
             raw=event,
         )
 
-    async def read_body(self) -> bytes:
-        """Read the whole body of the current request, at most `max_body_bytes`."""
+    async def read_body(self, timeout_s: float = math.inf) -> bytes:
+        """Read the whole body of the current request, at most `max_body_bytes`.
+
+        Raises `TimedOut` when it has not all arrived within `timeout_s`.
+        """
+        deadline = trio.current_time() + timeout_s
         if self._declared_length is not None and self._declared_length > self.max_body_bytes:
             raise HttpError(413, "body_too_large", f"body exceeds {self.max_body_bytes} bytes")
         chunks: list[bytes] = []
         size = 0
         while True:
-            event = await self._next_event()
+            event = await self._next_event(deadline)
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > self.max_body_bytes:
@@ -249,20 +305,10 @@ class HttpServerConnection:
         # a server answer, e.g. with 400.
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        all_headers = [
-            ("content-type", content_type),
-            ("content-length", str(len(body))),
-            *headers,
-        ]
-        caller_set_connection = any(name.lower() == "connection" for name, _ in headers)
-        if self._h11.their_state is not h11.DONE and not caller_set_connection:
-            all_headers.append(("connection", "close"))  # the unread request body ends it
-        response = h11.Response(
-            status_code=status, headers=all_headers, reason=REASONS.get(status, "")
-        )
-        head = self._h11.send(response)
+        closes = self._h11.their_state is not h11.DONE  # the unread request body ends it
+        head = self._h11.send(_response(status, content_type, len(body), headers, closes))
         data = self._h11.send(h11.Data(data=body)) if body else b""
-        end = self._h11.send(h11.EndOfMessage())
+        end = self._h11.send(END_OF_MESSAGE)
         assert head is not None and data is not None and end is not None
         try:
             await self._send(head + data + end)  # one write: one system call, one segment

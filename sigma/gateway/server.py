@@ -58,7 +58,7 @@ from sigma.gateway.upgrade import (
     remote_address,
 )
 from sigma.health import HealthBoard
-from sigma.http import HttpError, HttpRequest, HttpServerConnection
+from sigma.http import HttpError, HttpRequest, HttpServerConnection, TimedOut
 from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.keys import load_server_tls
@@ -214,9 +214,10 @@ class Gateway:
         return None
 
     async def _next_request(self, conn: HttpServerConnection) -> HttpRequest | None:
-        with trio.move_on_after(self.config.gateway.handshake_timeout_s):
-            return await conn.next_request()
-        return None
+        try:
+            return await conn.next_request(self.config.gateway.handshake_timeout_s)
+        except TimedOut:
+            return None
 
     async def _answer_error(self, conn: HttpServerConnection, error: HttpError) -> None:
         try:
@@ -270,9 +271,12 @@ class Gateway:
 
     async def _read_body(self, conn: HttpServerConnection) -> bytes:
         # A body that trickles in (slowloris) gets as long as a request head, no longer.
-        with trio.move_on_after(self.config.gateway.handshake_timeout_s):
-            return await conn.read_body()
-        raise HttpError(408, "request_timeout", "the request body did not arrive in time")
+        try:
+            return await conn.read_body(self.config.gateway.handshake_timeout_s)
+        except TimedOut:
+            raise HttpError(
+                408, "request_timeout", "the request body did not arrive in time"
+            ) from None
 
     async def _upgrade(self, conn: HttpServerConnection, request: HttpRequest) -> bool:
         if not request.wants_websocket:
