@@ -22,7 +22,10 @@ In a cluster every node's events reach every client, each with `node` (the node'
 its welcome and heartbeats); the hub keeps the newest one per node as snapshots.
 
 The sessions' supervisor starts and ends one temporary child per WebSocket connection; those
-events are on the wire too (their `supervisor` is `sessions`), and `child_count` follows them.
+events stay off the wire. As numbered events they would cost every connection two seqs, two
+history slots and a rendering of the tree, and a client on the default subscriptions would see
+a hole in `seq` for each one. The live connection count travels in every heartbeat
+(`client_count`) and in each supervision event's `child_count`.
 """
 
 from __future__ import annotations
@@ -134,4 +137,6 @@ async def feed_supervision(
     """
     async with events:
         async for event in events:
+            if event.supervisor == tree.sessions.name:
+                continue  # one per connection: see the module docstring
             await hub.send(Publish((make_event("supervision", supervision_data(event, tree)),)))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import trio
 import websockets.asyncio.client
 from helpers import tree_config
@@ -17,6 +18,10 @@ from helpers import tree_config
 from sigma.app import RunningApp, serve
 from sigma.config import Config
 from sigma.faults import FaultSpec
+from sigma.hub.messages import HubMessage
+from sigma.supervision.spec import ChildExited, ChildStarted, SupervisionEvent
+from sigma.supervision.supervisor import DynamicSupervisor, Supervisor
+from sigma.supervision_feed import TreeView, feed_supervision
 
 ROOT_CHILDREN = ["engine", "hub", "sessions", "gateway", "poller", "heartbeat"]
 
@@ -87,9 +92,8 @@ async def test_the_tree_snapshot_then_a_crash_and_restart_arrive_as_supervision_
     assert tree["supervisor"] == "root"
     assert [child["id"] for child in tree["children"]] == ROOT_CHILDREN
     assert {child["state"] for child in tree["children"]} == {"running"}
-    # this connection's own session may start just after the snapshot: that is the sessions'
-    # supervisor's event, not the root's
-    live = [m for m in live if m["data"]["supervisor"] == "root"]
+    # the sessions' supervisor's events (one per connection) never reach the wire
+    assert {m["data"]["supervisor"] for m in live} == {"root"}
     kinds = [(m["data"]["kind"], m["data"]["child_id"]) for m in live]
     assert kinds == [
         ("child_exited", "poller"),
@@ -130,3 +134,23 @@ async def test_a_client_that_does_not_opt_in_sees_no_supervision_event(tmp_path:
         assert app.faults.point("poller.call").fired == 1  # the tree did crash and restart
         assert app.root.which_children()[4].restarts == 1
     assert [m["type"] for m in messages] == ["notification"]  # the welcome, then nothing
+
+
+async def test_the_sessions_supervisors_events_stay_off_the_wire() -> None:
+    """One session per connection: its start and end would cost every client two seqs."""
+    tree = TreeView(Supervisor("root", []), DynamicSupervisor("sessions"))
+    events_send, events_receive = trio.open_memory_channel[SupervisionEvent](8)
+    hub_send, hub_receive = trio.open_memory_channel[HubMessage](8)
+    async with events_send:
+        events_send.send_nowait(ChildStarted(supervisor="sessions", at=0.0, child_id="c-1"))
+        events_send.send_nowait(ChildStarted(supervisor="root", at=0.0, child_id="poller"))
+        events_send.send_nowait(
+            ChildExited(
+                supervisor="sessions", at=0.0, child_id="c-1", reason="normal", abnormal=False
+            )
+        )
+    await feed_supervision(events_receive, hub_send, tree)
+    published = hub_receive.receive_nowait().events  # type: ignore[union-attr]
+    assert [(e.data["supervisor"], e.data["child_id"]) for e in published] == [("root", "poller")]
+    with pytest.raises(trio.WouldBlock):
+        hub_receive.receive_nowait()

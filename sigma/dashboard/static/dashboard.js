@@ -142,6 +142,9 @@ function apply(event) {
     case "heartbeat": {
       const age = event.snapshot ? Math.max(0, Date.now() - Date.parse(event.timestamp)) : 0;
       view.heartbeatAt = performance.now() - (Number.isFinite(age) ? age : 0);
+      if (Number.isFinite(data.client_count)) {
+        $("sessions-count").textContent = `${data.client_count} session(s)`;
+      }
       break;
     }
     case "rpc_error":
