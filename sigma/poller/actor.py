@@ -3,8 +3,8 @@
 Reads: nothing but the engine's replies (HTTP POSTs to `endpoints.engine_url`, re-read before
 every call, so an engine restarted on another port is followed). Writes: `Publish` messages to
 the hub's inbox, one per poll that has something to say (`sigma.poller.changes` says which
-events), and `health.engine_reachable`. Exits: only when cancelled, or when the hub's inbox is closed
-(the error propagates, for the supervisor to restart it).
+events), and `health.engine_reachable`. Exits: only when cancelled, or when the hub's inbox is
+closed (the error propagates, for the supervisor to restart it).
 
 Each method in `[poller] intervals_s` is polled at its own interval, one call at a time over one
 persistent HTTP connection pool: calls are cheap reads, and one in flight at a time keeps the
