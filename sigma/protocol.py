@@ -178,10 +178,19 @@ def welcome(
     heartbeat_interval_s: float,
     recovered: bool | None,
     node: str = "",
+    last_heartbeat_at: str | None = None,
 ) -> Reply:
-    """The first frame a client receives after the handshake; `node` names the server's node."""
+    """The first frame a client receives after the handshake; `node` names the server's node,
+    `last_heartbeat_at` the timestamp of its newest heartbeat (none before the first)."""
     data = _welcome_data(
-        client_id, subscriptions, last_seq, epoch, heartbeat_interval_s, recovered, node
+        client_id,
+        subscriptions,
+        last_seq,
+        epoch,
+        heartbeat_interval_s,
+        recovered,
+        node,
+        last_heartbeat_at,
     )
     return Reply(type="notification", data=data)
 
@@ -195,6 +204,7 @@ def encode_welcome(
     heartbeat_interval_s: float,
     recovered: bool | None,
     node: str = "",
+    last_heartbeat_at: str | None = None,
     timestamp: str | None = None,
 ) -> bytes:
     """The JSON text of `welcome(...)`, byte for byte what `encode` gives for it, but cheap.
@@ -204,7 +214,14 @@ def encode_welcome(
     write goes through pydantic instead. `timestamp` defaults to now.
     """
     data = _welcome_data(
-        client_id, subscriptions, last_seq, epoch, heartbeat_interval_s, recovered, node
+        client_id,
+        subscriptions,
+        last_seq,
+        epoch,
+        heartbeat_interval_s,
+        recovered,
+        node,
+        last_heartbeat_at,
     )
     envelope = {
         "type": "notification",
@@ -227,6 +244,7 @@ def _welcome_data(
     heartbeat_interval_s: float,
     recovered: bool | None,
     node: str,
+    last_heartbeat_at: str | None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "kind": "welcome",
@@ -242,6 +260,8 @@ def _welcome_data(
         data["recovered"] = recovered
     if node:
         data["node"] = node
+    if last_heartbeat_at is not None:
+        data["last_heartbeat_at"] = last_heartbeat_at
     return data
 
 

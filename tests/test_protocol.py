@@ -108,6 +108,11 @@ WELCOME_CASES = [
     {"subscriptions": CORE_EVENT_TYPES, "recovered": None, "node": "", "heartbeat_interval_s": 30},
     {"subscriptions": CORE_EVENT_TYPES, "recovered": None, "node": "", "last_seq": 2**70},
     {"subscriptions": CORE_EVENT_TYPES, "recovered": True, "heartbeat_interval_s": 0.1},
+    {
+        "subscriptions": CORE_EVENT_TYPES,
+        "recovered": None,
+        "last_heartbeat_at": "2026-01-28T12:50:30.101532+00:00",
+    },
 ]
 
 

@@ -130,6 +130,8 @@ class HubState:
         self.epoch = epoch or uuid.uuid4().hex[:16]
         self.node_id = node_id
         self.last_seq = 0
+        self.last_heartbeat_at: str | None = None
+        """When this node's newest heartbeat was broadcast (its timestamp), for the welcome."""
         self.max_subscriptions = max_subscriptions
         self.heartbeat_interval_s = heartbeat_interval_s
         self.clients: dict[str, Client] = {}
@@ -165,6 +167,8 @@ class HubState:
         if seq is None:
             seq = self.last_seq + 1
         self.last_seq = seq
+        if event.type == "heartbeat" and event.data.get("node", "") == self.node_id:
+            self.last_heartbeat_at = event.timestamp
         frame = build_frame(
             encode_event(event, seq), event.type, snapshot_key_of(event), event=True
         )
@@ -361,6 +365,7 @@ class HubState:
             heartbeat_interval_s=self.heartbeat_interval_s,
             recovered=recovered,
             node=self.node_id,
+            last_heartbeat_at=self.last_heartbeat_at,
         )
         client.outbox.put(build_frame(payload, "welcome"), "reply")
         for frame in following:  # the replayed backlog, or the snapshots

@@ -42,7 +42,7 @@ def page_config(tmp_path: Path, port: int) -> Config:
                 "compression.jobs.list": 0.3,
             }
         },
-        heartbeat={"interval_s": 1.0},
+        # The default 15 s heartbeat: the page must show its age from the welcome, not wait.
         api={"key": API_KEY},
         faults={"admin": True},
     )

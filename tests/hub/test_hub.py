@@ -201,3 +201,17 @@ def test_idempotency_keys_outlive_a_hub_restart() -> None:
     assert restarted.state.last_seq == 2
     assert outbox.take_batch() == []
     assert restarted.publish_now(events, "another") == (3, 4)
+
+
+def test_the_welcome_carries_the_newest_heartbeats_timestamp() -> None:
+    """So a page can show the heartbeat's age at once, not after the next beat (15 s)."""
+    hub = HubActor(HubConfig(), heartbeat_interval_s=15.0)
+    early = Outbox(8)
+    hub.handle(Join(Client("early", early)))
+    assert "last_heartbeat_at" not in decode_frames(early.take_batch())[0]["data"]
+    hub.handle(PublishHeartbeat({"beat": 0}))
+    beat = decode_frames(early.take_batch())[0]
+    late = Outbox(8)
+    hub.handle(Join(Client("late", late)))
+    welcome = decode_frames(late.take_batch())[0]
+    assert welcome["data"]["last_heartbeat_at"] == beat["timestamp"]

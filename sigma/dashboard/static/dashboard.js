@@ -76,8 +76,13 @@ client.on("event", (event) => {
   schedule("events");
 });
 client.on("state", () => schedule("connection"));
-client.on("welcome", () => {
+client.on("welcome", (data) => {
   everWelcomed = true;
+  // The server's newest heartbeat, so the age shows at once rather than after the next beat.
+  const beat = Date.parse(data.last_heartbeat_at);
+  if (Number.isFinite(beat)) {
+    view.heartbeatAt = performance.now() - Math.max(0, Date.now() - beat);
+  }
   $("token-form").hidden = true;
   schedule("connection");
 });
