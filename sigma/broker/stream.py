@@ -76,10 +76,22 @@ class Numbered:
 
 @dataclass
 class Position:
-    """Where this node is in the cluster's numbering: the epoch and the last seq it delivered."""
+    """Where this node is in the cluster's numbering: the epoch and the last seq it delivered.
+
+    `last_data` is what the stream held under `last_seq` when this node read it (the entry's
+    event field), so that a stream rewritten under the same epoch (a failover to a replica that
+    lacked the tail, after which another node numbered past this one's position) is told apart
+    from one that merely went on.
+    """
 
     epoch: str | None = None
     last_seq: int = 0
+    last_data: bytes | None = None
+
+    def follow(self, entries: Sequence[Any], last_seq: int) -> None:
+        """This node delivered `entries` (read in order, all of its epoch) up to `last_seq`."""
+        self.last_seq = last_seq
+        self.last_data = entries[-1].field_values.get(b"d") if entries else None
 
 
 @dataclass(frozen=True)
@@ -223,12 +235,15 @@ async def _synchronise(
     """Find where this node stands in Redis's numbering, and catch its hub up."""
     position = broker.position
     current = await broker.number(writer, Publish(()))
-    if current.epoch == position.epoch and current.last_seq < position.last_seq:
+    same_epoch = current.epoch == position.epoch
+    lost_tail = same_epoch and current.last_seq < position.last_seq
+    if lost_tail or (same_epoch and await _rewritten(broker, reader)):
         log.warning(
             "Broker lost the stream's tail: starting a new epoch",
             epoch=current.epoch,
             redis_last_seq=current.last_seq,
             node_last_seq=position.last_seq,
+            rewritten=not lost_tail,
         )
         await writer.eval(
             NEW_EPOCH,
@@ -241,12 +256,32 @@ async def _synchronise(
     newest: Sequence[Any] = ()
     if broker.history_size:
         newest = await reader.xrevrange(broker.keys.events, count=broker.history_size)
-    history = parse_entries(list(reversed(newest)), current.epoch)
+    in_order = list(reversed(newest))
+    history = parse_entries(in_order, current.epoch)
     after = history.first_seq - 1 if history else current.last_seq
     log.info("Following the cluster's stream", epoch=current.epoch, last_seq=current.last_seq)
     await hub.send(Deliver(current.epoch, after, history.events if history else ()))
     position.epoch = current.epoch
-    position.last_seq = history.last_seq if history else after
+    if history is not None and history.complete:
+        position.follow(in_order, history.last_seq)
+    else:
+        position.last_seq, position.last_data = (history.last_seq if history else after), None
+
+
+async def _rewritten(broker: RedisBroker, reader: coredis.Redis[bytes]) -> bool:
+    """Whether the stream now holds something else under this node's last seq than it read.
+
+    False when there is nothing to compare (this node read nothing yet, or the entry was
+    trimmed away by `MAXLEN`): only a proven difference starts a new epoch.
+    """
+    position = broker.position
+    if position.last_data is None or position.last_seq == 0:
+        return False
+    seq = str(position.last_seq)
+    entries = await reader.xrange(broker.keys.events, start=seq, end=seq)
+    if not entries:
+        return False
+    return entries[0].field_values.get(b"d") != position.last_data
 
 
 async def _tail(
@@ -272,7 +307,10 @@ async def _tail(
         batch = parse_entries(entries, epoch)
         if batch is not None:
             await hub.send(Deliver(epoch, batch.first_seq - 1, batch.events))
-            position.last_seq = batch.last_seq
+            if batch.complete:
+                position.follow(entries, batch.last_seq)
+            else:
+                position.last_seq, position.last_data = batch.last_seq, None
         if batch is None or not batch.complete:  # another epoch's entries: a recreated stream
             raise _StreamRecreated()
 

@@ -425,21 +425,22 @@ async def open_listeners(config: GatewayConfig) -> list[trio.SocketListener]:
     addresses = await trio.socket.getaddrinfo(
         config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
-    listeners = []
-    for family, kind, protocol, _, address in addresses:
-        sock = trio.socket.socket(family, kind, protocol)
-        try:
+    sockets: list[trio.socket.SocketType] = []
+    try:
+        for family, kind, protocol, _, address in addresses:
+            sock = trio.socket.socket(family, kind, protocol)
+            sockets.append(sock)  # closed below if anything fails, this one or a later one
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             await sock.bind(address)
             sock.listen(LISTEN_BACKLOG)
-        except BaseException:
+    except BaseException:
+        for sock in sockets:
             sock.close()
-            raise
-        listeners.append(trio.SocketListener(sock))
-    return listeners
+        raise
+    return [trio.SocketListener(sock) for sock in sockets]
 
 
 async def accept_forever(

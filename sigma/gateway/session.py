@@ -219,8 +219,9 @@ class ClientSession:
         try:
             await send_backlog(self.outbox, self.connection, self._write_fault)
         except PeerGone as exc:
-            self.outbox.sending = False
+            # Closed while still marked as sending, so the close starts no sender of its own.
             self.outbox.close(CloseCode.ABNORMAL, "client gone")
+            self.outbox.sending = False
             log.debug("Client socket gone", client_id=self.client_id, error=str(exc))
             if self._nursery is not None:
                 self._nursery.cancel_scope.cancel()

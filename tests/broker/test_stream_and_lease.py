@@ -83,6 +83,48 @@ async def test_a_redis_that_lost_the_tail_this_node_saw_gets_a_new_epoch(
         assert (await broker.number(writer, Publish(events(1)))).seqs == (1,)
 
 
+async def test_a_tail_rewritten_under_the_same_epoch_gets_a_new_epoch(
+    redis_server: RedisServer,
+) -> None:
+    """A failover to a replica that lacked the tail, after which another node numbered past
+    this node's position: Redis's seq is not behind this node's, but what it holds under this
+    node's last seq is not what this node delivered."""
+    broker = broker_on(redis_server)
+    send, receive = trio.open_memory_channel[HubMessage](8)
+    async with broker.client() as reader, broker.client() as writer:
+        await _synchronise(broker, reader, writer, send)
+        first = receive.receive_nowait()
+        assert isinstance(first, Deliver)
+        await broker.number(writer, Publish(events(5)))
+        read = await reader.xrange(broker.keys.events)
+        broker.position.follow(read, 5)  # this node delivered 1..5, as its tail does
+        # The replica knew only 1..3 (and so a stream whose newest id is 3-0) ...
+        await writer.delete([broker.keys.events])
+        for entry in read[:3]:
+            await writer.xadd(broker.keys.events, entry.field_values, identifier=entry.identifier)
+        await writer.hset(broker.keys.meta, {"seq": 3})
+        await broker.number(writer, Publish(events(3)))  # ... and another node numbered 4..6
+        await _synchronise(broker, reader, writer, send)
+        restarted = receive.receive_nowait()
+        assert isinstance(restarted, Deliver)
+        assert restarted.epoch != first.epoch
+
+
+async def test_a_stream_that_merely_went_on_keeps_its_epoch(redis_server: RedisServer) -> None:
+    broker = broker_on(redis_server)
+    send, receive = trio.open_memory_channel[HubMessage](8)
+    async with broker.client() as reader, broker.client() as writer:
+        await _synchronise(broker, reader, writer, send)
+        first = receive.receive_nowait()
+        await broker.number(writer, Publish(events(5)))
+        broker.position.follow(await reader.xrange(broker.keys.events), 5)
+        await broker.number(writer, Publish(events(2)))  # others went on while it was away
+        await _synchronise(broker, reader, writer, send)
+        with pytest.raises(trio.WouldBlock):
+            receive.receive_nowait()  # nothing to restart: tailing goes on from 5
+        assert isinstance(first, Deliver) and broker.position.epoch == first.epoch
+
+
 async def test_an_entry_that_is_not_an_event_costs_its_seq_and_nothing_else(
     redis_server: RedisServer,
 ) -> None:
