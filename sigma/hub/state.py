@@ -286,6 +286,7 @@ class HubState:
         return {
             client_id: max(0.0, c.outbox.lag_with_socket(size) - unflushed) / c.outbox.capacity
             for client_id, c in chosen
+            if c.outbox.close_reason is None
         }
 
     def fills(self, *, with_sockets: bool = False) -> list[float]:
@@ -294,9 +295,11 @@ class HubState:
         buffer holds (`Outbox.lag_with_socket`; one system call per client).
 
         The events of the inbox message being handled are not counted: every client has them
-        queued until the flush that follows, whether it keeps up or not.
+        queued until the flush that follows, whether it keeps up or not. Clients already closed
+        are left out: they wait in the table only until their next delivery (or their `Leave`,
+        which may be lost when the inbox is full), and must hold no gate closed meanwhile.
         """
-        clients = self.clients.values()
+        clients = [c for c in self.clients.values() if c.outbox.close_reason is None]
         unflushed = self._unflushed
         if not with_sockets:
             return [max(0, c.outbox.lag - unflushed) / c.outbox.capacity for c in clients]

@@ -188,3 +188,18 @@ def test_one_requests_batch_is_queued_whole_whatever_the_bound() -> None:
     state.flush()
     assert outcome.cut_off == 0 and state.slow_disconnects == 0
     assert all(len(outbox) == 10 for outbox in outboxes.values())
+
+
+def test_a_closed_client_holds_no_gate_while_it_waits_to_leave_the_table() -> None:
+    """Its `Leave` may be lost on a full inbox, and it stays in the table until its next
+    delivery: its full queue must not count as a lagging client meanwhile."""
+    state, outboxes = state_with(["gone", "reader"], capacity=4)
+    for n in range(3):
+        state.broadcast(make_event("notification", {"n": n}))
+    state.flush()
+    assert len(state.fills()) == 2
+    outboxes["gone"].close(1001, "client gone")
+    assert "gone" in state.clients
+    assert state.fills() == state.fills(with_sockets=True)
+    assert len(state.fills()) == 1
+    assert list(state.fills_by_id()) == ["reader"]
