@@ -100,7 +100,7 @@ def start_node(workdir: Path, index: int, redis: Redis | None) -> Server:
     """One `sigma serve` on a free port: a cluster node when `redis` is given, else memory."""
     port = free_port()
     config = workdir / f"node{index}-{port}.toml"
-    text = SIGMA_CONFIG.format(port=port, queue_size=QUEUE_SIZE, api_key=API_KEY)
+    text = SIGMA_CONFIG.format(port=port, queue_size=QUEUE_SIZE, api_key=API_KEY, tls="")
     if redis is not None:
         text += BROKER_SECTION.format(host=HOST, redis_port=redis.port, index=index)
     config.write_text(text)
