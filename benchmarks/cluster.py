@@ -50,7 +50,15 @@ from _clients import (
 )
 from _harness import _collect, _cpu_s, _mp, _Processes, _wait
 from _publisher import PublishPlan, run_publisher
-from _servers import API_KEY, HOST, SIGMA_CONFIG, Server, _wait_listening, free_port
+from _servers import (
+    API_KEY,
+    HOST,
+    SIGMA_CONFIG,
+    START_TIMEOUT_S,
+    Server,
+    _wait_listening,
+    free_port,
+)
 
 BROKER_SECTION = """
 [broker]
@@ -113,7 +121,7 @@ def start_node(workdir: Path, index: int, redis: Redis | None) -> Server:
         )  # fmt: skip
     server = Server(f"node{index}", process, port, "/ws", "http", log_path)
     try:
-        _wait_listening(server)
+        _wait_listening(server, START_TIMEOUT_S)
     except BaseException:
         server.stop()
         raise
