@@ -424,3 +424,16 @@ async def test_cli_exit_status_when_never_connected(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as usage:
         main(["watch", "--types", "weather"])
     assert usage.value.code == 2
+
+
+def test_a_snapshot_on_join_does_not_move_last_seq_back() -> None:
+    """State on join is older than what is live: the header's last seq must not go back."""
+    state = WatchState(URL)
+    feed = connected(state, a_welcome(last_seq=13))
+    snapshot = Event.model_validate(
+        {"type": "system_status", "seq": 7, "snapshot": True, "data": {"cpu_percent": 1.0}}
+    )
+    feed.event(snapshot)
+    assert state.last_seq == 13
+    feed.event(event(14))
+    assert state.last_seq == 14

@@ -310,8 +310,8 @@ class WatchState:
 
     def _on_event(self, event: Event, now_s: float) -> None:
         seq = event.seq
-        if seq is not None:
-            self.last_seq = seq
+        if seq is not None and (self.last_seq is None or seq > self.last_seq):
+            self.last_seq = seq  # a snapshot on join is older than what is live: it moves nothing
         if event.type == "heartbeat":
             self.heartbeat = LastHeartbeat(seq, now_s, event.data)
         if event.type not in self.types:
