@@ -254,6 +254,8 @@ async def test_redis_back_empty_closes_clients_with_1012_and_they_resume_in_a_ne
                 while True:
                     await ws.get_message()
             assert closed.value.reason.code == 1012
+        # The node that closed this client is back; the others notice within a second or so.
+        await eventually(lambda: all(app.health.broker_connected for app in apps))
         query = f"since={last['seq']}&epoch={welcome['epoch']}"
         async with open_websocket_url(ws_url(apps[2], query)) as ws:
             again = (await receive(ws))["data"]
