@@ -34,6 +34,7 @@ from sigma.hub.outbox import Outbox, OutboxClosed
 from sigma.metrics import Metrics
 from sigma.protocol import ALL_EVENT_TYPES
 from sigma.supervision.supervisor import DynamicSupervisor
+from sigma.testing.tree import BASE_SECTIONS
 
 API_KEY = "test-key"
 EVERY_TYPE = "types=" + ",".join(ALL_EVENT_TYPES)
@@ -92,17 +93,7 @@ def tree_config(
     raw: dict[str, Any] = {
         "gateway": {"port": 0},
         "engine": {"port": 0, "data_dir": str(tmp_path / "data")},
-        "poller": {
-            "timeout_s": 1.0,
-            "retry_min_s": 0.05,
-            "retry_max_s": 0.2,
-            "intervals_s": {
-                "system.status": 0.3,
-                "storage.status": 0.5,
-                "agents.list": 0.3,
-                "compression.jobs.list": 0.1,
-            },
-        },
+        "poller": dict(BASE_SECTIONS["poller"]),  # the test kit's fast polling
         "heartbeat": {"interval_s": 0.5},
     }
     for layer in (*layers, overrides):
