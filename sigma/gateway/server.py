@@ -45,7 +45,6 @@ from sigma.errors import PeerGone, TooManyChildren
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.gateway.auth import Authenticator
-from sigma.gateway.backlog import backlog_probe
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
 from sigma.gateway.publish import PUBLISH_PATH, PUBLISH_REPLY_MARGIN_S, PublishApi
@@ -322,7 +321,7 @@ class Gateway:
             lease=lease,
             on_drop=self._count_drops,
         )
-        session.outbox.attach_backlog_probe(backlog_probe(stream, session.connection))
+        session.outbox.attach_backlog_probe(session.connection.backlog_bytes)
         spec = ChildSpec(
             id=client_id,
             start=session.run,
