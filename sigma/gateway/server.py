@@ -71,6 +71,24 @@ CLOSE_TIMEOUT_S = 1.0
 LISTEN_BACKLOG = 4096
 ACCEPT_RETRY_S = 0.1
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_SKIPPED_ERRORS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+)
+"""What `accept` may report for one connection that failed before it was accepted (a reset,
+a firewall's refusal): that connection is skipped, the listener goes on (as trio's does)."""
 ROUTES: dict[str, frozenset[str]] = {
     "/health": frozenset({"GET", "HEAD"}),
     "/metrics": frozenset({"GET"}),
@@ -154,20 +172,27 @@ class Gateway:
             else None
         )
 
-    async def handle_connection(self, socket_stream: trio.SocketStream) -> None:
+    async def handle_connection(
+        self, socket_stream: trio.SocketStream, peer: str | None = None
+    ) -> None:
         """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
 
+        `peer` is the client's IP address as `accept` gave it (asked of the socket without it).
         Over TLS, the TLS handshake comes first (`_secure`).
         Error handling: nothing escapes; a bug is logged and answered 500 when still possible.
         Resource handling: closes the stream unless a session took it over.
         """
         stream: trio.abc.Stream = socket_stream
+        # Asked now if not given: a peer that gave up may be unnamed later.
+        peer = peer or remote_address(socket_stream)
         if self.tls is not None:
-            secured = await self._secure(socket_stream, self.tls)
+            secured = await self._secure(socket_stream, self.tls, peer)
             if secured is None:
                 return
             stream = secured
-        conn = HttpServerConnection(stream, max_body_bytes=self.config.gateway.max_http_body_bytes)
+        conn = HttpServerConnection(
+            stream, max_body_bytes=self.config.gateway.max_http_body_bytes, peer=peer
+        )
         handed_over = False
         try:
             while not handed_over:
@@ -192,10 +217,9 @@ class Gateway:
                 await trio.aclose_forcefully(stream)
 
     async def _secure(
-        self, stream: trio.SocketStream, context: ssl.SSLContext
+        self, stream: trio.SocketStream, context: ssl.SSLContext, peer: str
     ) -> trio.SSLStream[trio.SocketStream] | None:
         """The TLS handshake, within `handshake_timeout_s`; None (stream closed) when it failed."""
-        peer = remote_address(stream)  # asked now: a peer that gave up may be unnamed later
         secured = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
         failure = "timed out"
         with trio.move_on_after(self.config.gateway.handshake_timeout_s):
@@ -256,7 +280,7 @@ class Gateway:
         return False
 
     async def _admin_faults(self, conn: HttpServerConnection, request: HttpRequest) -> None:
-        peer = remote_address(conn.stream)
+        peer = conn.peer
         check_admin_access(enabled=self.config.faults.admin, method=request.method, peer=peer)
         body = await self._read_body(conn) if request.method == "POST" else b""
         payload = answer_admin(
@@ -282,7 +306,7 @@ class Gateway:
             raise HttpError(426, "upgrade_required", "/ws speaks WebSocket only")
         check_websocket_handshake(request)
         check_origin(request, self.config.auth.allowed_origins)
-        peer = remote_address(conn.stream)
+        peer = conn.peer
         auth = authenticate(self.authenticator, request, peer)
         resume = ResumeRequest(
             since=_since_of(request),
@@ -444,24 +468,35 @@ async def open_listeners(config: GatewayConfig) -> list[trio.SocketListener]:
 
 async def accept_forever(
     listener: trio.SocketListener,
-    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    handler: Callable[[trio.SocketStream, str], Awaitable[None]],
     nursery: trio.Nursery,
 ) -> None:
-    """Accept connections and start `handler` for each in `nursery`, until cancelled.
+    """Accept connections and start `handler(stream, peer_ip)` for each in `nursery`, until
+    cancelled.
 
     Unlike `trio.serve_listeners`, the stream is not closed when the handler returns: a
     WebSocket session outlives the handler that started it, and the handler closes what it
-    keeps. Running out of file descriptors or memory pauses accepting instead of crashing.
+    keeps. The listening socket is accepted from directly (as `SocketListener.accept` does), so
+    that the peer's address comes with the connection instead of costing a `getpeername`. A
+    connection the peer gave up on before it was accepted is skipped; running out of file
+    descriptors or memory pauses accepting instead of crashing.
     Resource handling: closes the listener on exit.
     """
     async with listener:
         while True:
             try:
-                stream = await listener.accept()
+                sock, address = await listener.socket.accept()
             except OSError as exc:
+                if exc.errno in ACCEPT_SKIPPED_ERRORS:
+                    continue
                 if exc.errno not in ACCEPT_CAPACITY_ERRORS:
                     raise
                 log.error("Cannot accept connections", error=os.strerror(exc.errno or 0))
                 await trio.sleep(ACCEPT_RETRY_S)
             else:
-                nursery.start_soon(handler, stream)
+                nursery.start_soon(handler, trio.SocketStream(sock), peer_ip(address))
+
+
+def peer_ip(address: object) -> str:
+    """The IP address in a socket address (`"unknown"` for one without)."""
+    return str(address[0]) if isinstance(address, tuple) and address else "unknown"
