@@ -11,10 +11,10 @@ test suite; `fanout.py --scenarios idle,ramp` measures the same side by side wit
     python benchmarks/accept_cost.py --instructions -n 1000          # instructions, under valgrind
 
 `--instructions` counts the server's user-space instructions per connection (valgrind's
-cachegrind, no cache simulation): the server runs twice, once with the warm-up connections only
-and once with the warm-up and the measured ones, and the difference of the two totals is divided
-by the connections. The count hardly depends on what else runs on the machine, so it compares
-two commits on a busy one; it does not see the kernel's work (accept, TCP, epoll).
+callgrind, switched on with `callgrind_control` after the warm-up and off once the measured
+connections are welcomed, so neither start-up nor shutdown is counted). The count hardly depends
+on what else runs on the machine, so it compares two commits on a busy one; it does not see the
+kernel's work (accept, TCP, epoll).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import re
 import selectors
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -81,39 +82,38 @@ def close_all(sockets: list[socket.socket]) -> None:
 
 
 def count_instructions(args: argparse.Namespace, tmp: Path) -> None:
-    """Print the server's instructions per connection, counted by cachegrind."""
-    totals = []
-    for measured in (0, args.connections):
-        workdir = tmp / f"run-{measured}"
-        workdir.mkdir()
-        out = workdir / "cachegrind.out"
-        launcher = (
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            f"--cachegrind-out-file={out}",
+    """Print the server's instructions per connection, counted by callgrind over the ramp."""
+    out = tmp / "callgrind.out"
+    launcher = (
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}",
+    )
+    factory = ServerFactory(tmp, QUEUE_SIZE, sigma_ref=args.sigma_ref, sigma_launcher=launcher)
+    server = factory.start("sigma")
+    held: list[socket.socket] = []
+    try:
+        held += open_connections(server.port, args.warmup, args.in_flight)
+        time.sleep(1.0)
+        subprocess.run(
+            ["callgrind_control", "-i", "on", str(server.pid)], check=True, capture_output=True
         )
-        factory = ServerFactory(
-            workdir, QUEUE_SIZE, sigma_ref=args.sigma_ref, sigma_launcher=launcher
+        held += open_connections(server.port, args.connections, args.in_flight)
+        time.sleep(1.0)  # the last welcomes' bookkeeping
+        subprocess.run(
+            ["callgrind_control", "-i", "off", str(server.pid)], check=True, capture_output=True
         )
-        server = factory.start("sigma")
-        held: list[socket.socket] = []
-        try:
-            held += open_connections(server.port, args.warmup, args.in_flight)
-            if measured:
-                held += open_connections(server.port, measured, args.in_flight)
-            time.sleep(1.0)  # let the last welcomes' bookkeeping finish
-            server.process.send_signal(signal.SIGTERM)
-            close_all(held)
-            server.process.wait(600)  # valgrind writes its count as the process exits
-        finally:
-            close_all(held)
-            server.stop()
-        found = re.findall(r"I\s+refs:\s+([\d,]+)", server.log_path.read_text(errors="replace"))
-        if not found:
-            raise RuntimeError(f"no instruction count in the server's output:\n{server.log_tail()}")
-        totals.append(int(found[-1].replace(",", "")))
-    per_connection = (totals[1] - totals[0]) / args.connections
+        server.process.send_signal(signal.SIGTERM)
+        close_all(held)
+        server.process.wait(600)  # valgrind writes its count as the process exits
+    finally:
+        close_all(held)
+        server.stop()
+    found = re.findall(r"Collected\s*:\s*([\d,]+)", server.log_path.read_text(errors="replace"))
+    if not found:
+        raise RuntimeError(f"no instruction count in the server's output:\n{server.log_tail()}")
+    per_connection = int(found[-1].replace(",", "")) / args.connections
     print(
         f"sigma {factory.versions()['sigma_commit']}: connections={args.connections} "
         f"(after {args.warmup} warm-up)"

@@ -35,7 +35,7 @@ import socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import structlog
 import trio
@@ -308,12 +308,13 @@ class Gateway:
         check_origin(request, self.config.auth.allowed_origins)
         peer = conn.peer
         auth = authenticate(self.authenticator, request, peer)
+        allowed = auth.claims.allowed if auth else KNOWN_EVENT_TYPES
         resume = ResumeRequest(
             since=_since_of(request),
             epoch=request.query_value("epoch"),
-            allowed=auth.claims.allowed if auth else KNOWN_EVENT_TYPES,
+            allowed=allowed,
+            types=_types_of(request, allowed),
         )
-        resume = replace(resume, types=_types_of(request, resume.allowed))
         if self.sessions.child_count() >= self.config.gateway.max_connections:
             raise HttpError(503, "too_many_connections", "connection limit reached")
         lease = self.per_address.acquire(peer)
