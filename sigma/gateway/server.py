@@ -27,26 +27,23 @@ per-address connection limits (503), counted here.
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
-import os
-import socket
 import ssl
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 import trio
 
-from sigma.config import Config, GatewayConfig
+from sigma.config import Config
 from sigma.errors import PeerGone, TooManyChildren
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.gateway.auth import Authenticator
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
+from sigma.gateway.listeners import accept_forever, open_listeners
 from sigma.gateway.publish import PUBLISH_PATH, PUBLISH_REPLY_MARGIN_S, PublishApi
 from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
 from sigma.gateway.static_files import StaticFiles
@@ -68,27 +65,6 @@ from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 log = structlog.get_logger("sigma.gateway")
 
 CLOSE_TIMEOUT_S = 1.0
-LISTEN_BACKLOG = 4096
-ACCEPT_RETRY_S = 0.1
-ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-ACCEPT_SKIPPED_ERRORS = frozenset(
-    getattr(errno, name)
-    for name in (
-        "EPERM",
-        "ECONNABORTED",
-        "EPROTO",
-        "ENETDOWN",
-        "ENOPROTOOPT",
-        "EHOSTDOWN",
-        "ENONET",
-        "EHOSTUNREACH",
-        "EOPNOTSUPP",
-        "ENETUNREACH",
-    )
-    if hasattr(errno, name)
-)
-"""What `accept` may report for one connection that failed before it was accepted (a reset,
-a firewall's refusal): that connection is skipped, the listener goes on (as trio's does)."""
 ROUTES: dict[str, frozenset[str]] = {
     "/health": frozenset({"GET", "HEAD"}),
     "/metrics": frozenset({"GET"}),
@@ -436,68 +412,3 @@ async def run_gateway(
             nursery.start_soon(accept_forever, listener, gateway.handle_connection, nursery)
         nursery.start_soon(gateway.keepalive.run)
         task_status.started(handle)
-
-
-async def open_listeners(config: GatewayConfig) -> list[trio.SocketListener]:
-    """Listen on `host:port`; with `reuse_port`, on one SO_REUSEPORT socket per address.
-
-    SO_REUSEPORT lets several processes listen on one port, and the kernel spreads new
-    connections over them; each of them must set it (Linux refuses a second plain listener).
-    """
-    if not config.reuse_port:
-        return await trio.open_tcp_listeners(config.port, host=config.host)
-    addresses = await trio.socket.getaddrinfo(
-        config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    sockets: list[trio.socket.SocketType] = []
-    try:
-        for family, kind, protocol, _, address in addresses:
-            sock = trio.socket.socket(family, kind, protocol)
-            sockets.append(sock)  # closed below if anything fails, this one or a later one
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            await sock.bind(address)
-            sock.listen(LISTEN_BACKLOG)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return [trio.SocketListener(sock) for sock in sockets]
-
-
-async def accept_forever(
-    listener: trio.SocketListener,
-    handler: Callable[[trio.SocketStream, str], Awaitable[None]],
-    nursery: trio.Nursery,
-) -> None:
-    """Accept connections and start `handler(stream, peer_ip)` for each in `nursery`, until
-    cancelled.
-
-    Unlike `trio.serve_listeners`, the stream is not closed when the handler returns: a
-    WebSocket session outlives the handler that started it, and the handler closes what it
-    keeps. The listening socket is accepted from directly (as `SocketListener.accept` does), so
-    that the peer's address comes with the connection instead of costing a `getpeername`. A
-    connection the peer gave up on before it was accepted is skipped; running out of file
-    descriptors or memory pauses accepting instead of crashing.
-    Resource handling: closes the listener on exit.
-    """
-    async with listener:
-        while True:
-            try:
-                sock, address = await listener.socket.accept()
-            except OSError as exc:
-                if exc.errno in ACCEPT_SKIPPED_ERRORS:
-                    continue
-                if exc.errno not in ACCEPT_CAPACITY_ERRORS:
-                    raise
-                log.error("Cannot accept connections", error=os.strerror(exc.errno or 0))
-                await trio.sleep(ACCEPT_RETRY_S)
-            else:
-                nursery.start_soon(handler, trio.SocketStream(sock), peer_ip(address))
-
-
-def peer_ip(address: object) -> str:
-    """The IP address in a socket address (`"unknown"` for one without)."""
-    return str(address[0]) if isinstance(address, tuple) and address else "unknown"
