@@ -16,9 +16,11 @@ through `receive_some` / `send_all` as usual.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -162,6 +164,25 @@ class HttpServerConnection:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._declared_length: int | None = None  # the current request's Content-Length
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._head_scope = trio.CancelScope()  # the heads' deadline while `serving()`
+        self._serving = False
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Enter around the request loop: one cancel scope serves every request head's timeout.
+
+        Inside it, `next_request(timeout_s)` moves that scope's deadline for the wait and back
+        instead of opening a new scope per head: entering and leaving a deadline scope costs
+        trio about twice as much as moving a deadline, on every keep-alive request. Outside it
+        each head wait gets a scope of its own. After a `TimedOut` from `next_request` the
+        scope stays cancelled: the connection is finished, and the caller leaves the block.
+        """
+        with self._head_scope:
+            self._serving = True
+            try:
+                yield
+            finally:
+                self._serving = False
 
     async def _receive(self) -> bytes:
         """The next bytes from the peer (b"" at its end of stream)."""
@@ -227,14 +248,18 @@ class HttpServerConnection:
     async def next_request(self, timeout_s: float = math.inf) -> HttpRequest | None:
         """Wait for the next request head; None once the peer closed between requests.
 
-        Raises `TimedOut` when the whole head has not arrived within `timeout_s`.
+        Raises `TimedOut` when the whole head has not arrived within `timeout_s` (inside
+        `serving()`, also when it came just as the deadline passed).
         """
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
         deadline = trio.current_time() + timeout_s
-        if self._h11.their_state is h11.IDLE and self._h11.trailing_data == NOTHING_RECEIVED:
-            await self._feed(deadline)  # nothing buffered: no need to ask h11 first
-        event = await self._next_event(deadline)
+        if self._serving and deadline != math.inf:
+            event = await self._head_event_by(deadline)
+        else:
+            if self._nothing_buffered():
+                await self._feed(deadline)  # no need to ask h11 first
+            event = await self._next_event(deadline)
         if isinstance(event, h11.ConnectionClosed):
             return None
         if not isinstance(event, h11.Request):
@@ -267,6 +292,28 @@ class HttpServerConnection:
             headers=headers,
             raw=event,
         )
+
+    def _nothing_buffered(self) -> bool:
+        """A new request cycle with no byte of it received yet."""
+        return self._h11.their_state is h11.IDLE and self._h11.trailing_data == NOTHING_RECEIVED
+
+    async def _head_event_by(self, deadline: float) -> Any:
+        """The request head's event, by `deadline` under the `serving()` scope (`TimedOut`)."""
+        scope = self._head_scope
+        scope.deadline = deadline
+        try:
+            if self._nothing_buffered():
+                await self._feed(math.inf)
+            event = await self._next_event()
+        except trio.Cancelled:
+            if scope.cancel_called:
+                raise TimedOut from None
+            raise
+        finally:
+            scope.deadline = math.inf
+        if scope.cancel_called:  # the deadline passed as the head came: too late all the same
+            raise TimedOut
+        return event
 
     async def read_body(self, timeout_s: float = math.inf) -> bytes:
         """Read the whole body of the current request, at most `max_body_bytes`.

@@ -171,16 +171,17 @@ class Gateway:
         conn = HttpServerConnection(stream, max_body_bytes=self.config.gateway.max_http_body_bytes)
         handed_over = False
         try:
-            while not handed_over:
-                request = await self._next_request(conn)
-                if request is None:
-                    break
-                try:
-                    handed_over = await self._dispatch(conn, request)
-                except HttpError as error:
-                    await conn.respond_error(error)
-                if not handed_over and not conn.keep_alive:
-                    break
+            with conn.serving():
+                while not handed_over:
+                    request = await self._next_request(conn)
+                    if request is None:
+                        break
+                    try:
+                        handed_over = await self._dispatch(conn, request)
+                    except HttpError as error:
+                        await conn.respond_error(error)
+                    if not handed_over and not conn.keep_alive:
+                        break
         except HttpError as error:
             await self._answer_error(conn, error)
         except PeerGone:
