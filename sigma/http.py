@@ -260,9 +260,9 @@ class HttpServerConnection:
             if self._nothing_buffered():
                 await self._feed(deadline)  # no need to ask h11 first
             event = await self._next_event(deadline)
-        if isinstance(event, h11.ConnectionClosed):
-            return None
         if not isinstance(event, h11.Request):
+            if isinstance(event, h11.ConnectionClosed):
+                return None
             raise HttpError(400, "bad_request", f"unexpected {type(event).__name__}")
         if event.http_version not in SUPPORTED_HTTP_VERSIONS:
             raise HttpError(
@@ -271,14 +271,20 @@ class HttpServerConnection:
                 f"HTTP/{event.http_version.decode('ascii', 'replace')} is not spoken here; "
                 "use HTTP/1.1",
             )
-        headers = tuple((name.lower(), value) for name, value in event.headers.raw_items())
+        # One pass over the headers: lowered names, the head's size and the declared length.
+        headers: list[tuple[bytes, bytes]] = []
+        head_bytes = len(event.target)
+        declared_length: int | None = None
+        for raw_name, value in event.headers.raw_items():
+            name = raw_name.lower()
+            headers.append((name, value))
+            head_bytes += len(name) + len(value) + 4
+            if name == b"content-length":  # h11 kept one, a well-formed integer
+                declared_length = int(value)
         # h11 bounds a head only while it is incomplete; one that arrived whole is checked here.
-        head_bytes = len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers)
         if head_bytes > MAX_HEAD_BYTES:
             raise _head_too_large()
-        self._declared_length = next(
-            (int(value) for name, value in headers if name == b"content-length"), None
-        )  # h11 has checked it is one well-formed integer
+        self._declared_length = declared_length
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
         if "#" in path or "://" in path:  # rare forms (absolute-form, fragments): urlsplit
@@ -289,7 +295,7 @@ class HttpServerConnection:
             target=target,
             path=path,
             query=parse_qs(query) if query else {},
-            headers=headers,
+            headers=tuple(headers),
             raw=event,
         )
 
