@@ -156,12 +156,17 @@ class HttpServerConnection:
     transport raises `PeerGone`. Neither is our fault, and the caller answers or drops.
     """
 
-    def __init__(self, stream: trio.abc.Stream, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, *, max_body_bytes: int, peer: str = "unknown"
+    ) -> None:
+        """`peer`: the client's IP address, for the caller's limits and logs."""
         self.stream = stream
+        self.peer = peer
         self.max_body_bytes = max_body_bytes
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._declared_length: int | None = None  # the current request's Content-Length
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._first_read = True
         self._head_scope = trio.CancelScope()  # the heads' deadline while `serving()`
         self._serving = False
 
@@ -189,12 +194,40 @@ class HttpServerConnection:
             return bytes(await self.stream.receive_some(RECEIVE_CHUNK_BYTES))
         while True:
             await trio.lowlevel.wait_readable(sock)
-            try:
-                return os.read(sock.fileno(), RECEIVE_CHUNK_BYTES)
-            except BlockingIOError:
-                continue  # woken without data after all: wait again
-            except OSError as exc:
-                raise trio.BrokenResourceError(str(exc)) from exc
+            with contextlib.suppress(BlockingIOError):  # woken without data after all: wait again
+                return self._read_now(sock)
+
+    async def _receive_by(self, deadline: float) -> bytes:
+        """`_receive`, raising `TimedOut` when nothing came by `deadline` (trio time)."""
+        if deadline == math.inf:
+            return await self._receive()
+        with trio.move_on_at(deadline):
+            return await self._receive()
+        raise TimedOut
+
+    def _first_bytes(self) -> bytes | None:
+        """On a new connection, what has arrived already (None: nothing yet, or not new).
+
+        A new connection's request has usually arrived by the time it is served: read at once,
+        it costs no deadline scope, no epoll registration and no trip through the run loop.
+        """
+        if not self._first_read or self._socket is None:
+            return None
+        self._first_read = False
+        try:
+            return self._read_now(self._socket)
+        except BlockingIOError:
+            return None
+
+    @staticmethod
+    def _read_now(sock: trio.socket.SocketType) -> bytes:
+        """What `sock` holds now; `BlockingIOError` when nothing."""
+        try:
+            return os.read(sock.fileno(), RECEIVE_CHUNK_BYTES)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
 
     async def _send(self, data: bytes) -> None:
         """Write `data`: what the socket takes at once in one call, the rest through trio."""
@@ -218,26 +251,40 @@ class HttpServerConnection:
         that came with its head) costs none.
         """
         while True:
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise _remote_protocol_error(exc) from None
+            event = self._buffered_event()
             if event is not h11.NEED_DATA:
                 return event
             await self._feed(deadline)
 
+    def _buffered_event(self) -> Any:
+        """The next h11 event from what has been received: `h11.NEED_DATA` when there is none."""
+        try:
+            return self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise _remote_protocol_error(exc) from None
+
     async def _feed(self, deadline: float) -> None:
         """Wait for the peer's next bytes (`TimedOut` after `deadline`) and hand them to h11."""
         try:
-            if deadline == math.inf:
-                data = await self._receive()
-            else:
-                with trio.move_on_at(deadline) as waiting:
-                    data = await self._receive()
-                if waiting.cancelled_caught:
-                    raise TimedOut
+            data = self._first_bytes()
+            if data is None:
+                data = await self._receive_by(deadline)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone(str(exc)) from None
+        self._hand_to_h11(data)
+
+    def _feed_arrived(self) -> bool:
+        """Hand h11 what a new connection has received already; False when there is nothing."""
+        try:
+            data = self._first_bytes()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(str(exc)) from None
+        if data is None:
+            return False
+        self._hand_to_h11(data)
+        return True
+
+    def _hand_to_h11(self, data: bytes) -> None:
         try:
             self._h11.receive_data(data)
         except h11.RemoteProtocolError as exc:
@@ -302,7 +349,14 @@ class HttpServerConnection:
         return self._h11.their_state is h11.IDLE and self._h11.trailing_data == NOTHING_RECEIVED
 
     async def _head_event_by(self, deadline: float) -> Any:
-        """The request head's event, by `deadline` under the `serving()` scope (`TimedOut`)."""
+        """The request head's event, by `deadline` under the `serving()` scope (`TimedOut`).
+
+        A new connection's head that has arrived already is parsed without touching the deadline.
+        """
+        if self._nothing_buffered() and self._feed_arrived():
+            event = self._buffered_event()
+            if event is not h11.NEED_DATA:
+                return event
         scope = self._head_scope
         scope.deadline = deadline
         try:
@@ -395,11 +449,9 @@ class HttpServerConnection:
         first frames: from now on the stream speaks WebSocket and this object is finished with.
         Raises `PeerGone` when the peer left, `HttpError(400)` for an upgrade with a body.
         """
-        event = await self._next_event()
-        while event is not h11.PAUSED:
-            if not isinstance(event, h11.EndOfMessage):
-                raise HttpError(400, "bad_request", "an upgrade request has no body")
-            event = await self._next_event()
+        # The request's end lets h11 switch protocols (its 101 may be sent from then on).
+        if not isinstance(await self._next_event(), h11.EndOfMessage):
+            raise HttpError(400, "bad_request", "an upgrade request has no body")
         key = (request.header("sec-websocket-key") or "").encode("latin-1")
         switch = h11.InformationalResponse(
             status_code=101,

@@ -125,6 +125,13 @@ def supervision_data(event: SupervisionEvent, tree: TreeView) -> dict[str, Any]:
     return data
 
 
+def goes_on_the_wire(event: SupervisionEvent, tree: TreeView) -> bool:
+    """Whether `feed_supervision` publishes `event`: all but the events of the sessions'
+    per-connection children (see the module docstring). Subscribe with it as the tee's `where`,
+    so that a connection's start and end do not even wake the feed."""
+    return event.supervisor != tree.sessions.name
+
+
 async def feed_supervision(
     events: trio.MemoryReceiveChannel[SupervisionEvent],
     hub: trio.MemorySendChannel[HubMessage],
@@ -137,6 +144,6 @@ async def feed_supervision(
     """
     async with events:
         async for event in events:
-            if event.supervisor == tree.sessions.name:
-                continue  # one per connection: see the module docstring
+            if not goes_on_the_wire(event, tree):
+                continue
             await hub.send(Publish((make_event("supervision", supervision_data(event, tree)),)))

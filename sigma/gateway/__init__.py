@@ -1,9 +1,8 @@
 """The server edge: the listening socket, HTTP routes, the WebSocket upgrade and each session.
 
 Read in this order:
-- `server`: listeners, routes, `run_gateway` and `GatewayHandle`;
+- `server`: routes, `run_gateway` and `GatewayHandle`; `listeners`: binding and the accept loop;
 - `publish`: `POST /api/publish`, through the hub's intake (`503 overloaded` when it is closed);
-- `backlog`: what a client's socket still holds, for the hub's overload rule;
 - `upgrade`: the checks an upgrade request must pass (handshake, Origin, token);
 - `auth`, `limits`: JWT verification, connection and message limits (pure decisions);
 - `session`: one WebSocket client from its 101 to its close (on a

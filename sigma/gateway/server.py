@@ -27,27 +27,23 @@ per-address connection limits (503), counted here.
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
-import os
-import socket
 import ssl
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import structlog
 import trio
 
-from sigma.config import Config, GatewayConfig
+from sigma.config import Config
 from sigma.errors import PeerGone, TooManyChildren
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access
 from sigma.gateway.auth import Authenticator
-from sigma.gateway.backlog import backlog_probe
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
+from sigma.gateway.listeners import accept_forever, open_listeners
 from sigma.gateway.publish import PUBLISH_PATH, PUBLISH_REPLY_MARGIN_S, PublishApi
 from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
 from sigma.gateway.static_files import StaticFiles
@@ -69,9 +65,6 @@ from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 log = structlog.get_logger("sigma.gateway")
 
 CLOSE_TIMEOUT_S = 1.0
-LISTEN_BACKLOG = 4096
-ACCEPT_RETRY_S = 0.1
-ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ROUTES: dict[str, frozenset[str]] = {
     "/health": frozenset({"GET", "HEAD"}),
     "/metrics": frozenset({"GET"}),
@@ -155,20 +148,27 @@ class Gateway:
             else None
         )
 
-    async def handle_connection(self, socket_stream: trio.SocketStream) -> None:
+    async def handle_connection(
+        self, socket_stream: trio.SocketStream, peer: str | None = None
+    ) -> None:
         """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
 
+        `peer` is the client's IP address as `accept` gave it (asked of the socket without it).
         Over TLS, the TLS handshake comes first (`_secure`).
         Error handling: nothing escapes; a bug is logged and answered 500 when still possible.
         Resource handling: closes the stream unless a session took it over.
         """
         stream: trio.abc.Stream = socket_stream
+        # Asked now if not given: a peer that gave up may be unnamed later.
+        peer = peer or remote_address(socket_stream)
         if self.tls is not None:
-            secured = await self._secure(socket_stream, self.tls)
+            secured = await self._secure(socket_stream, self.tls, peer)
             if secured is None:
                 return
             stream = secured
-        conn = HttpServerConnection(stream, max_body_bytes=self.config.gateway.max_http_body_bytes)
+        conn = HttpServerConnection(
+            stream, max_body_bytes=self.config.gateway.max_http_body_bytes, peer=peer
+        )
         handed_over = False
         try:
             with conn.serving():
@@ -194,10 +194,9 @@ class Gateway:
                 await trio.aclose_forcefully(stream)
 
     async def _secure(
-        self, stream: trio.SocketStream, context: ssl.SSLContext
+        self, stream: trio.SocketStream, context: ssl.SSLContext, peer: str
     ) -> trio.SSLStream[trio.SocketStream] | None:
         """The TLS handshake, within `handshake_timeout_s`; None (stream closed) when it failed."""
-        peer = remote_address(stream)  # asked now: a peer that gave up may be unnamed later
         secured = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
         failure = "timed out"
         with trio.move_on_after(self.config.gateway.handshake_timeout_s):
@@ -258,7 +257,7 @@ class Gateway:
         return False
 
     async def _admin_faults(self, conn: HttpServerConnection, request: HttpRequest) -> None:
-        peer = remote_address(conn.stream)
+        peer = conn.peer
         check_admin_access(enabled=self.config.faults.admin, method=request.method, peer=peer)
         body = await self._read_body(conn) if request.method == "POST" else b""
         payload = answer_admin(
@@ -284,14 +283,15 @@ class Gateway:
             raise HttpError(426, "upgrade_required", "/ws speaks WebSocket only")
         check_websocket_handshake(request)
         check_origin(request, self.config.auth.allowed_origins)
-        peer = remote_address(conn.stream)
+        peer = conn.peer
         auth = authenticate(self.authenticator, request, peer)
+        allowed = auth.claims.allowed if auth else KNOWN_EVENT_TYPES
         resume = ResumeRequest(
             since=_since_of(request),
             epoch=request.query_value("epoch"),
-            allowed=auth.claims.allowed if auth else KNOWN_EVENT_TYPES,
+            allowed=allowed,
+            types=_types_of(request, allowed),
         )
-        resume = replace(resume, types=_types_of(request, resume.allowed))
         if self.sessions.child_count() >= self.config.gateway.max_connections:
             raise HttpError(503, "too_many_connections", "connection limit reached")
         lease = self.per_address.acquire(peer)
@@ -323,7 +323,7 @@ class Gateway:
             lease=lease,
             on_drop=self._count_drops,
         )
-        session.outbox.attach_backlog_probe(backlog_probe(stream, session.connection))
+        session.outbox.attach_backlog_probe(session.connection.backlog_bytes)
         spec = ChildSpec(
             id=client_id,
             start=session.run,
@@ -413,57 +413,3 @@ async def run_gateway(
             nursery.start_soon(accept_forever, listener, gateway.handle_connection, nursery)
         nursery.start_soon(gateway.keepalive.run)
         task_status.started(handle)
-
-
-async def open_listeners(config: GatewayConfig) -> list[trio.SocketListener]:
-    """Listen on `host:port`; with `reuse_port`, on one SO_REUSEPORT socket per address.
-
-    SO_REUSEPORT lets several processes listen on one port, and the kernel spreads new
-    connections over them; each of them must set it (Linux refuses a second plain listener).
-    """
-    if not config.reuse_port:
-        return await trio.open_tcp_listeners(config.port, host=config.host)
-    addresses = await trio.socket.getaddrinfo(
-        config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    sockets: list[trio.socket.SocketType] = []
-    try:
-        for family, kind, protocol, _, address in addresses:
-            sock = trio.socket.socket(family, kind, protocol)
-            sockets.append(sock)  # closed below if anything fails, this one or a later one
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            await sock.bind(address)
-            sock.listen(LISTEN_BACKLOG)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return [trio.SocketListener(sock) for sock in sockets]
-
-
-async def accept_forever(
-    listener: trio.SocketListener,
-    handler: Callable[[trio.SocketStream], Awaitable[None]],
-    nursery: trio.Nursery,
-) -> None:
-    """Accept connections and start `handler` for each in `nursery`, until cancelled.
-
-    Unlike `trio.serve_listeners`, the stream is not closed when the handler returns: a
-    WebSocket session outlives the handler that started it, and the handler closes what it
-    keeps. Running out of file descriptors or memory pauses accepting instead of crashing.
-    Resource handling: closes the listener on exit.
-    """
-    async with listener:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in ACCEPT_CAPACITY_ERRORS:
-                    raise
-                log.error("Cannot accept connections", error=os.strerror(exc.errno or 0))
-                await trio.sleep(ACCEPT_RETRY_S)
-            else:
-                nursery.start_soon(handler, stream)

@@ -195,7 +195,11 @@ class ClientSession:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 scope = nursery.cancel_scope
-                await self._hub.send(Join(self._client(), self._resume.since, self._resume.epoch))
+                join = Join(self._client(), self._resume.since, self._resume.epoch)
+                try:
+                    self._hub.send_nowait(join)  # with room, no trip through the run loop
+                except trio.WouldBlock:
+                    await self._hub.send(join)
                 task_status.started(self.client_id)
                 if self._token_expiry is not None:
                     nursery.start_soon(self._expire_token, self._token_expiry)

@@ -11,6 +11,8 @@ the event stream has ended, so a subscriber's `async for` ends after the tree's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from sigma.supervision.spec import SupervisionEvent
@@ -20,13 +22,18 @@ class SupervisionTee:
     """Copies supervision events to subscribers; see the module docstring."""
 
     def __init__(self) -> None:
-        self._subscribers: list[trio.MemorySendChannel[SupervisionEvent]] = []
+        self._subscribers: list[
+            tuple[trio.MemorySendChannel[SupervisionEvent], Callable[[SupervisionEvent], bool]]
+        ] = []
         self._closed = False
         self.dropped = 0
         """Events a full or closed subscriber channel did not take."""
 
-    def subscribe(self, buffer: int = 1024) -> trio.MemoryReceiveChannel[SupervisionEvent]:
-        """A channel that gets every event from now on (`buffer` events may wait in it).
+    def subscribe(
+        self, buffer: int = 1024, *, where: Callable[[SupervisionEvent], bool] | None = None
+    ) -> trio.MemoryReceiveChannel[SupervisionEvent]:
+        """A channel that gets every event from now on (`buffer` events may wait in it), or
+        only those for which `where(event)` is true: the others cost its reader nothing.
 
         The channel ends once the tree has stopped; one subscribed after that is already ended.
         """
@@ -34,12 +41,14 @@ class SupervisionTee:
         if self._closed:
             send.close()
         else:
-            self._subscribers.append(send)
+            self._subscribers.append((send, where or _every_event))
         return receive
 
     def publish(self, event: SupervisionEvent) -> None:
         """Copy `event` to every subscriber, without waiting."""
-        for send in self._subscribers:
+        for send, wanted in self._subscribers:
+            if not wanted(event):
+                continue
             try:
                 send.send_nowait(event)
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -48,6 +57,10 @@ class SupervisionTee:
     def close(self) -> None:
         """The stream has ended: end every subscriber's channel."""
         self._closed = True
-        for send in self._subscribers:
+        for send, _ in self._subscribers:
             send.close()
         self._subscribers.clear()
+
+
+def _every_event(_: SupervisionEvent) -> bool:
+    return True

@@ -43,6 +43,7 @@ from sigma.errors import PeerGone
 from sigma.faults import FaultPoint
 from sigma.protocol import CloseCode
 from sigma.websocket.frames import close_frame
+from sigma.websocket.send_queue import unsent_bytes
 
 RECEIVE_CHUNK_BYTES = 64 * 1024
 """What wsproto reports for a close frame without a code; it is answered with 1000."""
@@ -133,6 +134,16 @@ class ServerConnection:
     @property
     def owed_bytes(self) -> int:
         """How many bytes are owed (the hub's overload rule counts them as the client's lag)."""
+        return len(self._owed)
+
+    def backlog_bytes(self) -> int:
+        """What the client has not acknowledged yet, in bytes: what is owed here plus the
+        kernel's send queue (`sigma.websocket.send_queue`); the hub's overload rule counts it
+        as the client's lag. One system call."""
+        stream = self._stream
+        transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+        if isinstance(transport, trio.SocketStream):
+            return len(self._owed) + unsent_bytes(transport.socket)
         return len(self._owed)
 
     # --- reading -------------------------------------------------------------------------------

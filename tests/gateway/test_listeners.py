@@ -15,7 +15,7 @@ from trio_websocket import open_websocket_url
 
 from sigma.broker.node import node_id_of
 from sigma.config import BrokerConfig, GatewayConfig
-from sigma.gateway.server import open_listeners
+from sigma.gateway.listeners import open_listeners
 
 
 async def test_two_gateways_with_reuse_port_share_one_port_and_both_serve() -> None:

@@ -6,7 +6,8 @@ megabytes on a fast link, can hold far more, and so can the connection itself (t
 frame the socket took only in part). Without it every client looks level with the hub
 until its kernel buffer is full, and then the first client to fill up looks far behind the
 rest even when the whole herd is behind. `unsent_bytes` reads the send queue (Linux
-`SIOCOUTQ`); where that cannot be asked it answers 0.
+`SIOCOUTQ`); where that cannot be asked it answers 0. `ServerConnection.backlog_bytes` adds
+what the connection itself owes.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import array
 import contextlib
 import fcntl
 import termios
-from collections.abc import Callable
-from typing import Protocol
 
 import trio
 
@@ -34,22 +33,3 @@ def unsent_bytes(sock: trio.socket.SocketType) -> int:
         fcntl.ioctl(fd, SIOCOUTQ, out, True)
         return out[0]
     return 0
-
-
-class Owing(Protocol):
-    """A connection that may hold the unwritten rest of a frame (`ServerConnection`)."""
-
-    @property
-    def owed_bytes(self) -> int:
-        """Bytes it holds for the socket."""
-        ...
-
-
-def backlog_probe(stream: trio.abc.Stream, connection: Owing) -> Callable[[], int]:
-    """What `connection` and the socket under `stream` still hold for the client, in bytes:
-    the rest of a frame the socket took only in part, plus the kernel's send queue."""
-    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    if isinstance(transport, trio.SocketStream):
-        sock = transport.socket
-        return lambda: connection.owed_bytes + unsent_bytes(sock)
-    return lambda: connection.owed_bytes
