@@ -20,8 +20,8 @@ import contextlib
 import functools
 import math
 import os
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -119,9 +119,8 @@ def _response(
     return h11.Response(status_code=status, headers=all_headers, reason=REASONS.get(status, ""))
 
 
-@dataclass(frozen=True)
-class HttpRequest:
-    """One parsed request head."""
+class HttpRequest(NamedTuple):
+    """One parsed request head (a named tuple, as the hub's frames are: one per request)."""
 
     method: str
     target: str
@@ -168,6 +167,25 @@ class HttpServerConnection:
         self._declared_length: int | None = None  # the current request's Content-Length
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._first_read = True
+        self._head_scope = trio.CancelScope()  # the heads' deadline while `serving()`
+        self._serving = False
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Enter around the request loop: one cancel scope serves every request head's timeout.
+
+        Inside it, `next_request(timeout_s)` moves that scope's deadline for the wait and back
+        instead of opening a new scope per head: entering and leaving a deadline scope costs
+        trio about twice as much as moving a deadline, on every keep-alive request. Outside it
+        each head wait gets a scope of its own. After a `TimedOut` from `next_request` the
+        scope stays cancelled: the connection is finished, and the caller leaves the block.
+        """
+        with self._head_scope:
+            self._serving = True
+            try:
+                yield
+            finally:
+                self._serving = False
 
     async def _receive(self) -> bytes:
         """The next bytes from the peer (b"" at its end of stream)."""
@@ -233,13 +251,17 @@ class HttpServerConnection:
         that came with its head) costs none.
         """
         while True:
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise _remote_protocol_error(exc) from None
+            event = self._buffered_event()
             if event is not h11.NEED_DATA:
                 return event
             await self._feed(deadline)
+
+    def _buffered_event(self) -> Any:
+        """The next h11 event from what has been received: `h11.NEED_DATA` when there is none."""
+        try:
+            return self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise _remote_protocol_error(exc) from None
 
     async def _feed(self, deadline: float) -> None:
         """Wait for the peer's next bytes (`TimedOut` after `deadline`) and hand them to h11."""
@@ -249,6 +271,20 @@ class HttpServerConnection:
                 data = await self._receive_by(deadline)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone(str(exc)) from None
+        self._hand_to_h11(data)
+
+    def _feed_arrived(self) -> bool:
+        """Hand h11 what a new connection has received already; False when there is nothing."""
+        try:
+            data = self._first_bytes()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(str(exc)) from None
+        if data is None:
+            return False
+        self._hand_to_h11(data)
+        return True
+
+    def _hand_to_h11(self, data: bytes) -> None:
         try:
             self._h11.receive_data(data)
         except h11.RemoteProtocolError as exc:
@@ -257,17 +293,21 @@ class HttpServerConnection:
     async def next_request(self, timeout_s: float = math.inf) -> HttpRequest | None:
         """Wait for the next request head; None once the peer closed between requests.
 
-        Raises `TimedOut` when the whole head has not arrived within `timeout_s`.
+        Raises `TimedOut` when the whole head has not arrived within `timeout_s` (inside
+        `serving()`, also when it came just as the deadline passed).
         """
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
         deadline = trio.current_time() + timeout_s
-        if self._h11.their_state is h11.IDLE and self._h11.trailing_data == NOTHING_RECEIVED:
-            await self._feed(deadline)  # nothing buffered: no need to ask h11 first
-        event = await self._next_event(deadline)
-        if isinstance(event, h11.ConnectionClosed):
-            return None
+        if self._serving and deadline != math.inf:
+            event = await self._head_event_by(deadline)
+        else:
+            if self._nothing_buffered():
+                await self._feed(deadline)  # no need to ask h11 first
+            event = await self._next_event(deadline)
         if not isinstance(event, h11.Request):
+            if isinstance(event, h11.ConnectionClosed):
+                return None
             raise HttpError(400, "bad_request", f"unexpected {type(event).__name__}")
         if event.http_version not in SUPPORTED_HTTP_VERSIONS:
             raise HttpError(
@@ -276,14 +316,20 @@ class HttpServerConnection:
                 f"HTTP/{event.http_version.decode('ascii', 'replace')} is not spoken here; "
                 "use HTTP/1.1",
             )
-        headers = tuple((name.lower(), value) for name, value in event.headers.raw_items())
+        # One pass over the headers: lowered names, the head's size and the declared length.
+        headers: list[tuple[bytes, bytes]] = []
+        head_bytes = len(event.target)
+        declared_length: int | None = None
+        for raw_name, value in event.headers.raw_items():
+            name = raw_name.lower()
+            headers.append((name, value))
+            head_bytes += len(name) + len(value) + 4
+            if name == b"content-length":  # h11 kept one, a well-formed integer
+                declared_length = int(value)
         # h11 bounds a head only while it is incomplete; one that arrived whole is checked here.
-        head_bytes = len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers)
         if head_bytes > MAX_HEAD_BYTES:
             raise _head_too_large()
-        self._declared_length = next(
-            (int(value) for name, value in headers if name == b"content-length"), None
-        )  # h11 has checked it is one well-formed integer
+        self._declared_length = declared_length
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
         if "#" in path or "://" in path:  # rare forms (absolute-form, fragments): urlsplit
@@ -294,9 +340,38 @@ class HttpServerConnection:
             target=target,
             path=path,
             query=parse_qs(query) if query else {},
-            headers=headers,
+            headers=tuple(headers),
             raw=event,
         )
+
+    def _nothing_buffered(self) -> bool:
+        """A new request cycle with no byte of it received yet."""
+        return self._h11.their_state is h11.IDLE and self._h11.trailing_data == NOTHING_RECEIVED
+
+    async def _head_event_by(self, deadline: float) -> Any:
+        """The request head's event, by `deadline` under the `serving()` scope (`TimedOut`).
+
+        A new connection's head that has arrived already is parsed without touching the deadline.
+        """
+        if self._nothing_buffered() and self._feed_arrived():
+            event = self._buffered_event()
+            if event is not h11.NEED_DATA:
+                return event
+        scope = self._head_scope
+        scope.deadline = deadline
+        try:
+            if self._nothing_buffered():
+                await self._feed(math.inf)
+            event = await self._next_event()
+        except trio.Cancelled:
+            if scope.cancel_called:
+                raise TimedOut from None
+            raise
+        finally:
+            scope.deadline = math.inf
+        if scope.cancel_called:  # the deadline passed as the head came: too late all the same
+            raise TimedOut
+        return event
 
     async def read_body(self, timeout_s: float = math.inf) -> bytes:
         """Read the whole body of the current request, at most `max_body_bytes`.

@@ -161,12 +161,13 @@ def make_event(event_type: EventType, data: dict[str, Any]) -> Event:
 
 
 def make_checked_event(event_type: EventType, data: dict[str, Any]) -> Event:
-    """`make_event` for input validated already (the publish API's items): no second pass.
+    """`make_event` for input validated already (the publish API's items).
 
     Every field is given, so that pydantic resolves no default (its default-factory path
-    inspects the factory's signature on each call).
+    inspects the factory's signature on each call). Validating the four given fields, in
+    pydantic-core, costs less than `model_construct`, which walks the fields in Python.
     """
-    return Event.model_construct(type=event_type, timestamp=utc_now_iso(), seq=None, data=data)
+    return Event(type=event_type, timestamp=utc_now_iso(), seq=None, data=data)
 
 
 def welcome(

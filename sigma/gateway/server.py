@@ -171,16 +171,13 @@ class Gateway:
         )
         handed_over = False
         try:
-            while not handed_over:
-                request = await self._next_request(conn)
-                if request is None:
-                    break
-                try:
-                    handed_over = await self._dispatch(conn, request)
-                except HttpError as error:
-                    await conn.respond_error(error)
-                if not handed_over and not conn.keep_alive:
-                    break
+            handed_over = await self._serve_one(conn)
+            if not handed_over and conn.keep_alive:
+                # Kept alive: the heads that follow share one cancel scope for their timeout
+                # (entering one costs more than a request that does not wait for its head).
+                with conn.serving():
+                    while not handed_over and conn.keep_alive:
+                        handed_over = await self._serve_one(conn)
         except HttpError as error:
             await self._answer_error(conn, error)
         except PeerGone:
@@ -211,6 +208,21 @@ class Gateway:
         log.debug("TLS handshake failed", peer=peer, error=failure)
         await trio.aclose_forcefully(stream)
         return None
+
+    async def _serve_one(self, conn: HttpServerConnection) -> bool:
+        """Read and answer one request; True when a WebSocket session took the connection.
+
+        After a request that ended the connection (closed, timed out, not kept alive),
+        `conn.keep_alive` is false.
+        """
+        request = await self._next_request(conn)
+        if request is None:
+            return False
+        try:
+            return await self._dispatch(conn, request)
+        except HttpError as error:
+            await conn.respond_error(error)
+            return False
 
     async def _next_request(self, conn: HttpServerConnection) -> HttpRequest | None:
         try:

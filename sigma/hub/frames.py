@@ -3,15 +3,18 @@ and the builders the hub and the sessions share (events, replies, pings)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sigma.protocol import Reply, encode
 from sigma.websocket.frames import ping_frame, text_frame
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One encoded WebSocket frame, ready to write, with what the queue policies need."""
+class Frame(NamedTuple):
+    """One encoded WebSocket frame, ready to write, with what the queue policies need.
+
+    A named tuple: immutable like a frozen dataclass, and built in about half the time (one
+    per event, and per reply).
+    """
 
     data: bytes
     event_type: str

@@ -21,6 +21,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 import trio
@@ -68,12 +69,12 @@ class JoinResult:
     snapshots: int = 0
 
 
-@dataclass(frozen=True)
-class Broadcast:
+class Broadcast(NamedTuple):
     """What one broadcast did: the event's seq, and how many clients got, skipped or lost it.
 
     `deep`: how many subscribers' queues were at least half full afterwards; `kept`: a full
-    client was kept past its bound, on probation: the hub takes no new events meanwhile.
+    client was kept past its bound, on probation: the hub takes no new events meanwhile. A
+    named tuple, as `Frame` is: one per event.
     """
 
     seq: int
