@@ -251,17 +251,13 @@ class HttpServerConnection:
         that came with its head) costs none.
         """
         while True:
-            event = self._buffered_event()
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _remote_protocol_error(exc) from None
             if event is not h11.NEED_DATA:
                 return event
             await self._feed(deadline)
-
-    def _buffered_event(self) -> Any:
-        """The next h11 event from what has been received: `h11.NEED_DATA` when there is none."""
-        try:
-            return self._h11.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise _remote_protocol_error(exc) from None
 
     async def _feed(self, deadline: float) -> None:
         """Wait for the peer's next bytes (`TimedOut` after `deadline`) and hand them to h11."""
@@ -271,20 +267,6 @@ class HttpServerConnection:
                 data = await self._receive_by(deadline)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone(str(exc)) from None
-        self._hand_to_h11(data)
-
-    def _feed_arrived(self) -> bool:
-        """Hand h11 what a new connection has received already; False when there is nothing."""
-        try:
-            data = self._first_bytes()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise PeerGone(str(exc)) from None
-        if data is None:
-            return False
-        self._hand_to_h11(data)
-        return True
-
-    def _hand_to_h11(self, data: bytes) -> None:
         try:
             self._h11.receive_data(data)
         except h11.RemoteProtocolError as exc:
@@ -302,9 +284,7 @@ class HttpServerConnection:
         if self._serving and deadline != math.inf:
             event = await self._head_event_by(deadline)
         else:
-            if self._nothing_buffered():
-                await self._feed(deadline)  # no need to ask h11 first
-            event = await self._next_event(deadline)
+            event = await self._head_event(deadline)
         if not isinstance(event, h11.Request):
             if isinstance(event, h11.ConnectionClosed):
                 return None
@@ -344,25 +324,19 @@ class HttpServerConnection:
             raw=event,
         )
 
-    def _nothing_buffered(self) -> bool:
-        """A new request cycle with no byte of it received yet."""
-        return self._h11.their_state is h11.IDLE and self._h11.trailing_data == NOTHING_RECEIVED
+    async def _head_event(self, deadline: float) -> Any:
+        """The request head's h11 event; a new cycle with no byte of it received yet reads
+        first instead of asking h11 for an event it cannot have."""
+        if self._h11.their_state is h11.IDLE and self._h11.trailing_data == NOTHING_RECEIVED:
+            await self._feed(deadline)
+        return await self._next_event(deadline)
 
     async def _head_event_by(self, deadline: float) -> Any:
-        """The request head's event, by `deadline` under the `serving()` scope (`TimedOut`).
-
-        A new connection's head that has arrived already is parsed without touching the deadline.
-        """
-        if self._nothing_buffered() and self._feed_arrived():
-            event = self._buffered_event()
-            if event is not h11.NEED_DATA:
-                return event
+        """The request head's event, by `deadline` under the `serving()` scope (`TimedOut`)."""
         scope = self._head_scope
         scope.deadline = deadline
         try:
-            if self._nothing_buffered():
-                await self._feed(math.inf)
-            event = await self._next_event()
+            event = await self._head_event(math.inf)
         except trio.Cancelled:
             if scope.cancel_called:
                 raise TimedOut from None
