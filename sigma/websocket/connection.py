@@ -131,11 +131,6 @@ class ServerConnection:
         """Whether the rest of a frame the socket took only in part is waiting to be written."""
         return bool(self._owed)
 
-    @property
-    def owed_bytes(self) -> int:
-        """How many bytes are owed (the hub's overload rule counts them as the client's lag)."""
-        return len(self._owed)
-
     def backlog_bytes(self) -> int:
         """What the client has not acknowledged yet, in bytes: what is owed here plus the
         kernel's send queue (`sigma.websocket.send_queue`); the hub's overload rule counts it
