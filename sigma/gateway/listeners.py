@@ -3,6 +3,11 @@
 `open_listeners` binds `[gateway] host:port` (one SO_REUSEPORT socket per address with
 `reuse_port`); `accept_forever` hands each accepted connection, with its peer's address, to the
 gateway's handler in a task of its own.
+
+The listening sockets are plain `socket.socket`s, accepted from without trio's socket wrapper:
+trio's `accept` passes through the scheduler once more after every connection it takes, even
+when it takes it at once. Here one wake-up takes every connection that waits (up to
+`ACCEPTS_PER_WAKE`), as asyncio's accept loop does, and trio is entered again only to wait.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from sigma.config import GatewayConfig
 log = structlog.get_logger("sigma.gateway")
 
 LISTEN_BACKLOG = 4096
+ACCEPTS_PER_WAKE = 128
+"""At most this many connections are accepted before the loop waits (and so yields) again."""
 ACCEPT_RETRY_S = 0.1
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_SKIPPED_ERRORS = frozenset(
@@ -42,14 +49,16 @@ ACCEPT_SKIPPED_ERRORS = frozenset(
 a firewall's refusal): that connection is skipped, the listener goes on (as trio's does)."""
 
 
-async def open_listeners(config: GatewayConfig) -> list[trio.SocketListener]:
+async def open_listeners(config: GatewayConfig) -> list[socket.socket]:
     """Listen on `host:port`; with `reuse_port`, on one SO_REUSEPORT socket per address.
 
     SO_REUSEPORT lets several processes listen on one port, and the kernel spreads new
     connections over them; each of them must set it (Linux refuses a second plain listener).
+    The sockets are returned non-blocking, for `accept_forever`; the caller owns them.
     """
     if not config.reuse_port:
-        return await trio.open_tcp_listeners(config.port, host=config.host)
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        return [_plain(listener.socket) for listener in listeners]
     addresses = await trio.socket.getaddrinfo(
         config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
@@ -68,11 +77,18 @@ async def open_listeners(config: GatewayConfig) -> list[trio.SocketListener]:
         for sock in sockets:
             sock.close()
         raise
-    return [trio.SocketListener(sock) for sock in sockets]
+    return [_plain(sock) for sock in sockets]
+
+
+def _plain(sock: trio.socket.SocketType) -> socket.socket:
+    """The listening `sock` as a non-blocking `socket.socket`, which now owns its descriptor."""
+    plain = socket.socket(fileno=sock.detach())
+    plain.setblocking(False)
+    return plain
 
 
 async def accept_forever(
-    listener: trio.SocketListener,
+    listener: socket.socket,
     handler: Callable[[trio.SocketStream, str], Awaitable[None]],
     nursery: trio.Nursery,
 ) -> None:
@@ -81,25 +97,33 @@ async def accept_forever(
 
     Unlike `trio.serve_listeners`, the stream is not closed when the handler returns: a
     WebSocket session outlives the handler that started it, and the handler closes what it
-    keeps. The listening socket is accepted from directly (as `SocketListener.accept` does), so
-    that the peer's address comes with the connection instead of costing a `getpeername`. A
-    connection the peer gave up on before it was accepted is skipped; running out of file
-    descriptors or memory pauses accepting instead of crashing.
+    keeps. The peer's address comes with the connection instead of costing a `getpeername`.
+    Each wake-up accepts what waits, at most `ACCEPTS_PER_WAKE` connections (see the module
+    docstring). A connection the peer gave up on before it was accepted is skipped; running out
+    of file descriptors or memory pauses accepting instead of crashing.
     Resource handling: closes the listener on exit.
     """
-    async with listener:
+    try:
         while True:
-            try:
-                sock, address = await listener.socket.accept()
-            except OSError as exc:
-                if exc.errno in ACCEPT_SKIPPED_ERRORS:
-                    continue
-                if exc.errno not in ACCEPT_CAPACITY_ERRORS:
-                    raise
-                log.error("Cannot accept connections", error=os.strerror(exc.errno or 0))
-                await trio.sleep(ACCEPT_RETRY_S)
-            else:
-                nursery.start_soon(handler, trio.SocketStream(sock), peer_ip(address))
+            await trio.lowlevel.wait_readable(listener)
+            for _ in range(ACCEPTS_PER_WAKE):
+                try:
+                    sock, address = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno in ACCEPT_SKIPPED_ERRORS:
+                        continue
+                    if exc.errno not in ACCEPT_CAPACITY_ERRORS:
+                        raise
+                    log.error("Cannot accept connections", error=os.strerror(exc.errno or 0))
+                    await trio.sleep(ACCEPT_RETRY_S)
+                    break
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                nursery.start_soon(handler, stream, peer_ip(address))
+    finally:
+        trio.lowlevel.notify_closing(listener)
+        listener.close()
 
 
 def peer_ip(address: object) -> str:

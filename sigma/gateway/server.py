@@ -416,7 +416,7 @@ async def run_gateway(
     """
     gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive, intake)
     listeners = await open_listeners(config.gateway)
-    port = listeners[0].socket.getsockname()[1]
+    port = listeners[0].getsockname()[1]
     handle = GatewayHandle(config.gateway.host, port, tls=gateway.tls is not None)
     log.info("Gateway listening", url=handle.ws_url)
     async with trio.open_nursery() as nursery:

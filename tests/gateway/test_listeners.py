@@ -45,7 +45,7 @@ async def test_without_reuse_port_a_second_listener_on_the_port_is_refused() -> 
         assert refused.value.errno == errno.EADDRINUSE
     finally:
         for listener in listeners:
-            await listener.aclose()
+            listener.close()
 
 
 async def test_health_of_one_process_names_its_node_broker_and_poller() -> None:
