@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sigma.config import HubConfig
-from sigma.hub.actor import HubActor, run_hub
+from sigma.hub.actor import MESSAGES_PER_TURN, HubActor, run_hub
 from sigma.hub.messages import Client, Join, Publish, PublishHeartbeat
 from sigma.hub.outbox import Outbox
 from sigma.hub.state import HubState
@@ -168,6 +168,24 @@ async def test_hub_actor_answers_publish_with_seqs_and_enriches_heartbeats() -> 
     assert outbox.close_reason is not None and outbox.close_reason.code == 1012
     assert actor.state.clients == {}
     assert messages == []  # closing the outbox on hub exit discards what was queued
+
+
+async def test_a_burst_longer_than_one_turn_is_handled_whole_and_in_order() -> None:
+    """Messages that wait are handled several to a turn (`MESSAGES_PER_TURN`): none is skipped
+    or reordered at a turn's end, and the inbox ending inside a turn ends the hub."""
+    count = 3 * MESSAGES_PER_TURN + 7
+    send, receive = trio.open_memory_channel[Any](count + 1)
+    outbox = Outbox(count + 1)
+    send.send_nowait(Join(Client("c", outbox)))
+    for n in range(count):
+        send.send_nowait(Publish((make_event("notification", {"n": n}),)))
+    send.close()
+    state = new_state(history_size=count)
+    with trio.fail_after(5):
+        await run_hub(receive, HubConfig(), heartbeat_interval_s=15.0, state=state)
+    assert outbox.close_reason is not None and outbox.close_reason.code == 1012
+    replayed = drain(join(state, "late", capacity=count + 1, since=0, epoch=state.epoch))[1:]
+    assert [(m["seq"], m["data"]["n"]) for m in replayed] == [(n + 1, n) for n in range(count)]
 
 
 async def test_a_client_that_left_while_its_join_waited_is_not_welcomed() -> None:
