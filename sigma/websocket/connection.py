@@ -1,12 +1,12 @@
 """One server-side WebSocket connection after its handshake: wsproto parses, this object writes.
 
-Reading: bytes from the socket go into a `wsproto.Connection(ConnectionType.SERVER)` (its
-documented API only); `receive_message()` hands the session one whole client message at a time.
-Pings are answered through the `on_ping` callback (the session queues the pong in its outbox as
-a control frame). Everything that ends the connection comes out as one exception:
-`ConnectionClosing` (a close frame from the peer, or a protocol error that must be answered with
-a close code: 1002, 1007, or 1009 for a message over `max_message_bytes`, counted across its
-fragments) or `sigma.errors.PeerGone` (the peer left without a close frame).
+Reading: bytes from the socket go into a `wsproto.Connection(ConnectionType.SERVER)`, made when
+the first ones arrive (its documented API only); `receive_message()` hands the session one whole
+client message at a time. Pings are answered through the `on_ping` callback (the session queues
+the pong in its outbox as a control frame). Everything that ends the connection comes out as one
+exception: `ConnectionClosing` (a close frame from the peer, or a protocol error that must be
+answered with a close code: 1002, 1007, or 1009 for a message over `max_message_bytes`, counted
+across its fragments) or `sigma.errors.PeerGone` (the peer left without a close frame).
 
 Writing: this object is the only writer on its socket. There are two ways in:
 - `try_write(data)`, synchronous, never waiting: the hub's direct write while no sender runs.
@@ -104,7 +104,11 @@ class ServerConnection:
         self._stream = stream
         # Its fileno() is asked at each write: -1 once closed, never another connection's.
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
-        self._protocol = Connection(ConnectionType.SERVER, trailing_data=trailing)
+        # Made when the first client bytes arrive: most clients only listen, and an idle
+        # connection then holds no parser (about 1 KB less each, and less to accept).
+        self._protocol = (
+            Connection(ConnectionType.SERVER, trailing_data=trailing) if trailing else None
+        )
         self._on_ping = on_ping
         self._fault = fault or FaultPoint("connection.try_write")
         self._defer_to = defer_to or FaultPoint("sender.write")
@@ -150,7 +154,8 @@ class ServerConnection:
         peer left without one.
         """
         while True:
-            for event in self._protocol.events():
+            protocol = self._protocol
+            for event in protocol.events() if protocol is not None else ():
                 if isinstance(event, TextMessage | BytesMessage):
                     message = self._add_fragment(event)
                     if message is not None:
@@ -163,7 +168,10 @@ class ServerConnection:
             data = await self._receive_some()
             if not data:
                 raise PeerGone("the peer closed the connection without a close frame")
-            self._protocol.receive_data(data)
+            if protocol is None:
+                self._protocol = Connection(ConnectionType.SERVER, trailing_data=data)
+            else:
+                protocol.receive_data(data)
 
     def _add_fragment(self, event: TextMessage | BytesMessage) -> str | bytes | None:
         data = event.data
@@ -187,6 +195,7 @@ class ServerConnection:
         return b"".join(part for part in parts if not isinstance(part, str))
 
     def _closing(self, event: CloseConnection) -> ConnectionClosing:
+        assert self._protocol is not None, "a close event comes from the parser"
         if self._protocol.state is ConnectionState.OPEN:
             # wsproto reports a frame it could not parse as a close it wants sent.
             return ConnectionClosing(event.code, event.reason or "", by_peer=False)
