@@ -175,13 +175,9 @@ class ClientSession:
         self._token_expiry = (
             trio.CancelScope(deadline=trio.current_time() + auth.remaining_s()) if auth else None
         )
-        self._rate = MessageRateLimit(
-            rate_per_s=settings.messages_per_s,
-            burst=settings.message_burst,
-            abuse_excess_frames=settings.abuse_excess_frames,
-            abuse_window_s=settings.abuse_window_s,
-            now=trio.current_time(),
-        )
+        # Made at the client's first frame (most clients send none). Its buckets start full,
+        # as they would have been by then had it been made now.
+        self._rate: MessageRateLimit | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Join the hub, serve until closed; `started(client_id)` once joined.
@@ -334,7 +330,8 @@ class ClientSession:
                 if isinstance(frame, bytes):
                     outbox.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
                     continue
-                verdict = self._rate.check(trio.current_time())
+                now = trio.current_time()
+                verdict = (self._rate or self._start_metering(now)).check(now)
                 if verdict is Verdict.ACCEPT:
                     await self._handle_frame(frame)
                 elif verdict is Verdict.REJECT_AND_TELL:
@@ -361,8 +358,20 @@ class ClientSession:
         except PeerGone:
             outbox.close(CloseCode.ABNORMAL, "client gone")
 
+    def _start_metering(self, now: float) -> MessageRateLimit:
+        settings = self.settings
+        self._rate = MessageRateLimit(
+            rate_per_s=settings.messages_per_s,
+            burst=settings.message_burst,
+            abuse_excess_frames=settings.abuse_excess_frames,
+            abuse_window_s=settings.abuse_window_s,
+            now=now,
+        )
+        return self._rate
+
     def _tell_rate_limited(self) -> None:
         settings = self.settings
+        assert self._rate is not None, "only a metered frame is rate limited"
         dropped = self._rate.take_rejected()
         self._reply(
             error_reply(
