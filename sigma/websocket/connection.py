@@ -82,6 +82,7 @@ class ServerConnection:
         "_on_ping",
         "_owed",
         "_protocol",
+        "_received_any",
         "_sock",
         "_stream",
         "broken",
@@ -109,6 +110,7 @@ class ServerConnection:
         self._protocol = (
             Connection(ConnectionType.SERVER, trailing_data=trailing) if trailing else None
         )
+        self._received_any = bool(trailing)
         self._on_ping = on_ping
         self._fault = fault or FaultPoint("connection.try_write")
         self._defer_to = defer_to or FaultPoint("sender.write")
@@ -215,8 +217,14 @@ class ServerConnection:
             if sock is None:
                 data = bytes(await self._stream.receive_some(RECEIVE_CHUNK_BYTES))
             else:
-                await trio.lowlevel.checkpoint_if_cancelled()
-                waited = False
+                # Nothing received yet since the handshake: the client is waiting for its welcome,
+                # so wait for its bytes first instead of meeting an empty socket.
+                waited = not self._received_any
+                if waited:
+                    self._received_any = True
+                    await trio.lowlevel.wait_readable(sock)
+                else:
+                    await trio.lowlevel.checkpoint_if_cancelled()
                 while True:
                     try:
                         data = os.read(sock.fileno(), RECEIVE_CHUNK_BYTES)
