@@ -36,6 +36,8 @@ API_KEY = "bench-key"
 PEERS_DIR = Path(__file__).resolve().parent / "_peers"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
+START_ATTEMPTS = 3
+"""Starts of one server, each on a newly picked port, before a port taken by others is fatal."""
 STOP_TIMEOUT_S = 10.0
 
 SIGMA_CONFIG = """\
@@ -221,8 +223,21 @@ class ServerFactory:
 
     def start(self, name: str) -> Server:
         """Start `name` (sigma, sigma-tls, websockets or node) on a free port; return once it
-        listens."""
-        port = free_port()
+        listens.
+
+        The port is picked free, then released for the server to bind: another process may take
+        it in between. The server then fails to start, and is started again on another port
+        (up to `START_ATTEMPTS` times).
+        """
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start_on(name, free_port())
+            except PortTaken:
+                if attempt == START_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_on(self, name: str, port: int) -> Server:
         log_path = self.workdir / f"{name}-{port}.log"
         env = dict(os.environ)
         ca_file: str | None = None
@@ -313,15 +328,28 @@ def _extract_sigma(ref: str, workdir: Path) -> tuple[Path, str]:
     return target, commit
 
 
+class PortTaken(RuntimeError):
+    """The server could not listen: another process took its port first."""
+
+
 def _wait_listening(server: Server, timeout_s: float) -> None:
+    """Return once the server's own process listens on its port (not merely someone)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(
-                f"{server.name} exited with {server.process.returncode}:\n{server.log_tail()}"
-            )
-        with contextlib.suppress(OSError), socket.create_connection((HOST, server.port), 0.5):
+            tail = server.log_tail()
+            kind = PortTaken if "Address already in use" in tail else RuntimeError
+            raise kind(f"{server.name} exited with {server.process.returncode}:\n{tail}")
+        if _listens(server.ps(), server.port):
             time.sleep(0.3)  # let the rest of the process finish starting
             return
         time.sleep(0.05)
     raise TimeoutError(f"{server.name} did not listen on {server.port} in {timeout_s} s")
+
+
+def _listens(process: psutil.Process, port: int) -> bool:
+    with contextlib.suppress(psutil.Error):
+        for connection in process.net_connections("tcp"):
+            if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port:
+                return True
+    return False

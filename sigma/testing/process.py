@@ -36,6 +36,8 @@ from sigma.testing.tree import TEST_API_KEY, test_sections
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 READY_LINE = b"Sigma running"
+PORT_TAKEN = b"Address already in use"
+START_ATTEMPTS = 3
 
 
 class ServerFailed(AssertionError):
@@ -139,37 +141,59 @@ async def _wait_ready(process: trio.Process, log_path: Path, timeout_s: float) -
 async def run_process(
     directory: Path, *, start_timeout_s: float = START_TIMEOUT_S, **overrides: Mapping[str, Any]
 ) -> AsyncIterator[SigmaProcess]:
-    """Start `sigma serve` with the test configuration and `overrides`; stop it on exit."""
+    """Start `sigma serve` with the test configuration and `overrides`; stop it on exit.
+
+    The port is picked free and then released for the server to bind, so another process may
+    take it in between: the server then exits at start, and is started again on a newly picked
+    port (up to `START_ATTEMPTS` times in all).
+    """
     await trio.Path(directory).mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    sections = test_sections(
-        directory / "data",
-        **{**overrides, "gateway": {"port": port, **overrides.get("gateway", {})}},
-    )
-    sections = {**sections, "faults": {"admin": True, **sections.get("faults", {})}}
     config_path = directory / "sigma.toml"
-    await trio.Path(config_path).write_text(tomli_w.dumps(sections))
     log_path = directory / "serve.log"
-    with log_path.open("wb") as log:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "sigma", "serve", "--config", str(config_path)],
-            stderr=log,
-            stdout=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = free_port()
+        sections = test_sections(
+            directory / "data",
+            **{**overrides, "gateway": {"port": port, **overrides.get("gateway", {})}},
         )
+        sections = {**sections, "faults": {"admin": True, **sections.get("faults", {})}}
+        await trio.Path(config_path).write_text(tomli_w.dumps(sections))
+        process = await _start(config_path, log_path)
+        try:
+            await _wait_ready(process, log_path, start_timeout_s)
+            break
+        except ServerFailed:
+            await _stop(process)
+            taken = PORT_TAKEN in await trio.Path(log_path).read_bytes()
+            if not taken or attempt == START_ATTEMPTS:
+                raise
     try:
-        await _wait_ready(process, log_path, start_timeout_s)
         api_key = str(sections.get("api", {}).get("key", TEST_API_KEY))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
             yield SigmaProcess(
                 process, port, config_path, log_path, http, RemoteFaults(http), api_key
             )
     finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                with trio.move_on_after(STOP_TIMEOUT_S):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
+        await _stop(process)
+
+
+async def _start(config_path: Path, log_path: Path) -> trio.Process:
+    with log_path.open("wb") as log:
+        return await trio.lowlevel.open_process(
+            [sys.executable, "-m", "sigma", "serve", "--config", str(config_path)],
+            stderr=log,
+            stdout=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+async def _stop(process: trio.Process) -> None:
+    """SIGTERM, then SIGKILL after `STOP_TIMEOUT_S`; shielded, so that it runs to the end."""
+    with trio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(STOP_TIMEOUT_S):
                 await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
