@@ -55,7 +55,16 @@ async def open_listeners(config: GatewayConfig) -> list[socket.socket]:
     SO_REUSEPORT lets several processes listen on one port, and the kernel spreads new
     connections over them; each of them must set it (Linux refuses a second plain listener).
     The sockets are returned non-blocking, for `accept_forever`; the caller owns them.
+    Raises `OSError` (its errno kept) naming the address that could not be listened on.
     """
+    try:
+        return await _bind(config)
+    except OSError as exc:
+        where = f"{config.host}:{config.port}"
+        raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from exc
+
+
+async def _bind(config: GatewayConfig) -> list[socket.socket]:
     if not config.reuse_port:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
         return [_plain(listener.socket) for listener in listeners]

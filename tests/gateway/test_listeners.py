@@ -43,6 +43,7 @@ async def test_without_reuse_port_a_second_listener_on_the_port_is_refused() -> 
         with pytest.raises(OSError) as refused:
             await open_listeners(GatewayConfig(port=port, reuse_port=True))
         assert refused.value.errno == errno.EADDRINUSE
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in str(refused.value)
     finally:
         for listener in listeners:
             listener.close()
