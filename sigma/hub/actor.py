@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import structlog
@@ -441,7 +442,10 @@ async def run_hub(
 
 
 MESSAGES_PER_TURN = 64
-"""The hub handles at most this many waiting messages in a row before it lets others run."""
+"""The hub handles at most this many waiting messages in a row before it lets others run..."""
+TURN_BUDGET_S = 0.002
+"""...and takes no further one once its turn has lasted this long (a broadcast to thousands of
+clients can take milliseconds)."""
 
 
 async def _serve(
@@ -455,8 +459,9 @@ async def _serve(
             message = await inbox.receive()
         except trio.EndOfChannel:
             return
+        turn_began = time.perf_counter()
         actor.handle(message)
-        if not _handle_waiting(actor, inbox, fault):
+        if not _handle_waiting(actor, inbox, fault, turn_began):
             return
 
 
@@ -466,7 +471,7 @@ async def _serve_watched(
     liveness: Liveness,
     fault: FaultPoint,
 ) -> None:
-    """The hub's loop with a beat per turn; waiting on the inbox is idle, not hung."""
+    """The hub's loop with a beat per message; waiting on the inbox is idle, not hung."""
     while True:
         if fault.armed:
             await fault.hit()  # busy, not idle: a hang here is the watchdog's to find
@@ -475,24 +480,30 @@ async def _serve_watched(
             message = await inbox.receive()
         except trio.EndOfChannel:
             return
+        turn_began = time.perf_counter()
         liveness.beat()
         actor.handle(message)
-        if not _handle_waiting(actor, inbox, fault):
+        if not _handle_waiting(actor, inbox, fault, turn_began, liveness):
             return
 
 
 def _handle_waiting(
-    actor: HubActor, inbox: trio.MemoryReceiveChannel[HubMessage], fault: FaultPoint
+    actor: HubActor,
+    inbox: trio.MemoryReceiveChannel[HubMessage],
+    fault: FaultPoint,
+    turn_began: float,
+    liveness: Liveness | None = None,
 ) -> bool:
-    """Handle the messages that already wait, up to `MESSAGES_PER_TURN` in all; False once the
-    inbox has ended.
+    """Handle the messages that already wait, within one turn's bounds (`MESSAGES_PER_TURN`,
+    `TURN_BUDGET_S` of `time.perf_counter()` since `turn_began`); False once the inbox ended.
 
     `receive` passes through trio's scheduler even when a message waits: a burst (a thousand
-    clients joining at once) is handled here in one turn instead of one turn per message. An
-    armed fault point ends the turn, so that it is hit before the next message is taken.
+    clients joining at once) is handled here in a few turns instead of one turn per message.
+    An armed fault point ends the turn, so that it is hit before the next message is taken.
     """
+    ends = turn_began + TURN_BUDGET_S
     for _ in range(MESSAGES_PER_TURN - 1):
-        if fault.armed:
+        if fault.armed or time.perf_counter() >= ends:
             return True
         try:
             message = inbox.receive_nowait()
@@ -500,5 +511,7 @@ def _handle_waiting(
             return True
         except trio.EndOfChannel:
             return False
+        if liveness is not None:
+            liveness.beat()
         actor.handle(message)
     return True

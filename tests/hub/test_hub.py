@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any
 
 import pytest
@@ -186,6 +187,35 @@ async def test_a_burst_longer_than_one_turn_is_handled_whole_and_in_order() -> N
     assert outbox.close_reason is not None and outbox.close_reason.code == 1012
     replayed = drain(join(state, "late", capacity=count + 1, since=0, epoch=state.epoch))[1:]
     assert [(m["seq"], m["data"]["n"]) for m in replayed] == [(n + 1, n) for n in range(count)]
+
+
+@pytest.mark.parametrize("budget_s, most_per_turn", [(60.0, MESSAGES_PER_TURN), (0.0, 1)])
+async def test_a_long_burst_lets_other_tasks_run_between_the_hubs_turns(
+    budget_s: float, most_per_turn: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn ends after `MESSAGES_PER_TURN` messages, or once it has lasted `TURN_BUDGET_S`
+    (here 0: after the first message), so that a burst never keeps the rest of the server
+    waiting for long."""
+    monkeypatch.setattr("sigma.hub.actor.TURN_BUDGET_S", budget_s)
+    count = 3 * MESSAGES_PER_TURN
+    send, receive = trio.open_memory_channel[Any](count)
+    for n in range(count):
+        send.send_nowait(Publish((make_event("notification", {"n": n}),)))
+    state = new_state()
+    seen = [0]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(run_hub, heartbeat_interval_s=15.0, state=state), receive, HubConfig()
+        )
+        while seen[-1] < count:
+            await trio.lowlevel.checkpoint()
+            if state.last_seq != seen[-1]:
+                seen.append(state.last_seq)
+        nursery.cancel_scope.cancel()
+    # The other task runs once in each of trio's batches, the hub at most one turn in each:
+    # between two of its looks, at most two turns have passed.
+    steps = [later - earlier for earlier, later in itertools.pairwise(seen)]
+    assert max(steps) <= 2 * most_per_turn < count
 
 
 async def test_a_client_that_left_while_its_join_waited_is_not_welcomed() -> None:
