@@ -150,9 +150,14 @@ class ChildCounts:
 
 
 def describe_exit(error: BaseException) -> str:
-    """Name an error the way `ChildExited.reason` does: "ValueError: boom", groups with members."""
+    """Name an error the way `ChildExited.reason` does: "ValueError: boom", groups with members.
+
+    A group of one is named by its member: the nursery that wrapped it says nothing more.
+    """
     name = type(error).__name__
     if isinstance(error, BaseExceptionGroup):
+        if len(error.exceptions) == 1:
+            return describe_exit(error.exceptions[0])
         members = "; ".join(describe_exit(member) for member in error.exceptions)
         return f"{name}: {error.message} [{members}]"
     text = str(error)

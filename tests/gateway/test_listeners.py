@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from helpers import free_port, make_config, running_stack
 from trio_websocket import open_websocket_url
 
 from sigma.broker.node import node_id_of
+from sigma.cli.main import main
 from sigma.config import BrokerConfig, GatewayConfig
 from sigma.gateway.listeners import open_listeners
 
@@ -60,3 +62,22 @@ async def test_health_of_one_process_names_its_node_broker_and_poller() -> None:
 def test_a_node_is_named_by_the_config_or_else_by_host_and_process() -> None:
     assert node_id_of(BrokerConfig(node_id="edge-1")) == "edge-1"
     assert node_id_of(BrokerConfig()) == f"{socket.gethostname()}-{os.getpid()}"
+
+
+def test_serve_on_a_port_in_use_says_which_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        path = tmp_path / "sigma.toml"
+        path.write_text(
+            f'[gateway]\nport = {port}\n[engine]\nembedded = false\nurl = "http://127.0.0.1:9/rpc"\n'
+        )
+        assert main(["serve", "--config", str(path)]) == 1
+    output = capsys.readouterr()
+    assert (
+        "the supervision tree could not keep running: supervisor 'root': child 'gateway' failed "
+        f"to start: OSError: [Errno 98] cannot listen on 127.0.0.1:{port}: Address already in use"
+    ) in output.err + output.out
