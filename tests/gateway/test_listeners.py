@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -15,7 +17,6 @@ from helpers import free_port, make_config, running_stack
 from trio_websocket import open_websocket_url
 
 from sigma.broker.node import node_id_of
-from sigma.cli.main import main
 from sigma.config import BrokerConfig, GatewayConfig
 from sigma.gateway.listeners import open_listeners
 
@@ -64,9 +65,7 @@ def test_a_node_is_named_by_the_config_or_else_by_host_and_process() -> None:
     assert node_id_of(BrokerConfig()) == f"{socket.gethostname()}-{os.getpid()}"
 
 
-def test_serve_on_a_port_in_use_says_which_and_exits_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_serve_on_a_port_in_use_says_which_and_exits_1(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -75,9 +74,15 @@ def test_serve_on_a_port_in_use_says_which_and_exits_1(
         path.write_text(
             f'[gateway]\nport = {port}\n[engine]\nembedded = false\nurl = "http://127.0.0.1:9/rpc"\n'
         )
-        assert main(["serve", "--config", str(path)]) == 1
-    output = capsys.readouterr()
+        served = subprocess.run(
+            [sys.executable, "-m", "sigma", "serve", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert served.returncode == 1
     assert (
         "the supervision tree could not keep running: supervisor 'root': child 'gateway' failed "
         f"to start: OSError: [Errno 98] cannot listen on 127.0.0.1:{port}: Address already in use"
-    ) in output.err + output.out
+    ) in served.stderr + served.stdout
