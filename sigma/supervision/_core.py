@@ -9,10 +9,8 @@ the behaviour.
 
 from __future__ import annotations
 
-import functools
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
 
@@ -57,12 +55,11 @@ class ChildRecord:
     started_at: float | None = None
     generation: int = 0  # incarnation number: tells a stale restart request from a live one
     hung_generation: int = 0  # the last incarnation the watchdog found hung (0: none)
-    scope: trio.CancelScope | None = None
-    done: trio.Event | None = None
+    incarnation: _Incarnation | None = None  # the latest one, running or ended
 
     def is_alive(self) -> bool:
         """True while the current incarnation runs (or is stopping)."""
-        return self.done is not None and not self.done.is_set()
+        return self.incarnation is not None and not self.incarnation.has_ended
 
 
 @dataclass(frozen=True)
@@ -71,25 +68,71 @@ class _RestartRequest:
     generation: int
 
 
-def _already_started() -> bool:
-    return True
+class _Incarnation:
+    """One run of a child: the `task_status` its start function is given, and its state.
 
+    It passes `started()` on to trio and tells the supervisor (`SupervisorCore._child_started`);
+    the supervisor reads its cancel scope and whether it has ended. One object per start, in
+    place of a `functools.partial`, a start signal and a `trio.Event` per child: an event is
+    made only when someone waits for the end (a shutdown, a watchdog), which a WebSocket
+    session, started by the thousand and stopped one by one as its client leaves, seldom needs.
+    """
 
-class _StartSignal:
-    """The `task_status` a child is given: passes `started()` on and tells the supervisor."""
+    __slots__ = (
+        "_core",
+        "_ended",
+        "_task_status",
+        "child",
+        "generation",
+        "has_ended",
+        "is_started",
+        "liveness",
+        "scope",
+        "task",
+    )
 
-    def __init__(self, task_status: trio.TaskStatus[object], on_started: Callable[[], bool]):
+    def __init__(
+        self,
+        core: SupervisorCore,
+        child: ChildRecord,
+        task_status: trio.TaskStatus[object],
+        liveness: Liveness | None,
+        task: trio.lowlevel.Task | None,
+    ) -> None:
+        self._core: SupervisorCore | None = core  # None once started() has reported
         self._task_status = task_status
-        self._on_started = on_started
+        self._ended: trio.Event | None = None
+        self.child = child
+        self.generation = child.generation
+        self.scope = trio.CancelScope()
+        self.liveness = liveness
+        self.task = task
+        """The child's task when it runs under `nursery.start` (None when started soon)."""
         self.is_started = False
+        self.has_ended = False
 
     def started(self, value: object = None) -> None:
+        """The child's `task_status.started()`: hand `value` to trio, then tell the supervisor."""
         self._task_status.started(value)
         # Let go of the starter's task and nursery: the child may run for days, and every
         # long-lived child (one per WebSocket session) would keep them alive.
         self._task_status = trio.TASK_STATUS_IGNORED
-        self.is_started = self._on_started()
-        self._on_started = _already_started
+        core, self._core = self._core, None
+        self.is_started = core is None or core._child_started(self)
+
+    def end(self) -> None:
+        """The child's task has finished: wake whoever waits for it."""
+        self.has_ended = True
+        if self._ended is not None:
+            self._ended.set()
+
+    def ended(self) -> trio.Event:
+        """An event set once the child's task has finished (made on first use)."""
+        if self._ended is None:
+            self._ended = trio.Event()
+            if self.has_ended:
+                self._ended.set()
+        return self._ended
 
 
 class SupervisorCore:
@@ -219,49 +262,42 @@ class SupervisorCore:
         """
         if not waited and self._children.get(child.spec.id) is not child:
             return  # terminated before its task first ran
-        generation = child.generation
-        scope = child.scope = trio.CancelScope()
-        done = child.done = trio.Event()
-        watchdog_s = child.spec.watchdog_s
+        spec = child.spec
+        watchdog_s = spec.watchdog_s
         liveness = None if watchdog_s is None else Liveness(watchdog_s, now=trio.current_time())
-        task = trio.lowlevel.current_task()
-        on_started = functools.partial(
-            self._child_started, child, generation, scope, done, liveness, task
-        )
-        signal = _StartSignal(task_status, on_started)
-        del task_status  # only `signal` holds it, and lets go of it once started
-        options: dict[str, object] = {} if liveness is None else {"liveness": liveness}
+        # Only `nursery.start` can leave the child's task elsewhere than in our nursery.
+        task = trio.lowlevel.current_task() if waited else None
+        run = child.incarnation = _Incarnation(self, child, task_status, liveness, task)
+        del task_status  # only `run` holds it, and lets go of it once started
         try:
-            with scope:
-                await child.spec.start(*child.spec.args, task_status=signal, **options)
+            with run.scope:
+                if liveness is None:
+                    await spec.start(*spec.args, task_status=run)
+                else:
+                    await spec.start(*spec.args, task_status=run, liveness=liveness)
         # A group is an Exception exactly when every member is one, so these two clauses tell
         # crashes from the rest without unwrapping anything; a mixed group is not a crash.
         except Exception as exc:
-            self._child_exited(child, generation, scope, exc, started=signal.is_started)
-            if not signal.is_started:
+            self._child_exited(run, exc)
+            if not run.is_started:
                 if waited:
                     raise
                 self._forget(child)
         except BaseException as exc:
-            self._child_exited(child, generation, scope, exc, started=signal.is_started)
+            self._child_exited(run, exc)
             raise
         else:
-            self._child_exited(child, generation, scope, None, started=signal.is_started)
+            self._child_exited(run, None)
         finally:
-            done.set()
+            run.end()
 
-    def _child_started(
-        self,
-        child: ChildRecord,
-        generation: int,
-        scope: trio.CancelScope,
-        done: trio.Event,
-        liveness: Liveness | None,
-        task: trio.lowlevel.Task,
-    ) -> bool:
+    def _child_started(self, run: _Incarnation) -> bool:
+        """A child called `started()`: supervise it from now on; False if nobody can."""
         nursery = self._nursery
-        if nursery is None or task.parent_nursery is not nursery:
+        if nursery is None or (run.task is not None and run.task.parent_nursery is not nursery):
             return False  # start() was cancelled: trio left the child where it was, to be cancelled
+        run.task = None  # not needed any more: let go of it
+        child, scope, liveness = run.child, run.scope, run.liveness
         if self._closing:
             scope.cancel()  # arrived while we shut down: stop it rather than leave it behind
         else:
@@ -269,21 +305,14 @@ class SupervisorCore:
             scope.shield = True
             if liveness is not None:
                 liveness.beat()  # the watch starts now: starting up is not watched
-                nursery.start_soon(self._watch, child, generation, scope, done, liveness)
+                nursery.start_soon(self._watch, run, liveness)
         child.state = "running"
-        child.started_at = trio.current_time()
-        self._emit(ChildStarted(**self._stamp(), child_id=child.spec.id))
+        now = child.started_at = trio.current_time()
+        self._emit(ChildStarted(supervisor=self.name, at=now, child_id=child.spec.id))
         return True
 
-    def _child_exited(
-        self,
-        child: ChildRecord,
-        generation: int,
-        scope: trio.CancelScope,
-        error: BaseException | None,
-        *,
-        started: bool,
-    ) -> None:
+    def _child_exited(self, run: _Incarnation, error: BaseException | None) -> None:
+        child, generation, scope, started = run.child, run.generation, run.scope, run.is_started
         going_down = error is not None and not isinstance(error, Exception)
         hung = child.hung_generation == generation
         if hung and not going_down:
@@ -293,15 +322,22 @@ class SupervisorCore:
         else:
             reason = "shutdown" if scope.cancel_called else "normal"
         abnormal = error is not None or hung
+        now = trio.current_time()
         self._emit(
-            ChildExited(**self._stamp(), child_id=child.spec.id, reason=reason, abnormal=abnormal)
+            ChildExited(
+                supervisor=self.name,
+                at=now,
+                child_id=child.spec.id,
+                reason=reason,
+                abnormal=abnormal,
+            )
         )
         if generation != child.generation:
             return  # a left-behind incarnation: the child has moved on
         child.last_exit = reason
         if not started:
             return  # whoever called _start() sees the error and decides
-        self._reset_attempts_after_long_run(child)
+        self._reset_attempts_after_long_run(child, now)
         # A hung child was cancelled by the watchdog, not stopped: it is restarted like a crash.
         stopped_by_us = scope.cancel_called and child.state != "hung"
         if stopped_by_us or going_down:
@@ -309,8 +345,8 @@ class SupervisorCore:
         else:
             self._restart_or_retire(child, abnormal=abnormal)
 
-    def _reset_attempts_after_long_run(self, child: ChildRecord) -> None:
-        ran_s = trio.current_time() - (child.started_at or 0.0)
+    def _reset_attempts_after_long_run(self, child: ChildRecord, now: float) -> None:
+        ran_s = now - (child.started_at or 0.0)
         if ran_s >= self.policy.backoff.reset_after_s:
             child.attempt = 0
 
@@ -335,19 +371,19 @@ class SupervisorCore:
     # --- stopping ------------------------------------------------------------------------------
 
     def _cancel_child(self, child: ChildRecord) -> None:
-        if child.is_alive() and child.scope is not None:
+        if child.incarnation is not None and not child.incarnation.has_ended:
             child.state = "stopping"
-            child.scope.cancel()
+            child.incarnation.scope.cancel()
 
     async def _wait_stopped(self, child: ChildRecord, deadline: float) -> bool:
         """Wait until `child` ends or `deadline`; past it, report it unkillable and move on.
 
         Returns True when the child ended in time.
         """
-        if child.done is None:
+        if child.incarnation is None or child.incarnation.has_ended:
             return True
         with trio.move_on_at(deadline) as waiting:
-            await child.done.wait()
+            await child.incarnation.ended().wait()
         if waiting.cancelled_caught:
             timeout_s = child.spec.shutdown_timeout_s
             self._emit(
@@ -365,14 +401,7 @@ class SupervisorCore:
 
     # --- the watchdog --------------------------------------------------------------------------
 
-    async def _watch(
-        self,
-        child: ChildRecord,
-        generation: int,
-        scope: trio.CancelScope,
-        done: trio.Event,
-        liveness: Liveness,
-    ) -> None:
+    async def _watch(self, run: _Incarnation, liveness: Liveness) -> None:
         """Watch one incarnation of a watched child; once it is hung, cancel it and restart it.
 
         Runs in the supervisor's nursery beside the child and ends with it. A hung child that
@@ -381,13 +410,14 @@ class SupervisorCore:
         behind as a stale incarnation, and restarted all the same: a hang is what the watchdog
         exists to get past.
         """
-        silent_for_s = await wait_until_hung(liveness, done)
+        child, generation = run.child, run.generation
+        silent_for_s = await wait_until_hung(liveness, run.ended())
         if silent_for_s is None or not self._owns_running(child, generation, "running"):
             return
         self._emit(ChildHung(**self._stamp(), child_id=child.spec.id, silent_for_s=silent_for_s))
         child.state = "hung"
         child.hung_generation = generation
-        scope.cancel()
+        run.scope.cancel()
         deadline = trio.current_time() + child.spec.shutdown_timeout_s
         if await self._wait_stopped(child, deadline):
             return
@@ -395,7 +425,7 @@ class SupervisorCore:
             return  # the supervisor took over meanwhile (a shutdown, a sibling's restart)
         child.generation += 1  # its exit, whenever it comes, is a stale incarnation's
         child.last_exit = HUNG
-        self._reset_attempts_after_long_run(child)
+        self._reset_attempts_after_long_run(child, trio.current_time())
         self._restart_or_retire(child, abnormal=True)
 
     def _owns_running(self, child: ChildRecord, generation: int, state: ChildState) -> bool:
