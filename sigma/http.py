@@ -131,10 +131,15 @@ class HttpRequest(NamedTuple):
 
     def header(self, name: str) -> str | None:
         """The first value of a header (case-insensitive name), decoded as Latin-1."""
-        wanted = name.lower().encode()
+        value = self.raw_header(name.lower().encode())
+        return None if value is None else value.decode("latin-1")
+
+    def raw_header(self, lowered_name: bytes) -> bytes | None:
+        """The first value of a header as it came, by its lowercase name: `header` without
+        converting the name and the value (for a caller that asks every request for one)."""
         for key, value in self.headers:
-            if key == wanted:
-                return value.decode("latin-1")
+            if key == lowered_name:
+                return value
         return None
 
     def query_value(self, name: str) -> str | None:

@@ -82,6 +82,15 @@ def check_api_key(request: HttpRequest, key: str) -> bool:
     return hmac.compare_digest(presented.encode(), key.encode())
 
 
+def bearer_header_of(key: str) -> bytes | None:
+    """The `Authorization` value that `check_api_key` accepts for `key` as it is written by
+    clients (`Bearer <key>`), as bytes; None when `key` has no single such form (not ASCII,
+    or with surrounding whitespace)."""
+    if not key.isascii() or key != key.strip():
+        return None
+    return b"Bearer " + key.encode()
+
+
 def overloaded_error(problem: Overloaded, wait_s: float) -> HttpError:
     """The 503 of a publish that found no room: `Retry-After` in whole seconds, at least 1."""
     retry_after = max(1, math.ceil(wait_s))
@@ -96,10 +105,10 @@ def overloaded_error(problem: Overloaded, wait_s: float) -> HttpError:
 
 def idempotency_key_of(request: HttpRequest) -> str | None:
     """The `Idempotency-Key` header: 1 to 128 printable ASCII characters, or None when absent."""
-    raw = request.header("idempotency-key")
-    if raw is None:
+    value = request.raw_header(b"idempotency-key")
+    if value is None:
         return None
-    key = raw.strip()
+    key = value.decode("latin-1").strip()
     if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable():
         raise HttpError(
             400,
@@ -119,19 +128,32 @@ class PublishApi:
         self.key = key
         self.wait_s = wait_s
         self.reply_timeout_s = reply_timeout_s
+        self._bearer = bearer_header_of(key)
+
+    def authorised(self, request: HttpRequest) -> bool:
+        """`check_api_key` for this API's key; the usual `Bearer <key>` is compared as it came
+        (bytes), without decoding, stripping and encoding both sides per request."""
+        presented = request.raw_header(b"authorization")
+        if (
+            presented is not None
+            and self._bearer is not None
+            and hmac.compare_digest(presented, self._bearer)
+        ):
+            return True
+        return check_api_key(request, self.key)
 
     async def answer(
         self,
         conn: HttpServerConnection,
         request: HttpRequest,
-        read_body: Callable[[], Awaitable[bytes]],
+        read_body: Callable[[HttpServerConnection], Awaitable[bytes]],
     ) -> None:
-        """Answer one publish request; `read_body` reads its body (also when refused, so that
-        the connection can be kept alive)."""
+        """Answer one publish request; `read_body(conn)` reads its body (also when refused, so
+        that the connection can be kept alive)."""
         if not self.key:
             raise HttpError(404, "not_found", "the publish API is off ([api] key is empty)")
-        authorised = check_api_key(request, self.key)
-        body = await read_body()
+        authorised = self.authorised(request)
+        body = await read_body(conn)
         if not authorised:
             raise HttpError(401, "unauthorized", "a valid 'Authorization: Bearer <key>' is needed")
         parsed = parse_publish_body(body)
