@@ -223,7 +223,10 @@ class Gateway:
         After a request that ended the connection (closed, timed out, not kept alive),
         `conn.keep_alive` is false.
         """
-        request = await self._next_request(conn)
+        try:
+            request = await conn.next_request(self.config.gateway.handshake_timeout_s)
+        except TimedOut:
+            return False
         if request is None:
             return False
         try:
@@ -231,12 +234,6 @@ class Gateway:
         except HttpError as error:
             await conn.respond_error(error)
             return False
-
-    async def _next_request(self, conn: HttpServerConnection) -> HttpRequest | None:
-        try:
-            return await conn.next_request(self.config.gateway.handshake_timeout_s)
-        except TimedOut:
-            return None
 
     async def _answer_error(self, conn: HttpServerConnection, error: HttpError) -> None:
         try:
