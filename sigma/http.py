@@ -302,13 +302,17 @@ class HttpServerConnection:
         that came with its head) costs none.
         """
         while True:
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise _remote_protocol_error(exc) from None
+            event = self._buffered_event()
             if event is not h11.NEED_DATA:
                 return event
             await self._feed(deadline)
+
+    def _buffered_event(self) -> Any:
+        """The next h11 event from the bytes it holds (`h11.NEED_DATA` when it needs more)."""
+        try:
+            return self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise _remote_protocol_error(exc) from None
 
     async def _feed(self, deadline: float) -> None:
         """Wait for the peer's next bytes (`TimedOut` after `deadline`) and hand them to h11."""
@@ -368,13 +372,13 @@ class HttpServerConnection:
         if "#" in path or "://" in path:  # rare forms (absolute-form, fragments): urlsplit
             parts = urlsplit(target)
             path, query = parts.path, parts.query
-        return HttpRequest(
-            method=event.method.decode("ascii", "replace"),
-            target=target,
-            path=path,
-            query=parse_qs(query) if query else {},
-            headers=tuple(headers),
-            raw=event,
+        return HttpRequest(  # positional: a third cheaper than by keyword (about 3k of 7k)
+            event.method.decode("ascii", "replace"),  # method
+            target,
+            path,
+            parse_qs(query) if query else {},  # query
+            tuple(headers),
+            event,  # raw
         )
 
     async def _head_event(self, deadline: float) -> Any:
@@ -410,16 +414,21 @@ class HttpServerConnection:
     async def read_body(self, timeout_s: float = math.inf) -> bytes:
         """Read the whole body of the current request, at most `max_body_bytes`.
 
-        Raises `TimedOut` when it has not all arrived within `timeout_s`.
+        Raises `TimedOut` when it has not all arrived within `timeout_s`. A body that came with
+        its head (the usual case) is taken from h11 without a wait, a coroutine or the clock.
         """
-        deadline = trio.current_time() + timeout_s
         if self._declared_length is not None and self._declared_length > self.max_body_bytes:
             raise HttpError(413, "body_too_large", f"body exceeds {self.max_body_bytes} bytes")
+        deadline: float | None = None  # set when the body has to be waited for
         chunks: list[bytes] = []
         size = 0
         while True:
-            event = await self._next_event(deadline)
-            if isinstance(event, h11.Data):
+            event = self._buffered_event()
+            if event is h11.NEED_DATA:
+                if deadline is None:
+                    deadline = trio.current_time() + timeout_s
+                await self._feed(deadline)
+            elif isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > self.max_body_bytes:
                     raise HttpError(
