@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -21,6 +21,8 @@ from sigma.protocol import (
     encode_welcome,
     make_checked_event,
     make_event,
+    utc_iso_of_micros,
+    utc_now_iso,
     welcome,
 )
 
@@ -168,3 +170,37 @@ def test_welcome_lists_sorted_subscriptions_and_contract_fields() -> None:
     assert data["server_version"] == "0.1.0"
     assert "recovered" not in data
     assert "subscribed to all core events" in data["message"]
+
+
+@pytest.mark.parametrize(
+    "micros",
+    [
+        0,
+        1,
+        999_999,
+        1_000_000,
+        1_764_601_199_999_999,  # the last microsecond of a day, then the next day's first
+        1_764_601_200_000_000,
+        1_764_601_200_000_001,
+        1_767_225_599_500_000,  # New Year's Eve, and the year after
+        1_767_225_600_000_000,
+        4_102_444_800_123_456,
+    ],
+)
+def test_timestamps_are_what_datetime_writes(micros: int) -> None:
+    expected = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).isoformat()
+    assert utc_iso_of_micros(micros) == expected
+    assert utc_iso_of_micros(micros) == expected  # the second time from the kept second
+
+
+def test_consecutive_timestamps_match_datetime_across_seconds() -> None:
+    start = 1_764_601_198_999_990
+    for micros in range(start, start + 2_000_020, 7_919):
+        expected = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).isoformat()
+        assert utc_iso_of_micros(micros) == expected
+
+
+def test_now_is_stamped_in_utc_with_the_offset() -> None:
+    stamped = datetime.fromisoformat(utc_now_iso())
+    assert stamped.utcoffset() == timedelta(0)
+    assert abs((datetime.now(UTC) - stamped).total_seconds()) < 60

@@ -54,7 +54,7 @@ from sigma.gateway.upgrade import (
     remote_address,
 )
 from sigma.health import HealthBoard
-from sigma.http import HttpError, HttpRequest, HttpServerConnection, TimedOut
+from sigma.http import HeadWatch, HttpError, HttpRequest, HttpServerConnection, TimedOut
 from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.keys import load_server_tls
@@ -65,6 +65,9 @@ from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 log = structlog.get_logger("sigma.gateway")
 
 CLOSE_TIMEOUT_S = 1.0
+HEAD_WATCH_MAX_LATE_S = 1.0
+"""A kept-alive connection's request head times out at most this late (and at most a tenth of
+`handshake_timeout_s` late): the granularity of the gateway's `HeadWatch`."""
 ROUTES: dict[str, frozenset[str]] = {
     "/health": frozenset({"GET", "HEAD"}),
     "/metrics": frozenset({"GET"}),
@@ -119,6 +122,10 @@ class Gateway:
         self.metrics = metrics
         self.faults = faults or Faults()
         self.keepalive = keepalive or new_keepalive(config)
+        self.head_watch = HeadWatch(
+            min(HEAD_WATCH_MAX_LATE_S, config.gateway.handshake_timeout_s / 10)
+        )
+        """Times out the heads of kept-alive connections; `run_gateway` runs its sweep."""
         self._count_drops = (
             functools.partial(metrics.count_queue_drops, config.hub.slow_client_policy)
             if metrics is not None
@@ -173,9 +180,10 @@ class Gateway:
         try:
             handed_over = await self._serve_one(conn)
             if not handed_over and conn.keep_alive:
-                # Kept alive: the heads that follow share one cancel scope for their timeout
-                # (entering one costs more than a request that does not wait for its head).
-                with conn.serving():
+                # Kept alive: the heads that follow share one cancel scope for their timeout,
+                # cancelled by the head watch (entering one costs more than a request that
+                # does not wait for its head, moving its deadline twice almost as much).
+                with conn.serving(self.head_watch):
                     while not handed_over and conn.keep_alive:
                         handed_over = await self._serve_one(conn)
         except HttpError as error:
@@ -215,7 +223,10 @@ class Gateway:
         After a request that ended the connection (closed, timed out, not kept alive),
         `conn.keep_alive` is false.
         """
-        request = await self._next_request(conn)
+        try:
+            request = await conn.next_request(self.config.gateway.handshake_timeout_s)
+        except TimedOut:
+            return False
         if request is None:
             return False
         try:
@@ -223,12 +234,6 @@ class Gateway:
         except HttpError as error:
             await conn.respond_error(error)
             return False
-
-    async def _next_request(self, conn: HttpServerConnection) -> HttpRequest | None:
-        try:
-            return await conn.next_request(self.config.gateway.handshake_timeout_s)
-        except TimedOut:
-            return None
 
     async def _answer_error(self, conn: HttpServerConnection, error: HttpError) -> None:
         try:
@@ -238,6 +243,9 @@ class Gateway:
             pass
 
     async def _dispatch(self, conn: HttpServerConnection, request: HttpRequest) -> bool:
+        if request.path == PUBLISH_PATH and request.method == "POST":  # the busy route first
+            await self.publish_api.answer(conn, request, self._read_body)
+            return False
         if request.path == ADMIN_FAULTS_PATH:
             await self._admin_faults(conn, request)
             return False
@@ -259,12 +267,10 @@ class Gateway:
         if request.path == "/health":
             status, payload = self.health.report()
             await conn.respond_json(status, payload)
-        elif request.path == "/metrics":
+        else:  # /metrics: the only route left (a publish went first)
             if self.metrics is None:
                 raise HttpError(404, "not_found", "no metrics are kept")
             await conn.respond(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
-        else:
-            await self.publish_api.answer(conn, request, functools.partial(self._read_body, conn))
         return False
 
     async def _admin_faults(self, conn: HttpServerConnection, request: HttpRequest) -> None:
@@ -423,4 +429,5 @@ async def run_gateway(
         for listener in listeners:
             nursery.start_soon(accept_forever, listener, gateway.handle_connection, nursery)
         nursery.start_soon(gateway.keepalive.run)
+        nursery.start_soon(gateway.head_watch.run)
         task_status.started(handle)

@@ -174,10 +174,21 @@ class HubActor:
 
     # --- what the intake asks (sigma.hub.intake.IntakeHub) --------------------------------
 
-    def accepts_events(self, now: float) -> bool:
+    def accepts_events(self, now: float | None = None) -> bool:
         """False while the herd lags or a client is on probation; looks at the clients'
-        depths again when that is due (and cuts off who lags far behind after the grace)."""
+        depths again when that is due (and cuts off who lags far behind after the grace).
+        `now`: the trio time (read when needed if not given)."""
         herd = self.state.herd
+        probation = self.state.probation
+        if not (
+            herd.lagging
+            or probation.since
+            or self._gate_closed
+            or probation.started != self._probations_seen
+        ):
+            return True  # the usual case, asked on every publish: nothing to look at or log
+        if now is None:
+            now = trio.current_time()
         if herd.due_recheck(now):
             herd.recheck(self.state.fills(with_sockets=True), now)
         self._review(now)
@@ -216,7 +227,7 @@ class HubActor:
         seqs = self._publish(events, key)
         self.state.flush()
         self._note_herd()
-        if self.state.probation:
+        if self.state.probation.since:
             self._review(trio.current_time())
         return seqs
 
@@ -224,8 +235,10 @@ class HubActor:
         """Number and broadcast `events`, or answer a repeated key's first seqs."""
         seqs = self.state.published.get(key) if key is not None else None
         if seqs is None:
-            alone = len(events) == 1
-            seqs = tuple(self._broadcast(event, alone=alone) for event in events)
+            if len(events) == 1:  # the usual publish: no generator for one event
+                seqs = (self._broadcast(events[0], alone=True),)
+            else:
+                seqs = tuple(self._broadcast(event) for event in events)
             if key is not None:
                 self.state.published.remember(key, seqs)
         return seqs

@@ -55,8 +55,9 @@ class Overloaded(Exception):
 class IntakeHub(Protocol):
     """What the intake asks of the running hub (`sigma.hub.actor.HubActor` is one)."""
 
-    def accepts_events(self, now: float) -> bool:
-        """False while the herd lags (after looking at the depths again when that is due)."""
+    def accepts_events(self, now: float | None = None) -> bool:
+        """False while the herd lags (after looking at the depths again when that is due).
+        `now`: the trio time, read by the hub when it needs it if not given."""
         ...
 
     def can_handle_now(self) -> bool:
@@ -147,7 +148,7 @@ class HubIntake:
         not number the events in time, or refused them by closing the reply).
         """
         hub = self._hub
-        if hub is not None and self._can_go_direct(hub) and hub.accepts_events(trio.current_time()):
+        if hub is not None and self._can_go_direct(hub) and hub.accepts_events():
             return self._publish_now(hub, events, key)
         started = trio.current_time()
         with trio.move_on_after(wait_s):
