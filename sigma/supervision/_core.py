@@ -166,6 +166,7 @@ class SupervisorCore:
                 last_exit=child.last_exit,
                 started_at=child.started_at,
                 supervisor=child.spec.supervisor,
+                watchdog_s=child.spec.watchdog_s,
             )
             for child in self._children.values()
         ]

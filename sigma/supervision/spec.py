@@ -137,6 +137,8 @@ class ChildInfo:
     last_exit: str | None
     started_at: float | None
     supervisor: bool
+    watchdog_s: float | None
+    """Its spec's `watchdog_s`: how long it may go without a beat (None: not watched)."""
 
 
 @dataclass(frozen=True)

@@ -375,7 +375,7 @@ async def test_the_tree_watches_its_looping_actors_with_generous_deadlines(
         events=events_send,
         metrics=Metrics(started_at=0.0),
     )
-    watchdogs = {spec.id: spec.watchdog_s for spec in root._specs}
+    watchdogs = {child.id: child.watchdog_s for child in root.which_children()}
     assert watchdogs == {
         "engine": None,
         "hub": 10.0,
