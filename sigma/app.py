@@ -44,8 +44,9 @@ from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.server import GatewayHandle, new_keepalive, run_gateway
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import new_hub_state, run_hub
+from sigma.hub.actor import new_hub_state
 from sigma.hub.intake import HubIntake
+from sigma.hub.loop import run_hub
 from sigma.hub.messages import HubMessage
 from sigma.metrics import Metrics
 from sigma.poller.actor import run_poller

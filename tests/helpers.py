@@ -26,9 +26,10 @@ from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubC
 from sigma.faults import Faults
 from sigma.gateway.server import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
-from sigma.hub.actor import HubActor, run_hub
+from sigma.hub.actor import HubActor
 from sigma.hub.frames import Frame
 from sigma.hub.intake import HubIntake
+from sigma.hub.loop import run_hub
 from sigma.hub.messages import HubMessage
 from sigma.hub.outbox import Outbox, OutboxClosed
 from sigma.metrics import Metrics

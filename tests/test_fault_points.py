@@ -22,7 +22,7 @@ from sigma.engine.server import serve_connection
 from sigma.faults import Faults, FaultSpec, InjectedFault
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import run_hub
+from sigma.hub.loop import run_hub
 from sigma.hub.messages import Client, HubMessage, Join, Publish
 from sigma.hub.outbox import Outbox
 from sigma.poller.actor import run_poller

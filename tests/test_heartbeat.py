@@ -17,7 +17,7 @@ from helpers import OutboxReader, decode_frames
 from sigma.app import RootStates
 from sigma.config import HeartbeatConfig, HubConfig
 from sigma.heartbeat import heartbeat_data, run_heartbeat
-from sigma.hub.actor import run_hub
+from sigma.hub.loop import run_hub
 from sigma.hub.messages import Client, HubMessage, Join
 from sigma.hub.outbox import Outbox
 from sigma.supervision.supervisor import Backoff, ChildSpec, Supervisor, SupervisorPolicy

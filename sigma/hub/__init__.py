@@ -8,5 +8,6 @@ Read in this order:
 - `state`: numbering, resume history, the client table and subscriptions (no I/O);
 - `overload`: when one client lags far behind the rest, and when the whole herd lags (pure);
 - `outbox`: one client's bounded queue and its slow-client policies;
-- `actor`: the thin loop around `state` that the supervisor runs.
+- `actor`: the thin layer around `state` that acts on each inbox message;
+- `loop`: `run_hub`, the task the supervisor runs: how the actor takes messages from the inbox.
 """

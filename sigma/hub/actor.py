@@ -4,8 +4,8 @@ Reads: one inbox (`trio.MemoryReceiveChannel[HubMessage]`) that the poller, the 
 publish API and every client session write to (each with its own clone of the send end).
 Writes: each client's `Outbox`, never waiting: `offer` per event, then one `flush` per inbox
 message, which writes straight to an idle client's socket when it takes the bytes at once.
-Exits: when cancelled, or when every send end of the inbox is closed. On exit it closes every
-client's outbox with 1012 (service restart).
+Exits (`sigma.hub.loop.run_hub`): when cancelled, or when every send end of the inbox is
+closed; on exit every client's outbox is closed with 1012 (service restart).
 
 What a hub restart costs clients: nothing is lost. The numbering and the resume history live in
 a `HubState` that the tree creates once and hands to every incarnation of the hub, so a
@@ -14,19 +14,14 @@ restarted hub keeps its epoch and its `seq`. Its clients, closed with 1012, reco
 the crashed incarnation numbered but had not yet delivered to everyone is in that history too.
 Without a `HubState` passed in (tests, or a library user) each incarnation starts a new epoch.
 
-Under a watchdog it beats once per message and says it is idle while it waits on its inbox, so
-a quiet hub is never taken for a hung one. With a `Metrics` it counts every broadcast (one call
-per event, never per client) and lets scrapes read its client table.
+With a `Metrics` it counts every broadcast (one call per event, never per client) and lets
+scrapes read its client table.
 
 The inbox's receive end belongs to whoever built the tree, not to the hub, so messages that
 arrive while the hub is being restarted wait in its buffer instead of being discarded.
 
-Messages that already wait are handled several to a turn (at most `MESSAGES_PER_TURN`, and
-none more once the turn has lasted `TURN_BUDGET_S`) instead of one per pass through trio's
-scheduler: a thousand clients joining at once cost a few turns, not a thousand.
-
-Fault point `hub.publish` (`sigma.faults`) is passed before each message is taken from the
-inbox, so an injected crash there loses nothing: the message waits for the next incarnation.
+The task that runs it, how it takes messages from the inbox, its watchdog beats and its fault
+point are `sigma.hub.loop`'s.
 
 Overload: after each broadcast the actor tells `state.herd` how many clients' queues were deep;
 while the herd lags, or a client whose queue is full is on probation (`state.probation`), its
@@ -43,15 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 
 import structlog
 import trio
 
 from sigma.config import HubConfig
-from sigma.faults import FaultPoint, Faults
-from sigma.hub.intake import HubIntake
+from sigma.faults import FaultPoint
 from sigma.hub.messages import (
     UNDELIVERABLE,
     Command,
@@ -65,8 +58,7 @@ from sigma.hub.messages import (
 )
 from sigma.hub.state import HubState
 from sigma.metrics import Metrics
-from sigma.protocol import CloseCode, Event, make_event
-from sigma.supervision.watchdog import Liveness
+from sigma.protocol import Event, make_event
 
 log = structlog.get_logger("sigma.hub")
 
@@ -400,135 +392,3 @@ class HubActor:
         if self._metrics is not None:
             self._metrics.count_slow_disconnects(slow)
         log.info("Slow clients cut off", msg_type=event_type, count=slow)
-
-
-async def run_hub(
-    inbox: trio.MemoryReceiveChannel[HubMessage],
-    config: HubConfig,
-    *,
-    heartbeat_interval_s: float,
-    metrics: Metrics | None = None,
-    liveness: Liveness | None = None,
-    state: HubState | None = None,
-    faults: Faults | None = None,
-    intake: HubIntake | None = None,
-    numbering: Numbering | None = None,
-    node_id: str = "",
-    task_status: trio.TaskStatus[HubActor] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run one incarnation of the hub until cancelled or the inbox ends.
-
-    `metrics`, when given, is told of every broadcast and reads the client table on scrape;
-    `liveness` is given by a supervisor that watches the hub (`ChildSpec.watchdog_s`);
-    `state`, when given, carries the numbering over from the previous incarnation; `faults`
-    holds the `hub.publish` point (never armed without it); `numbering` and `node_id` are
-    `HubActor`'s (a cluster node's hub); `intake`, the gate in front of `inbox` that event
-    producers use, learns from this incarnation whether the herd lags.
-
-    Resource handling: does not close `inbox` (its owner does). Error handling: a crash
-    propagates to the supervisor; either way every client is closed with 1012 on the way out.
-    """
-    actor = HubActor(
-        config,
-        heartbeat_interval_s=heartbeat_interval_s,
-        metrics=metrics,
-        state=state,
-        numbering=numbering,
-        node_id=node_id,
-    )
-    log.info("Hub started", epoch=actor.state.epoch, last_seq=actor.state.last_seq)
-    if metrics is not None:
-        metrics.attach_hub(actor)
-    fault = faults.point("hub.publish") if faults is not None else FaultPoint("hub.publish")
-    actor.fault = fault
-    if intake is not None:
-        intake.attach(actor)
-    task_status.started(actor)
-    try:
-        if liveness is None:
-            await _serve(actor, inbox, fault)
-        else:
-            await _serve_watched(actor, inbox, liveness, fault)
-    finally:
-        if intake is not None:
-            intake.detach(actor)
-        if metrics is not None:
-            metrics.detach_hub(actor)
-        actor.close_waiting(CloseCode.SERVICE_RESTART, "hub restarted")
-        actor.state.close_all(CloseCode.SERVICE_RESTART, "hub restarted")
-
-
-MESSAGES_PER_TURN = 64
-"""The hub handles at most this many waiting messages in a row before it lets others run..."""
-TURN_BUDGET_S = 0.002
-"""...and takes no further one once its turn has lasted this long (a broadcast to thousands of
-clients can take milliseconds)."""
-
-
-async def _serve(
-    actor: HubActor, inbox: trio.MemoryReceiveChannel[HubMessage], fault: FaultPoint
-) -> None:
-    """The hub's loop, unwatched."""
-    while True:
-        if fault.armed:
-            await fault.hit()  # before taking a message: a crash here loses none
-        try:
-            message = await inbox.receive()
-        except trio.EndOfChannel:
-            return
-        turn_began = time.perf_counter()
-        actor.handle(message)
-        if not _handle_waiting(actor, inbox, fault, turn_began):
-            return
-
-
-async def _serve_watched(
-    actor: HubActor,
-    inbox: trio.MemoryReceiveChannel[HubMessage],
-    liveness: Liveness,
-    fault: FaultPoint,
-) -> None:
-    """The hub's loop with a beat per message; waiting on the inbox is idle, not hung."""
-    while True:
-        if fault.armed:
-            await fault.hit()  # busy, not idle: a hang here is the watchdog's to find
-        liveness.idle()
-        try:
-            message = await inbox.receive()
-        except trio.EndOfChannel:
-            return
-        turn_began = time.perf_counter()
-        liveness.beat()
-        actor.handle(message)
-        if not _handle_waiting(actor, inbox, fault, turn_began, liveness):
-            return
-
-
-def _handle_waiting(
-    actor: HubActor,
-    inbox: trio.MemoryReceiveChannel[HubMessage],
-    fault: FaultPoint,
-    turn_began: float,
-    liveness: Liveness | None = None,
-) -> bool:
-    """Handle the messages that already wait, within one turn's bounds (`MESSAGES_PER_TURN`,
-    `TURN_BUDGET_S` of `time.perf_counter()` since `turn_began`); False once the inbox ended.
-
-    `receive` passes through trio's scheduler even when a message waits: a burst (a thousand
-    clients joining at once) is handled here in a few turns instead of one turn per message.
-    An armed fault point ends the turn, so that it is hit before the next message is taken.
-    """
-    ends = turn_began + TURN_BUDGET_S
-    for _ in range(MESSAGES_PER_TURN - 1):
-        if fault.armed or time.perf_counter() >= ends:
-            return True
-        try:
-            message = inbox.receive_nowait()
-        except trio.WouldBlock:
-            return True
-        except trio.EndOfChannel:
-            return False
-        if liveness is not None:
-            liveness.beat()
-        actor.handle(message)
-    return True

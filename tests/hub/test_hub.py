@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sigma.config import HubConfig
-from sigma.hub.actor import MESSAGES_PER_TURN, HubActor, run_hub
+from sigma.hub.actor import HubActor
+from sigma.hub.loop import MESSAGES_PER_TURN, run_hub
 from sigma.hub.messages import Client, Join, Publish, PublishHeartbeat
 from sigma.hub.outbox import Outbox
 from sigma.hub.state import HubState
@@ -196,7 +197,7 @@ async def test_a_long_burst_lets_other_tasks_run_between_the_hubs_turns(
     """A turn ends after `MESSAGES_PER_TURN` messages, or once it has lasted `TURN_BUDGET_S`
     (here 0: after the first message), so that a burst never keeps the rest of the server
     waiting for long."""
-    monkeypatch.setattr("sigma.hub.actor.TURN_BUDGET_S", budget_s)
+    monkeypatch.setattr("sigma.hub.loop.TURN_BUDGET_S", budget_s)
     count = 3 * MESSAGES_PER_TURN
     send, receive = trio.open_memory_channel[Any](count)
     for n in range(count):

@@ -18,8 +18,9 @@ from sigma.config import HeartbeatConfig, HubConfig, PollerConfig
 from sigma.faults import Faults, FaultSpec
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import HubActor, run_hub
+from sigma.hub.actor import HubActor
 from sigma.hub.intake import HubIntake, Overloaded
+from sigma.hub.loop import run_hub
 from sigma.hub.messages import HubMessage, Leave, PublishHeartbeat
 from sigma.poller.actor import run_poller
 from sigma.protocol import Event, make_event

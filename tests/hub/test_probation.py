@@ -16,8 +16,9 @@ from helpers import decode_frames
 from pydantic import ValidationError
 
 from sigma.config import HubConfig
-from sigma.hub.actor import HubActor, run_hub
+from sigma.hub.actor import HubActor
 from sigma.hub.intake import HubIntake, Overloaded
+from sigma.hub.loop import run_hub
 from sigma.hub.messages import Client, HubMessage, Join
 from sigma.hub.outbox import Outbox
 from sigma.protocol import make_event

@@ -25,7 +25,7 @@ from sigma.config import Config, HeartbeatConfig, HubConfig, PollerConfig
 from sigma.errors import RestartIntensityExceeded
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
-from sigma.hub.actor import run_hub
+from sigma.hub.loop import run_hub
 from sigma.hub.messages import HubMessage
 from sigma.metrics import Metrics
 from sigma.poller.actor import run_poller
