@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
-import os
 import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ import trio
 
 import sigma.client
 from sigma.cli import probe_verdict
+from sigma.cli.options import add_gateway_options, seconds_argument
 from sigma.cli.probe_verdict import (
     BrokenContract,
     HeartbeatLimits,
@@ -44,19 +43,17 @@ from sigma.cli.probe_verdict import (
     usage_error,
 )
 from sigma.client import (
-    DEFAULT_URL,
     GatewayClosed,
     GatewayProtocolError,
     GatewayUnavailable,
     Reconnect,
     Stream,
 )
-from sigma.client.connection import check_ws_url, parse_timestamp
+from sigma.client.connection import parse_timestamp
 from sigma.client.tls import tls_context
 from sigma.protocol import Event
 
 DEFAULT_TIMEOUT_S = 10.0
-TOKEN_ENV_VAR = "SIGMA_TOKEN"
 
 
 async def observe(
@@ -145,25 +142,6 @@ class _CheckParser(argparse.ArgumentParser):
         raise CheckUsageError(message)
 
 
-def seconds_argument(text: str) -> float:
-    """An argparse type: a positive, finite number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
-    return value
-
-
-def url_argument(text: str) -> str:
-    """An argparse type: a ws:// or wss:// URL with a host."""
-    try:
-        return check_ws_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def check_parser() -> argparse.ArgumentParser:
     """The parser of `sigma check`; its errors raise `CheckUsageError`."""
     thresholds = "\n\n".join((probe_verdict.__doc__ or "").split("\n\n")[1:-1])
@@ -174,19 +152,10 @@ def check_parser() -> argparse.ArgumentParser:
         epilog=thresholds,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--url",
-        type=url_argument,
-        default=DEFAULT_URL,
-        help=f"the gateway's WebSocket (default {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=seconds_argument,
-        default=DEFAULT_TIMEOUT_S,
-        metavar="S",
-        help="seconds for connecting, the handshake and the welcome together "
-        f"(default {DEFAULT_TIMEOUT_S:g})",
+    add_gateway_options(
+        parser,
+        timeout_s=DEFAULT_TIMEOUT_S,
+        timeout_help="seconds for connecting, the handshake and the welcome together",
     )
     parser.add_argument(
         "--max-heartbeat-age",
@@ -194,17 +163,6 @@ def check_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="the maximum heartbeat age A: older is WARNING, older than 2A (or none within 2A) "
         "is CRITICAL (default: twice the welcome's heartbeat_interval)",
-    )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV_VAR) or None,
-        help=f"a JWT sent as 'Authorization: Bearer' (default ${TOKEN_ENV_VAR})",
-    )
-    parser.add_argument(
-        "--cafile",
-        metavar="FILE",
-        help="for a wss:// URL: trust only the CA certificate(s) in this PEM file "
-        "(default: the system's trusted CAs)",
     )
     return parser
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
 import random
 import ssl
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from rich.console import Console
 from rich.live import Live
 
 from sigma.backoff import FullJitter
-from sigma.cli.probe import seconds_argument, url_argument
+from sigma.cli.options import add_gateway_options, seconds_argument
 from sigma.cli.watch.state import ALL_TYPES, LOG_SIZE, WatchState
 from sigma.cli.watch.view import dashboard, log_line, snapshot
 from sigma.client import (
@@ -49,7 +48,6 @@ CONNECT_TIMEOUT_S = 10.0
 REFRESH_S = 0.25
 """How often the live view is redrawn (heartbeat ages and countdowns move on their own)."""
 RECONNECT_BACKOFF = FullJitter(min_s=0.5, max_s=15.0)
-TOKEN_ENV_VAR = "SIGMA_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -186,11 +184,10 @@ def watch_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0, or 1 when the run ended without ever connecting; 2 for a "
         "usage error.",
     )
-    parser.add_argument(
-        "--url",
-        type=url_argument,
-        default=DEFAULT_URL,
-        help=f"the gateway's WebSocket ({DEFAULT_URL})",
+    add_gateway_options(
+        parser,
+        timeout_s=CONNECT_TIMEOUT_S,
+        timeout_help="seconds for each connection attempt and its welcome",
     )
     parser.add_argument(
         "--types",
@@ -198,24 +195,6 @@ def watch_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="TYPE[,TYPE]",
         help="show only these event types (heartbeat is subscribed anyway, for liveness)",
-    )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV_VAR) or None,
-        help=f"a JWT sent as 'Authorization: Bearer' (default ${TOKEN_ENV_VAR})",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=seconds_argument,
-        default=CONNECT_TIMEOUT_S,
-        metavar="S",
-        help=f"seconds for each connection attempt and its welcome ({CONNECT_TIMEOUT_S:g})",
-    )
-    parser.add_argument(
-        "--cafile",
-        metavar="FILE",
-        help="for a wss:// URL: trust only the CA certificate(s) in this PEM file "
-        "(default: the system's trusted CAs)",
     )
     parser.add_argument(
         "--max-seconds", type=seconds_argument, metavar="S", help="stop after S seconds"
