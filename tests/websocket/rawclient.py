@@ -325,9 +325,14 @@ def accept_token(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + ACCEPT_GUID).digest())
 
 
-async def upgrade(stream: trio.SocketStream, host: str, path: str = "/ws") -> bytes:
+async def upgrade(
+    stream: trio.SocketStream, host: str, path: str = "/ws", *, first_frames: bytes = b""
+) -> bytes:
     """Do the opening handshake over `stream` with h11; the bytes read past the 101's head
-    (the first frames) are returned. Raises `HandshakeRefused` for any other answer."""
+    (the first frames) are returned. Raises `HandshakeRefused` for any other answer.
+
+    `first_frames` go right behind the request, in the same write, as a client that does not
+    wait for the 101 may send them."""
     key = base64.b64encode(secrets.token_bytes(16)).decode()
     http = h11.Connection(our_role=h11.CLIENT)
     request = h11.Request(
@@ -341,7 +346,8 @@ async def upgrade(stream: trio.SocketStream, host: str, path: str = "/ws") -> by
             ("Sec-WebSocket-Version", "13"),
         ],
     )
-    await stream.send_all(http.send(request) + (http.send(h11.EndOfMessage()) or b""))
+    head = http.send(request) + (http.send(h11.EndOfMessage()) or b"")
+    await stream.send_all(head + first_frames)
     with trio.fail_after(READ_TIMEOUT_S):
         while True:
             event = http.next_event()
@@ -364,10 +370,15 @@ async def upgrade(stream: trio.SocketStream, host: str, path: str = "/ws") -> by
 
 
 @asynccontextmanager
-async def raw_client(host: str, port: int, path: str = "/ws") -> AsyncIterator[RawClient]:
-    """An upgraded bare-socket connection to `host:port`, closed (FIN) on exit."""
+async def raw_client(
+    host: str, port: int, path: str = "/ws", *, first_frames: bytes = b""
+) -> AsyncIterator[RawClient]:
+    """An upgraded bare-socket connection to `host:port`, closed (FIN) on exit; `first_frames`
+    are sent with the upgrade request."""
     stream = await trio.open_tcp_stream(host, port)
     async with stream:
         client = RawClient(stream)
-        client.decoder.feed(await upgrade(stream, f"{host}:{port}", path))
+        client.decoder.feed(
+            await upgrade(stream, f"{host}:{port}", path, first_frames=first_frames)
+        )
         yield client

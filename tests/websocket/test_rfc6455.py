@@ -54,9 +54,12 @@ class Edge:
     stack: Stack
     neighbour: Neighbour
 
-    def client(self) -> AbstractAsyncContextManager[RawClient]:
-        """A bare-socket client, upgraded on `/ws`, closed on exit."""
-        return raw_client(self.stack.gateway.host, self.stack.gateway.port)
+    def client(self, *, first_frames: bytes = b"") -> AbstractAsyncContextManager[RawClient]:
+        """A bare-socket client, upgraded on `/ws`, closed on exit; `first_frames` go out in
+        the same write as its upgrade request."""
+        return raw_client(
+            self.stack.gateway.host, self.stack.gateway.port, first_frames=first_frames
+        )
 
     async def assert_undisturbed(self) -> None:
         """The neighbour still gets every event in order, and no broken peer's session is left."""
@@ -108,6 +111,23 @@ async def test_fragmented_subscribe_is_reassembled_and_answered(edge: Edge) -> N
 async def test_ping_with_a_125_byte_payload_gets_a_pong_with_the_same_payload(edge: Edge) -> None:
     async with edge.client() as client:
         await cases.ping_with_125_bytes(client)
+    await edge.assert_undisturbed()
+
+
+async def test_frames_sent_with_the_upgrade_request_are_read(edge: Edge) -> None:
+    """A client need not wait for the 101: frames right behind its request are its first."""
+    early = encode_frame(Opcode.PING, b"early") + encode_frame(
+        Opcode.TEXT, orjson.dumps({"action": "ping", "id": 7})
+    )
+    async with edge.client(first_frames=early) as client:
+        assert (await client.receive_until("pong"))["data"]["request_id"] == 7
+        assert b"early" in client.pongs or await client.receive_pong() == b"early"
+    await edge.assert_undisturbed()
+
+
+async def test_a_bad_frame_sent_with_the_upgrade_request_closes_with_1002(edge: Edge) -> None:
+    async with edge.client(first_frames=encode_frame(Opcode.TEXT, b"{}", rsv=0b100)) as client:
+        assert (await client.closed_by_server()).code == 1002
     await edge.assert_undisturbed()
 
 
