@@ -82,9 +82,9 @@ class ServerConnection:
         "_on_ping",
         "_owed",
         "_protocol",
-        "_received_any",
         "_sock",
         "_stream",
+        "_waited_for_first_bytes",
         "broken",
         "closed_for_writing",
         "max_message_bytes",
@@ -110,7 +110,7 @@ class ServerConnection:
         self._protocol = (
             Connection(ConnectionType.SERVER, trailing_data=trailing) if trailing else None
         )
-        self._received_any = bool(trailing)
+        self._waited_for_first_bytes = bool(trailing)  # or they came with the handshake
         self._on_ping = on_ping
         self._fault = fault or FaultPoint("connection.try_write")
         self._defer_to = defer_to or FaultPoint("sender.write")
@@ -219,9 +219,9 @@ class ServerConnection:
             else:
                 # Nothing received yet since the handshake: the client is waiting for its welcome,
                 # so wait for its bytes first instead of meeting an empty socket.
-                waited = not self._received_any
+                waited = not self._waited_for_first_bytes
                 if waited:
-                    self._received_any = True
+                    self._waited_for_first_bytes = True
                     await trio.lowlevel.wait_readable(sock)
                 else:
                     await trio.lowlevel.checkpoint_if_cancelled()
