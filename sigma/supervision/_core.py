@@ -57,9 +57,14 @@ class ChildRecord:
     hung_generation: int = 0  # the last incarnation the watchdog found hung (0: none)
     incarnation: _Incarnation | None = None  # the latest one, running or ended
 
+    def running(self) -> _Incarnation | None:
+        """The current incarnation while it runs (or is stopping); None once it has ended."""
+        run = self.incarnation
+        return run if run is not None and not run.has_ended else None
+
     def is_alive(self) -> bool:
         """True while the current incarnation runs (or is stopping)."""
-        return self.incarnation is not None and not self.incarnation.has_ended
+        return self.running() is not None
 
 
 @dataclass(frozen=True)
@@ -372,19 +377,21 @@ class SupervisorCore:
     # --- stopping ------------------------------------------------------------------------------
 
     def _cancel_child(self, child: ChildRecord) -> None:
-        if child.incarnation is not None and not child.incarnation.has_ended:
+        run = child.running()
+        if run is not None:
             child.state = "stopping"
-            child.incarnation.scope.cancel()
+            run.scope.cancel()
 
     async def _wait_stopped(self, child: ChildRecord, deadline: float) -> bool:
         """Wait until `child` ends or `deadline`; past it, report it unkillable and move on.
 
         Returns True when the child ended in time.
         """
-        if child.incarnation is None or child.incarnation.has_ended:
+        run = child.running()
+        if run is None:
             return True
         with trio.move_on_at(deadline) as waiting:
-            await child.incarnation.ended().wait()
+            await run.ended().wait()
         if waiting.cancelled_caught:
             timeout_s = child.spec.shutdown_timeout_s
             self._emit(
