@@ -51,7 +51,6 @@ from sigma.gateway.upgrade import (
     authenticate,
     check_origin,
     check_websocket_handshake,
-    remote_address,
 )
 from sigma.health import HealthBoard
 from sigma.http import HeadWatch, HttpError, HttpRequest, HttpServerConnection, TimedOut
@@ -155,19 +154,15 @@ class Gateway:
             else None
         )
 
-    async def handle_connection(
-        self, socket_stream: trio.SocketStream, peer: str | None = None
-    ) -> None:
+    async def handle_connection(self, socket_stream: trio.SocketStream, peer: str) -> None:
         """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
 
-        `peer` is the client's IP address as `accept` gave it (asked of the socket without it).
+        `peer` is the client's IP address as `accept` gave it.
         Over TLS, the TLS handshake comes first (`_secure`).
         Error handling: nothing escapes; a bug is logged and answered 500 when still possible.
         Resource handling: closes the stream unless a session took it over.
         """
         stream: trio.abc.Stream = socket_stream
-        # Asked now if not given: a peer that gave up may be unnamed later.
-        peer = peer or remote_address(socket_stream)
         if self.tls is not None:
             secured = await self._secure(socket_stream, self.tls, peer)
             if secured is None:

@@ -14,7 +14,6 @@ import base64
 import binascii
 
 import structlog
-import trio
 
 from sigma.gateway.auth import Authenticator, SessionAuth, TokenRejected
 from sigma.http import HttpError, HttpRequest
@@ -87,14 +86,3 @@ def authenticate(
 def _bearer_error(rejected: TokenRejected) -> str:
     """The RFC 6750 `error` attribute of `WWW-Authenticate` for a refused token."""
     return "invalid_request" if rejected.error == "missing_token" else "invalid_token"
-
-
-def remote_address(stream: trio.abc.Stream) -> str:
-    """The peer's IP address, the key of the per-address connection count (seen through TLS)."""
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    try:
-        peer = stream.socket.getpeername()  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        return "unknown"
-    return str(peer[0]) if isinstance(peer, tuple) else str(peer)

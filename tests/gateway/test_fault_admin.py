@@ -87,13 +87,13 @@ async def test_a_bad_fault_is_400_saying_what_is_wrong(
 
 
 async def test_only_loopback_peers_are_answered(faults: Faults) -> None:
-    """A peer whose address is not loopback (here: a stream with no socket at all) gets 403."""
+    """A peer whose address is not loopback (as `accept` named it) gets 403."""
     config = admin_config()
     hub_send, _hub_receive = trio.open_memory_channel[Any](1)
     gateway = Gateway(config, hub_send, DynamicSupervisor("sessions"), HealthBoard(), faults=faults)
     client, server = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(gateway.handle_connection, server)
+        nursery.start_soon(gateway.handle_connection, server, "203.0.113.7")
         body = b'{"point": "poller.call", "action": "raise"}'
         await client.send_all(
             b"POST /admin/faults HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
