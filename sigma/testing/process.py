@@ -113,13 +113,7 @@ class SigmaProcess:
 
     async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, wait for the exit (SIGKILL past `timeout_s`); returns the exit status."""
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(timeout_s):
-                await self.process.wait()
-            if self.process.returncode is None:
-                self.process.kill()
-        return await self.process.wait()
+        return await _terminate(self.process, timeout_s)
 
 
 async def _wait_ready(process: trio.Process, log_path: Path, timeout_s: float) -> None:
@@ -188,12 +182,17 @@ async def _start(config_path: Path, log_path: Path) -> trio.Process:
 
 
 async def _stop(process: trio.Process) -> None:
-    """SIGTERM, then SIGKILL after `STOP_TIMEOUT_S`; shielded, so that it runs to the end."""
+    """`_terminate` with `STOP_TIMEOUT_S`, shielded, so that it runs to the end."""
     with trio.CancelScope(shield=True):
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(STOP_TIMEOUT_S):
-                await process.wait()
+        await _terminate(process, STOP_TIMEOUT_S)
+
+
+async def _terminate(process: trio.Process, timeout_s: float) -> int:
+    """SIGTERM, wait for the exit (SIGKILL past `timeout_s`); returns the exit status."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(timeout_s):
+            await process.wait()
         if process.returncode is None:
             process.kill()
-            await process.wait()
+    return await process.wait()
