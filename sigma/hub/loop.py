@@ -74,10 +74,7 @@ async def run_hub(
         intake.attach(actor)
     task_status.started(actor)
     try:
-        if liveness is None:
-            await _serve(actor, inbox, fault)
-        else:
-            await _serve_watched(actor, inbox, liveness, fault)
+        await _serve(actor, inbox, fault, liveness)
     finally:
         if intake is not None:
             intake.detach(actor)
@@ -95,39 +92,27 @@ clients can take milliseconds)."""
 
 
 async def _serve(
-    actor: HubActor, inbox: trio.MemoryReceiveChannel[HubMessage], fault: FaultPoint
-) -> None:
-    """The hub's loop, unwatched."""
-    while True:
-        if fault.armed:
-            await fault.hit()  # before taking a message: a crash here loses none
-        try:
-            message = await inbox.receive()
-        except trio.EndOfChannel:
-            return
-        turn_began = time.perf_counter()
-        actor.handle(message)
-        if not _handle_waiting(actor, inbox, fault, turn_began):
-            return
-
-
-async def _serve_watched(
     actor: HubActor,
     inbox: trio.MemoryReceiveChannel[HubMessage],
-    liveness: Liveness,
     fault: FaultPoint,
+    liveness: Liveness | None,
 ) -> None:
-    """The hub's loop with a beat per message; waiting on the inbox is idle, not hung."""
+    """The hub's loop; watched (`liveness`), with a beat per message, and waiting on the inbox
+    is idle, not hung."""
     while True:
         if fault.armed:
-            await fault.hit()  # busy, not idle: a hang here is the watchdog's to find
-        liveness.idle()
+            # Before taking a message, so a crash here loses none; while watched this is busy,
+            # not idle: a hang here is the watchdog's to find.
+            await fault.hit()
+        if liveness is not None:
+            liveness.idle()
         try:
             message = await inbox.receive()
         except trio.EndOfChannel:
             return
         turn_began = time.perf_counter()
-        liveness.beat()
+        if liveness is not None:
+            liveness.beat()
         actor.handle(message)
         if not _handle_waiting(actor, inbox, fault, turn_began, liveness):
             return
@@ -138,7 +123,7 @@ def _handle_waiting(
     inbox: trio.MemoryReceiveChannel[HubMessage],
     fault: FaultPoint,
     turn_began: float,
-    liveness: Liveness | None = None,
+    liveness: Liveness | None,
 ) -> bool:
     """Handle the messages that already wait, within one turn's bounds (`MESSAGES_PER_TURN`,
     `TURN_BUDGET_S` of `time.perf_counter()` since `turn_began`); False once the inbox ended.
