@@ -9,6 +9,9 @@
 - `websockets`: `_peers/ws_asyncio_server.py` under the same Python.
 - `node`: `_peers/ws_node_server.js` with `ws` installed by `npm install ws` into a temporary
   folder (once per benchmark run); unavailable when node or npm is missing or the install fails.
+- `h11-floor`: `_peers/h11_floor_server.py`, trio and h11 answering every HTTP request as Sigma
+  answers a publish, and doing nothing else: the floor under Sigma's publish path
+  (`publish_cost.py --servers sigma,h11-floor`).
 
 Every server runs in its own session (so a Ctrl-C in the terminal reaches only the benchmark,
 which then stops it) and is stopped with SIGTERM, then SIGKILL after a timeout.
@@ -222,8 +225,8 @@ class ServerFactory:
         return self._tls_files
 
     def start(self, name: str) -> Server:
-        """Start `name` (sigma, sigma-tls, websockets or node) on a free port; return once it
-        listens.
+        """Start `name` (sigma, sigma-tls, websockets, node or h11-floor) on a free port;
+        return once it listens.
 
         The port is picked free, then released for the server to bind: another process may take
         it in between. The server then fails to start, and is started again on another port
@@ -262,6 +265,9 @@ class ServerFactory:
         elif name == "websockets":
             argv = [sys.executable, str(PEERS_DIR / "ws_asyncio_server.py"), str(port)]
             ws_path, publish_kind = "/ws", "ws"
+        elif name == "h11-floor":
+            argv = [sys.executable, str(PEERS_DIR / "h11_floor_server.py"), str(port)]
+            ws_path, publish_kind = "", "http"
         elif name == "node":
             if self._node_modules is None:
                 raise RuntimeError("node peer requested but ws is not installed")

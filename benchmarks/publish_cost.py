@@ -12,6 +12,11 @@ busy machine better than a rate does. It is a script, not part of the test suite
     python benchmarks/publish_cost.py --clients 10          # with 10 subscribers reading
     python benchmarks/publish_cost.py --profile out.txt     # py-spy samples (collapsed stacks)
     python benchmarks/publish_cost.py --instructions -n 2000   # instructions, under valgrind
+    python benchmarks/publish_cost.py --servers sigma,h11-floor   # beside trio + h11 alone
+
+`--servers sigma,h11-floor` measures, within each repeat and one after the other, Sigma and a
+server that runs trio and h11 and nothing else (`_peers/h11_floor_server.py`): the floor under
+any publish path built on them, measured on the same machine at the same moment.
 
 `--instructions` counts the server's instructions per request instead (valgrind's cachegrind,
 no cache simulation): the server runs twice, once with the warm-up only and once with the
@@ -34,7 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-from _servers import API_KEY, HOST, ServerFactory
+from _servers import API_KEY, HOST, Server, ServerFactory
 
 PAD = "x" * 56
 
@@ -172,15 +177,51 @@ def count_instructions(args: argparse.Namespace, tmp: Path) -> None:
         print(f"server instructions per event:   {per_request / args.batch:,.0f}")
 
 
+def measure(server: Server, args: argparse.Namespace) -> tuple[float, float, float]:
+    """One measured run against `server`: its CPU seconds, the wall seconds, its user seconds."""
+    process = server.ps()
+    before = process.cpu_times()
+    started = time.perf_counter()
+    run_requests(server.port, args.batch, args.requests)
+    wall = time.perf_counter() - started
+    after = process.cpu_times()
+    user = after.user - before.user
+    return user + (after.system - before.system), wall, user
+
+
+def report(label: str, figures: list[tuple[float, float, float]], args: argparse.Namespace) -> None:
+    """Print each run's figures and their median for one server."""
+    print(
+        f"{label}: batch={args.batch} clients={args.clients} requests={args.requests} "
+        f"repeats={args.repeats}"
+    )
+    for cpu, wall, user in figures:
+        print(
+            f"  server CPU {cpu * 1e6 / args.requests:8.1f} us/request "
+            f"(user {user * 1e6 / args.requests:6.1f}, "
+            f"system {(cpu - user) * 1e6 / args.requests:6.1f}), "
+            f"{args.requests / wall:8.0f} requests/s wall"
+        )
+    per_request = sorted(f[0] for f in figures)[len(figures) // 2] / args.requests * 1e6
+    print(f"median server CPU per request: {per_request:.1f} us")
+    if args.batch > 1:
+        print(f"median server CPU per event:   {per_request / args.batch:.2f} us")
+
+
 def main() -> None:
-    """Parse arguments, start the server, measure, print."""
+    """Parse arguments, start the servers, measure them in turn, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--requests", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--clients", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--profile", default="", help="write py-spy samples to this file")
+    parser.add_argument(
+        "--servers",
+        default="sigma",
+        help="comma-separated: sigma, h11-floor (measured in turn within each repeat)",
+    )
+    parser.add_argument("--profile", default="", help="write py-spy samples of sigma to this file")
     parser.add_argument(
         "--sigma-ref", default="", help="benchmark sigma/ as committed at this git ref"
     )
@@ -188,7 +229,15 @@ def main() -> None:
         "--instructions", action="store_true", help="count instructions under valgrind instead"
     )
     args = parser.parse_args()
+    names = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = sorted(set(names) - {"sigma", "h11-floor"})
+    if unknown or not names:
+        parser.error(f"--servers takes sigma and h11-floor, not {', '.join(unknown) or 'nothing'}")
+    if args.clients and names != ["sigma"]:
+        parser.error("--clients subscribes to sigma: use it with --servers sigma")
     if args.instructions:
+        if names != ["sigma"]:
+            parser.error("--instructions counts sigma's instructions: use it with --servers sigma")
         with tempfile.TemporaryDirectory(prefix="sigma-publish-cost-") as tmp:
             count_instructions(args, Path(tmp))
         return
@@ -198,47 +247,33 @@ def main() -> None:
             sigma_queue_size=max(4096, args.requests * args.batch),
             sigma_ref=args.sigma_ref,
         )
-        server = factory.start("sigma")
+        servers: dict[str, Server] = {}
         stop = threading.Event()
         try:
+            for name in names:
+                servers[name] = factory.start(name)
             if args.clients:
-                hold_subscribers(server.port, args.clients, stop)
-            process = server.ps()
-            run_requests(server.port, args.batch, args.warmup)
-            spy = start_py_spy(server.pid, args.profile) if args.profile else None
-            figures = []
+                hold_subscribers(servers["sigma"].port, args.clients, stop)
+            for server in servers.values():
+                run_requests(server.port, args.batch, args.warmup)
+            spy = None
+            if args.profile and "sigma" in servers:
+                spy = start_py_spy(servers["sigma"].pid, args.profile)
+            figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
             for _ in range(args.repeats):
-                before = process.cpu_times()
-                started = time.perf_counter()
-                run_requests(server.port, args.batch, args.requests)
-                wall = time.perf_counter() - started
-                after = process.cpu_times()
-                user = after.user - before.user
-                cpu = user + (after.system - before.system)
-                figures.append((cpu, wall, user))
+                for name, server in servers.items():
+                    figures[name].append(measure(server, args))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
                 print(f"py-spy profile written to {args.profile}")
-            best_cpu = sorted(f[0] for f in figures)[len(figures) // 2]
-            per_request = best_cpu / args.requests * 1e6
-            print(
-                f"sigma {factory.versions()['sigma_commit']}: batch={args.batch} "
-                f"clients={args.clients} requests={args.requests} repeats={args.repeats}"
-            )
-            for cpu, wall, user in figures:
-                print(
-                    f"  server CPU {cpu * 1e6 / args.requests:8.1f} us/request "
-                    f"(user {user * 1e6 / args.requests:6.1f}, "
-                    f"system {(cpu - user) * 1e6 / args.requests:6.1f}), "
-                    f"{args.requests / wall:8.0f} requests/s wall"
-                )
-            print(f"median server CPU per request: {per_request:.1f} us")
-            if args.batch > 1:
-                print(f"median server CPU per event:   {per_request / args.batch:.2f} us")
+            for name in names:
+                label = f"sigma {factory.versions()['sigma_commit']}" if name == "sigma" else name
+                report(label, figures[name], args)
         finally:
             stop.set()
-            server.stop()
+            for server in servers.values():
+                server.stop()
 
 
 if __name__ == "__main__":
