@@ -258,7 +258,7 @@ def build_tree(
                         retry_min_s=config.poller.retry_min_s,
                         retry_max_s=config.poller.retry_max_s,
                     ),
-                    (broker, hub_send, health),
+                    (broker, intake, health),
                     shutdown_timeout_s=shutdown_s,
                 )
             ]

@@ -21,6 +21,8 @@ import httpx
 import orjson
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request
 
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.faults import Faults
@@ -132,6 +134,36 @@ def parse_server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
         frames.append((first & 0x0F, data[at + header : at + header + length]))
         at += header + length
     return frames, data[at:]
+
+
+async def paused_client(port: int, target: str = "/ws") -> trio.SocketStream:
+    """A WebSocket client (small receive buffer) that sends its handshake and reads nothing
+    until told to: its reader is paused."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    client = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(client.send(Request(host="127.0.0.1", target=target)))
+    return stream
+
+
+async def read_until(stream: trio.SocketStream, last_seq: int) -> list[dict[str, Any]]:
+    """Resume reading: every message up to the event numbered `last_seq`."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += await stream.receive_some(65536)
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    messages: list[dict[str, Any]] = []
+    while True:
+        frames, rest = parse_server_frames(rest)
+        for opcode, payload in frames:
+            if opcode == OPCODE_TEXT:
+                messages.append(orjson.loads(payload))
+                if messages[-1]["seq"] == last_seq:
+                    return messages
+        rest += await stream.receive_some(65536)
 
 
 class OutboxReader:

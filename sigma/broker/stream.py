@@ -10,7 +10,12 @@ are dropped then, and the log says how many.
 Reads: the stream, from where this node stopped, with `XREAD BLOCK` in batches of up to
 `READ_COUNT`, into the hub as `Deliver` messages; the hub fans them out as it does in one
 process. Every node, the publisher's too, delivers an event only when it comes back from the
-stream, so all nodes give it the same seq and epoch.
+stream, so all nodes give it the same seq and epoch. Before each read the link waits at this
+node's intake gate (`sigma.hub.intake`), as the poller does: while this node's clients lag as a
+herd, or its inbox is full, the events other nodes publish wait in the stream, not in this
+node's memory. A node held back for longer than the stream keeps its entries (`MAXLEN`) finds a
+gap when it reads again; its hub then restarts its numbering, and its clients resume with
+`recovered: false` rather than missing events unawares.
 
 Faults: when Redis cannot be reached, the link marks `/health` degraded, tells this node's
 clients with an unnumbered `connection_error` naming the broker, and tries again after a
@@ -43,6 +48,7 @@ from sigma.broker.scripts import NEW_EPOCH, NUMBER, StreamKeys
 from sigma.config import BrokerConfig, url_without_password
 from sigma.errors import leaves
 from sigma.health import HealthBoard
+from sigma.hub.intake import HubIntake
 from sigma.hub.messages import UNDELIVERABLE, Deliver, HubMessage, Notice, Publish
 from sigma.protocol import KNOWN_EVENT_TYPES, Event, make_event
 
@@ -171,7 +177,7 @@ class RedisBroker:
 
 async def run_broker_link(
     broker: RedisBroker,
-    hub: trio.MemorySendChannel[HubMessage],
+    intake: HubIntake,
     health: HealthBoard,
     *,
     retry_min_s: float = 0.5,
@@ -183,8 +189,10 @@ async def run_broker_link(
 
     `started()` comes after the first attempt, whether Redis answered or not, so a node starts
     (degraded) while Redis is down. Resource handling: each connection's clients are closed when
-    it ends. Does not close `hub`.
+    it ends. Events go to the hub through `intake` (waiting while its gate is closed); ticks
+    and notices straight to its inbox. Does not close the inbox.
     """
+    hub = intake.inbox
     rng = rng or random.Random()
     backoff = Backoff(min_s=retry_min_s, max_s=max(retry_min_s, retry_max_s), factor=0.2)
     failures = 0
@@ -194,7 +202,7 @@ async def run_broker_link(
         recreated = False
         try:
             async with broker.client() as reader, broker.client() as writer:
-                await _synchronise(broker, reader, writer, hub)
+                await _synchronise(broker, reader, writer, intake)
                 if failures:
                     log.info("Broker reachable again", url=broker.url, after_attempts=failures)
                     _notify(hub, _recovered_notice(broker.url, failures))
@@ -205,7 +213,7 @@ async def run_broker_link(
                     task_status.started()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_write, broker, writer)
-                    nursery.start_soon(_tail, broker, reader, writer, hub)
+                    nursery.start_soon(_tail, broker, reader, writer, intake, health)
         except* _StreamRecreated:
             recreated = True
         except* LINK_ERRORS as group:
@@ -230,7 +238,7 @@ async def _synchronise(
     broker: RedisBroker,
     reader: coredis.Redis[bytes],
     writer: coredis.Redis[bytes],
-    hub: trio.MemorySendChannel[HubMessage],
+    intake: HubIntake,
 ) -> None:
     """Find where this node stands in Redis's numbering, and catch its hub up."""
     position = broker.position
@@ -260,7 +268,7 @@ async def _synchronise(
     history = parse_entries(in_order, current.epoch)
     after = history.first_seq - 1 if history else current.last_seq
     log.info("Following the cluster's stream", epoch=current.epoch, last_seq=current.last_seq)
-    await hub.send(Deliver(current.epoch, after, history.events if history else ()))
+    await intake.send(Deliver(current.epoch, after, history.events if history else ()))
     position.epoch = current.epoch
     if history is not None and history.complete:
         position.follow(in_order, history.last_seq)
@@ -288,12 +296,16 @@ async def _tail(
     broker: RedisBroker,
     reader: coredis.Redis[bytes],
     writer: coredis.Redis[bytes],
-    hub: trio.MemorySendChannel[HubMessage],
+    intake: HubIntake,
+    health: HealthBoard,
 ) -> None:
-    """Read the stream from this node's position into its hub, batch after batch."""
+    """Read the stream from this node's position into its hub, batch after batch, each read
+    once this node's intake gate is open."""
     position = broker.position
     key = broker.keys.events
+    hub = intake.inbox
     while True:
+        await _wait_for_room(intake, health)
         reply = await reader.xread(
             {key: f"{position.last_seq}-0"}, count=READ_COUNT, block=BLOCK_MS
         )
@@ -313,6 +325,22 @@ async def _tail(
                 position.last_seq, position.last_data = batch.last_seq, None
         if batch is None or not batch.complete:  # another epoch's entries: a recreated stream
             raise _StreamRecreated()
+
+
+async def _wait_for_room(intake: HubIntake, health: HealthBoard) -> None:
+    """Wait until this node's hub takes events again; while it does not, `/health` and the log
+    say that the link holds back."""
+    reason = intake.closed_because()
+    if reason is None:
+        return
+    log.info("Reading the stream held back: this node's hub takes no events", reason=reason)
+    started = trio.current_time()
+    health.broker_held_back = True
+    try:
+        await intake.wait_open()
+    finally:
+        health.broker_held_back = False
+    log.info("Reading the stream again", held_back_s=round(trio.current_time() - started, 3))
 
 
 async def _check_epoch(broker: RedisBroker, writer: coredis.Redis[bytes]) -> None:

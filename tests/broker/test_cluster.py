@@ -17,7 +17,16 @@ import httpx
 import orjson
 import pytest
 import trio
-from helpers import API_KEY, EVERY_TYPE, RedisServer, eventually, needs_binary, tree_config
+from helpers import (
+    API_KEY,
+    EVERY_TYPE,
+    RedisServer,
+    eventually,
+    needs_binary,
+    paused_client,
+    read_until,
+    tree_config,
+)
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from sigma.app import RunningApp, serve
@@ -190,7 +199,7 @@ async def test_the_cluster_polls_the_engine_once_per_interval_not_once_per_node(
         assert roles == ["leader", "standby", "standby"]
         leader = next(app for app in apps if app.health.poller_role == "leader")
         body = await health(leader)
-        assert body["broker"] == {"kind": "redis", "connected": True}
+        assert body["broker"] == {"kind": "redis", "connected": True, "held_back": False}
         assert body["node"] == leader.health.node_id and body["status"] == "healthy"
 
 
@@ -245,7 +254,8 @@ async def test_redis_back_empty_closes_clients_with_1012_and_they_resume_in_a_ne
             )
             assert notice["seq"] is None and notice["data"]["broker"] == redis_server.url
             assert (await health(apps[1]))["status"] == "degraded"
-            assert (await health(apps[1]))["broker"] == {"kind": "redis", "connected": False}
+            broker = {"kind": "redis", "connected": False, "held_back": False}
+            assert (await health(apps[1]))["broker"] == broker
             refused = await publish(apps[0], marker(), expect=503)
             assert refused["error"] == "broker_unavailable"
             redis_server.launch()
@@ -292,6 +302,69 @@ async def test_redis_back_with_its_data_loses_nothing_and_closes_nobody(
             assert marks == [e["data"]["mark"] for e in first + second]
         async with open_websocket_url(ws_url(apps[0], f"since=0&epoch={epoch}")) as ws:
             assert (await receive(ws))["data"]["epoch"] == epoch
+
+
+async def test_a_node_whose_clients_lag_leaves_the_rest_in_the_stream_and_loses_nothing(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    pad = "x" * 4000
+    async with engine(tmp_path) as rpc:
+        configs = [
+            node_config(tmp_path, i, redis_server.url, rpc.url, hub={"queue_size": 8})
+            for i in range(2)
+        ]
+        async with cluster(configs) as (publisher, lagging):
+            assert lagging.endpoints.gateway is not None
+            port = lagging.endpoints.gateway.port
+            readers = [await paused_client(port, f"/ws?{EVERY_TYPE}") for _ in range(4)]
+            await eventually(lambda: b"sigma_clients_connected 4.0" in lagging.metrics.render())
+            accepted: list[int] = []
+            headers = {"authorization": f"Bearer {API_KEY}"}
+            async with httpx.AsyncClient(base_url=http_url(publisher)) as http:
+
+                async def publish_batch() -> None:
+                    body = orjson.dumps([marker(pad=pad) for _ in range(4)])
+                    response = await http.post("/api/publish", content=body, headers=headers)
+                    assert response.status_code == 200, response.text
+                    accepted.extend(response.json()["seqs"])
+
+                with trio.fail_after(30):
+                    while not lagging.health.broker_held_back:
+                        await publish_batch()
+                for _ in range(10):  # published elsewhere while this node holds back
+                    await publish_batch()
+            # What the other node published since waits in the stream, not in this node's queues.
+            assert (await health(lagging))["broker"] == {
+                "kind": "redis",
+                "connected": True,
+                "held_back": True,
+            }
+            async with open_websocket_url(ws_url(lagging)) as late:
+                assert (await receive(late))["data"]["last_seq"] < accepted[-1] - 30
+            scrape = lagging.metrics.render()
+            assert b"sigma_slow_client_disconnects_total 0.0" in scrape  # nobody cut
+            assert b"sigma_hub_herd_lagging 1.0" in scrape
+            # They read again: every accepted event arrives, in order, with no gap, no new epoch.
+            results: dict[int, list[dict[str, Any]]] = {}
+
+            async def resume(index: int) -> None:
+                results[index] = await read_until(readers[index], accepted[-1])
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    for index in range(len(readers)):
+                        nursery.start_soon(resume, index)
+            for messages in results.values():
+                assert messages[0]["data"]["kind"] == "welcome"
+                numbered = [
+                    m for m in messages[1:] if m["seq"] is not None and not m.get("snapshot")
+                ]
+                seqs = [m["seq"] for m in numbered]
+                assert seqs == list(range(seqs[0], accepted[-1] + 1))
+                assert set(accepted) <= set(seqs)
+            await eventually(lambda: not lagging.health.broker_held_back)
+            for reader in readers:
+                await reader.aclose()
 
 
 async def test_sigma_check_waits_for_its_own_nodes_heartbeat_not_any_nodes(

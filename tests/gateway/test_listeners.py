@@ -55,7 +55,7 @@ async def test_without_reuse_port_a_second_listener_on_the_port_is_refused() -> 
 async def test_health_of_one_process_names_its_node_broker_and_poller() -> None:
     async with running_stack() as stack, httpx.AsyncClient(base_url=stack.gateway.http_url) as http:
         body = (await http.get("/health")).json()
-    assert body["broker"] == {"kind": "memory", "connected": True}
+    assert body["broker"] == {"kind": "memory", "connected": True, "held_back": False}
     assert body["poller"] == "leader" and body["status"] == "healthy"
     assert "node" in body
 
