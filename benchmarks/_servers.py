@@ -134,11 +134,12 @@ class ServerFactory:
         workdir: Path,
         sigma_queue_size: int,
         sigma_ref: str = "",
-        sigma_launcher: tuple[str, ...] = (),
+        launcher: tuple[str, ...] = (),
     ) -> None:
-        """`sigma_launcher`: a command that runs sigma's Python under it (e.g. valgrind)."""
+        """`launcher`: a command that runs the Python of `sigma` and `h11-floor` under it (e.g.
+        valgrind)."""
         self.workdir = workdir
-        self.sigma_launcher = sigma_launcher
+        self.launcher = launcher
         self.sigma_queue_size = sigma_queue_size
         self._node_modules: Path | None = None
         self._node_problem: str | None = None
@@ -256,7 +257,7 @@ class ServerFactory:
                     port=port, queue_size=self.sigma_queue_size, api_key=API_KEY, tls=tls
                 )
             )
-            argv = [*self.sigma_launcher, sys.executable, "-m", "sigma", "serve"]
+            argv = [*self.launcher, sys.executable, "-m", "sigma", "serve"]
             argv += ["--config", str(config)]
             argv += ["--host", HOST, "--port", str(port)]
             ws_path, publish_kind = "/ws", "http"
@@ -266,7 +267,8 @@ class ServerFactory:
             argv = [sys.executable, str(PEERS_DIR / "ws_asyncio_server.py"), str(port)]
             ws_path, publish_kind = "/ws", "ws"
         elif name == "h11-floor":
-            argv = [sys.executable, str(PEERS_DIR / "h11_floor_server.py"), str(port)]
+            floor = PEERS_DIR / "h11_floor_server.py"
+            argv = [*self.launcher, sys.executable, str(floor), str(port)]
             ws_path, publish_kind = "", "http"
         elif name == "node":
             if self._node_modules is None:
@@ -288,7 +290,7 @@ class ServerFactory:
             )
         server = Server(name, process, port, ws_path, publish_kind, log_path, ca_file)
         try:
-            _wait_listening(server, START_TIMEOUT_S * (10 if self.sigma_launcher else 1))
+            _wait_listening(server, START_TIMEOUT_S * (10 if self.launcher else 1))
         except BaseException:
             server.stop()
             raise

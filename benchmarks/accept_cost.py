@@ -90,7 +90,7 @@ def count_instructions(args: argparse.Namespace, tmp: Path) -> None:
         "--instr-atstart=no",
         f"--callgrind-out-file={out}",
     )
-    factory = ServerFactory(tmp, QUEUE_SIZE, sigma_ref=args.sigma_ref, sigma_launcher=launcher)
+    factory = ServerFactory(tmp, QUEUE_SIZE, sigma_ref=args.sigma_ref, launcher=launcher)
     server = factory.start("sigma")
     held: list[socket.socket] = []
     try:

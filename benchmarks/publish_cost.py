@@ -16,7 +16,8 @@ busy machine better than a rate does. It is a script, not part of the test suite
 
 `--servers sigma,h11-floor` measures, within each repeat and one after the other, Sigma and a
 server that runs trio and h11 and nothing else (`_peers/h11_floor_server.py`): the floor under
-any publish path built on them, measured on the same machine at the same moment.
+any publish path built on them, measured on the same machine at the same moment. With
+`--instructions` it counts both, one after the other.
 
 `--instructions` counts the server's instructions per request instead (valgrind's cachegrind,
 no cache simulation): the server runs twice, once with the warm-up only and once with the
@@ -131,11 +132,12 @@ def start_py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
     return spy
 
 
-def count_instructions(args: argparse.Namespace, tmp: Path) -> None:
-    """Print the server's instructions per request, counted by cachegrind (see the docstring)."""
+def count_instructions(name: str, args: argparse.Namespace, tmp: Path) -> None:
+    """Print server `name`'s instructions per request, counted by cachegrind (see the
+    docstring)."""
     totals = []
     for measured in (0, args.requests):
-        workdir = tmp / f"run-{measured}"
+        workdir = tmp / f"{name}-{measured}"
         workdir.mkdir()
         out = workdir / "cachegrind.out"
         launcher = (
@@ -148,9 +150,9 @@ def count_instructions(args: argparse.Namespace, tmp: Path) -> None:
             workdir,
             sigma_queue_size=max(4096, (args.warmup + args.requests) * args.batch),
             sigma_ref=args.sigma_ref,
-            sigma_launcher=launcher,
+            launcher=launcher,
         )
-        server = factory.start("sigma")
+        server = factory.start(name)
         stop = threading.Event()
         try:
             if args.clients:
@@ -168,8 +170,9 @@ def count_instructions(args: argparse.Namespace, tmp: Path) -> None:
             raise RuntimeError(f"no instruction count in the server's output:\n{server.log_tail()}")
         totals.append(int(found[-1].replace(",", "")))
     per_request = (totals[1] - totals[0]) / args.requests
+    label = f"sigma {factory.versions()['sigma_commit']}" if name == "sigma" else name
     print(
-        f"sigma {factory.versions()['sigma_commit']}: batch={args.batch} "
+        f"{label}: batch={args.batch} "
         f"clients={args.clients} requests={args.requests} (after {args.warmup} warm-up)"
     )
     print(f"server instructions per request: {per_request:,.0f}")
@@ -236,10 +239,9 @@ def main() -> None:
     if args.clients and names != ["sigma"]:
         parser.error("--clients subscribes to sigma: use it with --servers sigma")
     if args.instructions:
-        if names != ["sigma"]:
-            parser.error("--instructions counts sigma's instructions: use it with --servers sigma")
         with tempfile.TemporaryDirectory(prefix="sigma-publish-cost-") as tmp:
-            count_instructions(args, Path(tmp))
+            for name in names:
+                count_instructions(name, args, Path(tmp))
         return
     with tempfile.TemporaryDirectory(prefix="sigma-publish-cost-") as tmp:
         factory = ServerFactory(
