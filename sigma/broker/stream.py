@@ -361,7 +361,7 @@ async def _write(broker: RedisBroker, writer: coredis.Redis[bytes]) -> None:
             continue
         if trio.current_time() > deadline:
             dropped += len(publish.events)
-            _refuse(publish, "not taken by the broker in time")
+            _close_reply(publish)
             log.warning("Publish expired while the broker was unreachable", dropped=dropped)
             continue
         try:
@@ -370,7 +370,7 @@ async def _write(broker: RedisBroker, writer: coredis.Redis[bytes]) -> None:
             if "NOTLEADER" not in str(exc):
                 raise
             log.warning("Events of a former poller leader dropped", count=len(publish.events))
-            _refuse(publish, "lease lost")
+            _close_reply(publish)
             continue
         except BaseException:
             _refuse(publish, "broker connection lost")  # it may or may not be in the stream
@@ -388,10 +388,20 @@ class _StreamRecreated(RedisError):
 
 
 def _refuse(publish: Publish, why: str) -> None:
+    """Tell `publish`'s publisher it was not published, and log it: at `info` when the
+    publisher is told (the API answers 503), at `warning` when nobody else will know (the
+    poller's and the heartbeat's events have no publisher waiting)."""
+    if publish.reply is not None:
+        log.info("Publish refused by the broker link", why=why, count=len(publish.events))
+    elif publish.events:
+        log.warning("Events not published", why=why, count=len(publish.events))
+    _close_reply(publish)
+
+
+def _close_reply(publish: Publish) -> None:
+    """Close the publisher's reply channel, if it has one: its publish was not numbered."""
     if publish.reply is not None:
         publish.reply.close()
-    elif publish.events:
-        log.debug("Events not published", why=why, count=len(publish.events))
 
 
 def _payload(event: Event) -> bytes:

@@ -13,6 +13,7 @@ from helpers import RedisServer, needs_binary
 from sigma.broker.lease import Lease
 from sigma.broker.stream import RedisBroker, _synchronise, parse_entries
 from sigma.config import BrokerConfig
+from sigma.hub.intake import HubIntake
 from sigma.hub.messages import Deliver, HubMessage, Publish
 from sigma.protocol import make_event
 
@@ -69,13 +70,13 @@ async def test_a_redis_that_lost_the_tail_this_node_saw_gets_a_new_epoch(
     broker = broker_on(redis_server)
     send, receive = trio.open_memory_channel[HubMessage](8)
     async with broker.client() as reader, broker.client() as writer:
-        await _synchronise(broker, reader, writer, send)
+        await _synchronise(broker, reader, writer, HubIntake(send))
         first = receive.receive_nowait()
         assert isinstance(first, Deliver)
         await broker.number(writer, Publish(events(5)))
         broker.position.last_seq = 5  # this node delivered up to 5 ...
         await writer.hset(broker.keys.meta, {"seq": 3})  # ... and Redis came back knowing 3
-        await _synchronise(broker, reader, writer, send)
+        await _synchronise(broker, reader, writer, HubIntake(send))
         restarted = receive.receive_nowait()
         assert isinstance(restarted, Deliver)
         assert restarted.epoch != first.epoch and restarted.events == ()
@@ -92,7 +93,7 @@ async def test_a_tail_rewritten_under_the_same_epoch_gets_a_new_epoch(
     broker = broker_on(redis_server)
     send, receive = trio.open_memory_channel[HubMessage](8)
     async with broker.client() as reader, broker.client() as writer:
-        await _synchronise(broker, reader, writer, send)
+        await _synchronise(broker, reader, writer, HubIntake(send))
         first = receive.receive_nowait()
         assert isinstance(first, Deliver)
         await broker.number(writer, Publish(events(5)))
@@ -104,7 +105,7 @@ async def test_a_tail_rewritten_under_the_same_epoch_gets_a_new_epoch(
             await writer.xadd(broker.keys.events, entry.field_values, identifier=entry.identifier)
         await writer.hset(broker.keys.meta, {"seq": 3})
         await broker.number(writer, Publish(events(3)))  # ... and another node numbered 4..6
-        await _synchronise(broker, reader, writer, send)
+        await _synchronise(broker, reader, writer, HubIntake(send))
         restarted = receive.receive_nowait()
         assert isinstance(restarted, Deliver)
         assert restarted.epoch != first.epoch
@@ -114,12 +115,12 @@ async def test_a_stream_that_merely_went_on_keeps_its_epoch(redis_server: RedisS
     broker = broker_on(redis_server)
     send, receive = trio.open_memory_channel[HubMessage](8)
     async with broker.client() as reader, broker.client() as writer:
-        await _synchronise(broker, reader, writer, send)
+        await _synchronise(broker, reader, writer, HubIntake(send))
         first = receive.receive_nowait()
         await broker.number(writer, Publish(events(5)))
         broker.position.follow(await reader.xrange(broker.keys.events), 5)
         await broker.number(writer, Publish(events(2)))  # others went on while it was away
-        await _synchronise(broker, reader, writer, send)
+        await _synchronise(broker, reader, writer, HubIntake(send))
         with pytest.raises(trio.WouldBlock):
             receive.receive_nowait()  # nothing to restart: tailing goes on from 5
         assert isinstance(first, Deliver) and broker.position.epoch == first.epoch
