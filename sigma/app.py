@@ -37,7 +37,9 @@ from sigma.backoff import Backoff
 from sigma.broker.leadership import run_poller_when_leader
 from sigma.broker.node import node_id_of
 from sigma.broker.stream import RedisBroker, run_broker_link
-from sigma.config import Config, PollerConfig, SupervisorConfig
+from sigma.config.loading import Config
+from sigma.config.pipeline import PollerConfig
+from sigma.config.process import SupervisorConfig
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults
 from sigma.gateway.keepalive import KeepAlive

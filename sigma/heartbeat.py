@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from sigma.config import HeartbeatConfig
+from sigma.config.pipeline import HeartbeatConfig
 from sigma.faults import FaultPoint, Faults
 from sigma.hub.messages import EventSink, PublishHeartbeat
 from sigma.protocol import utc_now_iso

@@ -21,7 +21,7 @@ import trio
 
 from sigma.broker.lease import Lease
 from sigma.broker.stream import LINK_ERRORS, RedisBroker, describe_errors
-from sigma.config import PollerConfig
+from sigma.config.pipeline import PollerConfig
 from sigma.faults import Faults
 from sigma.health import HealthBoard
 from sigma.hub.messages import EventSink, HubMessage, Publish

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from sigma.config import BrokerConfig
+from sigma.config.pipeline import BrokerConfig
 
 
 def node_id_of(config: BrokerConfig) -> str:

@@ -45,7 +45,8 @@ from coredis.exceptions import RedisError, ResponseError
 
 from sigma.backoff import Backoff
 from sigma.broker.scripts import NEW_EPOCH, NUMBER, StreamKeys
-from sigma.config import BrokerConfig, url_without_password
+from sigma.config.pipeline import BrokerConfig
+from sigma.config.redaction import url_without_password
 from sigma.errors import leaves
 from sigma.health import HealthBoard
 from sigma.hub.intake import HubIntake

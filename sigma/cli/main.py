@@ -21,7 +21,7 @@ import trio
 
 from sigma import __version__
 from sigma.cli.fault import add_fault_commands, run_fault_command
-from sigma.config import Config, load_config, parse_config, resolve_config_path
+from sigma.config.loading import Config, load_config, parse_config, resolve_config_path
 from sigma.errors import ConfigError, SupervisorError, leaves
 from sigma.log import configure_logging
 

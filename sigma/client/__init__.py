@@ -4,13 +4,16 @@
         async for item in stream:
             print(item.type, item.seq)
 
-Reading order: `stream` (`connect()`, `Stream`, `Reconnect`: the public API), `items` (what a
-stream yields besides events: `Gap`, `Duplicate`, `Notice`, `Connected`, `Disconnected`),
-`sequence` (the gap and duplicate rules), `errors`, `connection` (one WebSocket connection: the
-welcome, frame decoding, and trio-websocket's exceptions turned into the project's).
+Reading order: `connecting` (`connect()`), `stream` (`Stream`) and `reconnect` (`Reconnect`, what
+each close code does): the public API; `items` (what a stream yields besides events: `Gap`,
+`Duplicate`, `Notice`, `Connected`, `Disconnected`), `sequence` (the gap and duplicate rules),
+`errors`, `link` (the stream's current connection and the requests waiting on it), `connection`
+(one WebSocket connection: the welcome, frame decoding, and trio-websocket's exceptions turned
+into the project's).
 docs/client.md is the user's guide.
 """
 
+from sigma.client.connecting import connect
 from sigma.client.connection import (
     DEFAULT_URL,
     GatewayProtocolError,
@@ -20,7 +23,8 @@ from sigma.client.connection import (
 )
 from sigma.client.errors import GatewayClosed, RequestFailed, StreamClosed, TokenExpired
 from sigma.client.items import Connected, Disconnected, Duplicate, Gap, Notice, StreamItem
-from sigma.client.stream import Reconnect, Stream, TokenSource, connect
+from sigma.client.reconnect import Reconnect, TokenSource
+from sigma.client.stream import Stream
 from sigma.protocol import Event
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""`connect()`: a stream of a gateway's events that reconnects, resumes and says what it missed.
+"""`Stream`: a gateway's events, across reconnects and resumes, saying what it missed.
 
     async with sigma.client.connect("ws://127.0.0.1:12080/ws", types=["agent_status"]) as stream:
         async for item in stream:
@@ -10,51 +10,27 @@ and duplicates) and notices to the iterator, replies to the request that waits f
 the connection ends it waits a delay from `Reconnect` and connects again with
 `?since=<last seq>&epoch=<epoch>`, re-applying the subscriptions the caller asked for.
 
-What a close code makes the stream do (`Reconnect` holds the figures):
-
-- 1001 (server stopping), 1012 (hub restarted), 1000, 1006, 1011, any other code: reconnect
-  after a full-jitter delay.
-- 4008 (slow consumer): reconnect after a delay drawn `slow_consumer_doublings` attempts further
-  on: a reader slower than the server does not get faster by coming back at once.
-- 1008 (policy violation), 4029 (rate limited): reconnect only after the longest delay,
-  `backoff.max_s`, never sooner: no hammering.
-- 4001 (token expired): ask `token_source` for a fresh token and reconnect; without one, end
-  with `TokenExpired`.
-- 1002, 1003, 1007, 1009, 1010 (this client broke the protocol): end with `GatewayClosed`:
-  coming back would repeat it.
-
-An HTTP refusal of the upgrade: 401 asks `token_source` once (then ends with `GatewayRefused`),
-503 (too many connections) and 5xx are retried like an unreachable gateway, any other status
-ends the stream with `GatewayRefused`. A frame that breaks the wire contract ends that
-connection (`Disconnected` says why) and counts as a failed attempt. After `max_attempts`
-failed attempts in a row (None: never) the stream ends with the last error.
-
-Time goes through trio only (`trio.sleep`), so reconnect timing is exact under
-`trio.testing.MockClock`; `rng` makes the jitter reproducible.
+What a close code or a refused upgrade makes the stream do is told in `sigma.client.reconnect`,
+with the figures (`Reconnect`); `connect()` (`sigma.client.connecting`) opens a stream.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from sigma.backoff import FullJitter
 from sigma.client.connection import (
     GatewayProtocolError,
     GatewayRefused,
     GatewayUnavailable,
     Welcome,
-    check_ws_url,
     decode_server_frame,
     describe_close,
     open_connection,
@@ -63,8 +39,16 @@ from sigma.client.connection import (
 )
 from sigma.client.errors import GatewayClosed, RequestFailed, StreamClosed, TokenExpired
 from sigma.client.items import Connected, Disconnected, Notice, StreamItem
+from sigma.client.link import _Link, _Pending
+from sigma.client.reconnect import (
+    CLIENT_AT_FAULT,
+    RESUMABLE_SLOWLY,
+    RETRIED_STATUSES,
+    UNAUTHORIZED,
+    Reconnect,
+    TokenSource,
+)
 from sigma.client.sequence import Sequencer
-from sigma.errors import leaves
 from sigma.protocol import (
     ALL_EVENT_TYPES,
     KNOWN_EVENT_TYPES,
@@ -78,70 +62,6 @@ from sigma.protocol import (
     Subscribe,
     Unsubscribe,
 )
-
-TokenSource = Callable[[], Awaitable[str]]
-"""An async callable that returns a fresh token (called on 4001 and on an HTTP 401)."""
-
-RESUMABLE_SLOWLY = frozenset({CloseCode.POLICY_VIOLATION, CloseCode.RATE_LIMITED})
-CLIENT_AT_FAULT = frozenset(
-    {
-        CloseCode.PROTOCOL_ERROR,
-        CloseCode.UNSUPPORTED_DATA,
-        CloseCode.INVALID_DATA,
-        CloseCode.MESSAGE_TOO_BIG,
-        CloseCode.MANDATORY_EXTENSION,
-    }
-)
-RETRIED_STATUSES = frozenset({502, 503, 504})
-UNAUTHORIZED = 401
-
-
-@dataclass(frozen=True)
-class Reconnect:
-    """How a stream reconnects: delays, how far they grow, when it gives up.
-
-    `backoff` draws each delay (full jitter, growing with each failed attempt in a row; a
-    welcome starts the count again). `max_attempts`: failed attempts in a row before the stream
-    ends with the last error (None: it never gives up). `slow_consumer_doublings`: after a 4008
-    the delay is drawn as if that many more attempts had failed. `enabled=False`: the first lost
-    connection ends the stream, with `GatewayClosed` for a close and with the error itself
-    (`GatewayProtocolError`, ...) otherwise.
-    """
-
-    backoff: FullJitter = FullJitter(min_s=0.5, max_s=30.0)
-    max_attempts: int | None = None
-    slow_consumer_doublings: int = 3
-    enabled: bool = True
-
-    def __post_init__(self) -> None:
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1 or None (got {self.max_attempts})")
-        if self.slow_consumer_doublings < 0:
-            raise ValueError(
-                f"slow_consumer_doublings must be >= 0 (got {self.slow_consumer_doublings})"
-            )
-
-
-@dataclass
-class _Pending:
-    """A request waiting for its reply; `reply` stays None when the connection was lost."""
-
-    done: trio.Event = field(default_factory=trio.Event)
-    reply: Reply | None = None
-
-
-@dataclass
-class _Link:
-    """The current connection and the requests sent on it."""
-
-    ws: WebSocketConnection
-    welcome: Welcome
-    pending: dict[str, _Pending] = field(default_factory=dict)
-
-    def lost(self) -> None:
-        for waiting in self.pending.values():
-            waiting.done.set()
-        self.pending.clear()
 
 
 def _check_types(types: Iterable[str]) -> frozenset[str]:
@@ -159,7 +79,7 @@ class Stream:
 
     Iterating yields events of the subscribed types, gaps, duplicates and notices (and, with
     `connection_items=True`, `Connected`/`Disconnected`). It ends (`StopAsyncIteration`) only when
-    the `async with` block is left; an error that ends the stream (see the module docstring) is
+    the `async with` block is left; an error that ends the stream (see `sigma.client.reconnect`) is
     raised from the iteration, and from any request waiting at the time.
 
     Requests (`subscribe`, `unsubscribe`, `list_subscriptions`, `ping`, `refresh`) wait for a
@@ -479,86 +399,3 @@ class Stream:
             await self._send.send(self._sequencer.dropped(int(data.get("dropped", 0))))
         elif message.type != "pong":
             await self._send.send(Notice(message))
-
-
-@asynccontextmanager
-async def connect(
-    url: str,
-    *,
-    types: Iterable[str] | None = None,
-    token: str | None = None,
-    token_source: TokenSource | None = None,
-    since: int | None = None,
-    epoch: str | None = None,
-    reconnect: Reconnect = Reconnect(),
-    connect_timeout_s: float = 10.0,
-    ssl_context: ssl.SSLContext | None = None,
-    connection_items: bool = False,
-    wait_connected: bool = True,
-    buffer: int = 256,
-    rng: random.Random | None = None,
-) -> AsyncIterator[Stream]:
-    """Open a `Stream` of the gateway at `url` (`ws://host:port/ws`, or `wss://`).
-
-    - `types`: the event types to receive (default: all the server allows, the opt-in
-      `supervision` included: the URL asks for every type with `?types=`, and the server grants
-      those the token allows);
-    - `token`: a JWT sent as `Authorization: Bearer`; `token_source`: an async callable asked for
-      a fresh one when the server closes with 4001 or refuses the upgrade with 401;
-    - `since`/`epoch`: resume from a position saved earlier (both or neither);
-    - `reconnect`: delays and limits (`Reconnect`); `connect_timeout_s`: for each connection's
-      handshake and its welcome together; `ssl_context`: how a `wss://` server is verified;
-    - `connection_items`: also yield `Connected`/`Disconnected`;
-    - `wait_connected`: enter only once welcomed, raising the first connection's error if it
-      fails (`GatewayUnavailable`, `GatewayRefused`, `GatewayProtocolError`); with False, enter
-      at once and keep trying in the background as after a lost connection;
-    - `buffer`: items that may wait for the caller; a caller slower than that holds up reading,
-      and the server treats it as a slow consumer (4008);
-    - `rng`: the jitter's random source.
-
-    Resource handling: one background task and one connection at a time, both gone on exit.
-    """
-    check_ws_url(url)
-    if connect_timeout_s <= 0 or not math.isfinite(connect_timeout_s):
-        raise ValueError(f"connect_timeout_s must be a positive number (got {connect_timeout_s})")
-    if buffer < 1:
-        raise ValueError(f"buffer must be >= 1 (got {buffer})")
-    if types is None and "types=" not in url:
-        url += ("&" if "?" in url else "?") + "types=" + ",".join(ALL_EVENT_TYPES)
-    stream = Stream(
-        url,
-        types=_check_types(types) if types is not None else None,
-        token=token,
-        token_source=token_source,
-        sequencer=Sequencer(since=since, epoch=epoch),
-        reconnect=reconnect,
-        connect_timeout_s=connect_timeout_s,
-        ssl_context=ssl_context,
-        connection_items=connection_items,
-        buffer=buffer,
-        rng=rng if rng is not None else random.Random(),
-        retry_first=not wait_connected,
-    )
-    failed: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream.run)
-            if wait_connected:
-                await stream.wait_welcomed()
-                if stream.error is not None and not stream.connects:
-                    failed = stream.error
-                    nursery.cancel_scope.cancel()
-            if failed is None:
-                try:
-                    yield stream
-                finally:
-                    nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # `run` keeps its errors for the caller, so the group holds what the body raised.
-        found = leaves(group)
-        only = found[0] if len(found) == 1 else None
-        if only is None:
-            raise
-        raise only from None
-    if failed is not None:
-        raise failed

@@ -23,7 +23,7 @@ import orjson
 import structlog
 import trio
 
-from sigma.config import EngineConfig
+from sigma.config.pipeline import EngineConfig
 from sigma.engine.compression_methods import CompressionMethods
 from sigma.engine.jobs import JobBook
 from sigma.engine.jsonrpc import CallDropped, Registry, dispatch

@@ -22,7 +22,7 @@ import orjson
 import structlog
 from pydantic import ValidationError
 
-from sigma.config import is_loopback
+from sigma.config.gateway import is_loopback
 from sigma.errors import dotted_location, first_error, stated_reason
 from sigma.faults import FAULT_POINTS, Faults, FaultSpec
 from sigma.http import HttpError

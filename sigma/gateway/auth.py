@@ -25,7 +25,7 @@ from sigma.errors import RemoteError
 from sigma.keys import load_public_key
 
 if TYPE_CHECKING:
-    from sigma.config import AuthConfig
+    from sigma.config.gateway import AuthConfig
 
 MAX_TOKEN_CHARS = 8 * 1024
 """Longer tokens are refused unread: verification cost must stay bounded for hostile input."""

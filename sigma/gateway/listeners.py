@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 import trio
 
-from sigma.config import GatewayConfig
+from sigma.config.gateway import GatewayConfig
 
 log = structlog.get_logger("sigma.gateway")
 

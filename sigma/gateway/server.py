@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import structlog
 import trio
 
-from sigma.config import Config
+from sigma.config.loading import Config
 from sigma.errors import PeerGone, TooManyChildren
 from sigma.faults import Faults
 from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_admin_access

@@ -43,7 +43,7 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from sigma.config import HubConfig
+from sigma.config.pipeline import HubConfig
 from sigma.faults import FaultPoint
 from sigma.hub.messages import (
     UNDELIVERABLE,

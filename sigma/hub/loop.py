@@ -18,7 +18,7 @@ import time
 import structlog
 import trio
 
-from sigma.config import HubConfig
+from sigma.config.pipeline import HubConfig
 from sigma.faults import FaultPoint, Faults
 from sigma.hub.actor import HubActor, Numbering
 from sigma.hub.intake import HubIntake

@@ -42,7 +42,7 @@ from pydantic import (
 )
 
 from sigma import __version__
-from sigma.config import PollerConfig
+from sigma.config.pipeline import PollerConfig
 from sigma.errors import (
     EngineProtocolError,
     EngineUnavailable,

@@ -12,9 +12,10 @@ restarted as after an abnormal exit with reason "hung".
 
 The decisions live in `sigma.supervision.policy` and `sigma.supervision.watchdog` (plain
 synchronous classes), the data types in `sigma.supervision.spec` (all re-exported here), the
-machinery both supervisors share in `sigma.supervision._core`; this module holds the two
-supervisors' own behaviour. They write supervision events to an optional channel with
-`send_nowait` and never block on it, close it or log anything themselves.
+machinery both supervisors share in `sigma.supervision._core` (each child's record and runs in
+`sigma.supervision._child`); this module holds the two supervisors' own behaviour. They write
+supervision events to an optional channel with `send_nowait` and never block on it, close it or
+log anything themselves.
 
 Trio cannot kill a task: a child that shields itself from cancellation, or never reaches a
 checkpoint, is reported with `ShutdownTimedOut` and left behind, and the supervisor's nursery still
@@ -31,7 +32,8 @@ import trio
 
 from sigma.backoff import Backoff
 from sigma.errors import StartFailed, TooManyChildren
-from sigma.supervision._core import ChildRecord, SupervisorCore
+from sigma.supervision._child import ChildRecord
+from sigma.supervision._core import SupervisorCore
 from sigma.supervision.policy import (
     Restart,
     RestartIntensity,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from sigma.client import Stream
-from sigma.config import Config
+from sigma.config.loading import Config
 from sigma.faults import Faults
 from sigma.testing.ledger import DeliveryLedger
 from sigma.testing.process import SigmaProcess, run_process

@@ -30,7 +30,7 @@ import sigma.client
 from sigma.app import RunningApp, serve
 from sigma.backoff import FullJitter
 from sigma.client import Reconnect, Stream
-from sigma.config import Config
+from sigma.config.loading import Config
 from sigma.faults import Faults
 from sigma.testing.ledger import DeliveryLedger
 from sigma.testing.load import Publisher, publish

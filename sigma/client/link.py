@@ -1,0 +1,33 @@
+"""The stream's bookkeeping of its current connection: the link, and the requests sent on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+from trio_websocket import WebSocketConnection
+
+from sigma.client.connection import Welcome
+from sigma.protocol import Reply
+
+
+@dataclass
+class _Pending:
+    """A request waiting for its reply; `reply` stays None when the connection was lost."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    reply: Reply | None = None
+
+
+@dataclass
+class _Link:
+    """The current connection and the requests sent on it."""
+
+    ws: WebSocketConnection
+    welcome: Welcome
+    pending: dict[str, _Pending] = field(default_factory=dict)
+
+    def lost(self) -> None:
+        for waiting in self.pending.values():
+            waiting.done.set()
+        self.pending.clear()

@@ -1,0 +1,44 @@
+"""Redaction: which configuration fields are secret, and how a shown configuration hides them.
+
+A field marked with `SECRET_FIELD` is shown as "***" when set; a URL's password is too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel
+from pydantic.config import JsonDict
+from pydantic.fields import FieldInfo
+
+REDACTED = "***"
+SECRET_FIELD: JsonDict = {"secret": True}
+"""`json_schema_extra` of a field whose value must never be shown (logs, `config check`)."""
+
+
+def url_without_password(url: str) -> str:
+    """`url` with its password, if it has one, shown as "***" (for logs and printed configs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _redacted(model: BaseModel) -> dict[str, Any]:
+    dumped = model.model_dump(mode="json")
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if _is_secret(info):
+            dumped[name] = REDACTED if value else value
+        elif isinstance(value, BaseModel):
+            dumped[name] = _redacted(value)
+    return dumped
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("secret"))
