@@ -35,8 +35,8 @@ import trio
 
 from sigma.backoff import Backoff
 from sigma.broker.leadership import run_poller_when_leader
-from sigma.broker.node import node_id_of
-from sigma.broker.stream import RedisBroker, run_broker_link
+from sigma.broker.node import RedisBroker, node_id_of
+from sigma.broker.stream import run_broker_link
 from sigma.config.loading import Config
 from sigma.config.pipeline import PollerConfig
 from sigma.config.process import SupervisorConfig

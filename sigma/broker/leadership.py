@@ -20,7 +20,8 @@ import structlog
 import trio
 
 from sigma.broker.lease import Lease
-from sigma.broker.stream import LINK_ERRORS, RedisBroker, describe_errors
+from sigma.broker.node import RedisBroker
+from sigma.broker.stream import LINK_ERRORS, describe_errors
 from sigma.config.pipeline import PollerConfig
 from sigma.faults import Faults
 from sigma.health import HealthBoard

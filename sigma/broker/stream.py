@@ -32,148 +32,35 @@ from __future__ import annotations
 
 import contextlib
 import random
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import coredis
-import orjson
 import structlog
 import trio
 from coredis.exceptions import RedisError, ResponseError
 
 from sigma.backoff import Backoff
-from sigma.broker.scripts import NEW_EPOCH, NUMBER, StreamKeys
-from sigma.config.pipeline import BrokerConfig
-from sigma.config.redaction import url_without_password
+from sigma.broker.entries import parse_entries
+from sigma.broker.node import (
+    BLOCK_MS,
+    RedisBroker,
+    close_reply,
+    new_epoch,
+    refuse_publish,
+)
+from sigma.broker.scripts import NEW_EPOCH
 from sigma.errors import leaves
 from sigma.health import HealthBoard
 from sigma.hub.intake import HubIntake
 from sigma.hub.messages import UNDELIVERABLE, Deliver, HubMessage, Notice, Publish
-from sigma.protocol import KNOWN_EVENT_TYPES, Event, make_event
+from sigma.protocol import Event, make_event
 
 log = structlog.get_logger("sigma.broker")
 
 READ_COUNT = 1000
-BLOCK_MS = 1000
-"""How long one XREAD waits for new entries; after a quiet one the link checks the epoch."""
-MIN_STREAM_LENGTH = 1024
-"""The stream keeps at least this many entries (or `[hub] history_size`, if more), so that a
-node a little behind still finds what it has not read."""
-CONNECT_TIMEOUT_S = 2.0
 LINK_ERRORS = (RedisError, OSError, trio.TooSlowError)
 """What ends one connection of the link: Redis gone, refused, or not answering in time."""
-
-
-def new_epoch() -> str:
-    """A random epoch, as the hub's own are."""
-    return uuid.uuid4().hex[:16]
-
-
-@dataclass(frozen=True)
-class Numbered:
-    """What Redis gave one publish: the epoch and the seqs, and whether it was a repeat."""
-
-    epoch: str
-    seqs: tuple[int, ...]
-    repeated: bool
-    last_seq: int
-
-
-@dataclass
-class Position:
-    """Where this node is in the cluster's numbering: the epoch and the last seq it delivered.
-
-    `last_data` is what the stream held under `last_seq` when this node read it (the entry's
-    event field), so that a stream rewritten under the same epoch (a failover to a replica that
-    lacked the tail, after which another node numbered past this one's position) is told apart
-    from one that merely went on.
-    """
-
-    epoch: str | None = None
-    last_seq: int = 0
-    last_data: bytes | None = None
-
-    def follow(self, entries: Sequence[Any], last_seq: int) -> None:
-        """This node delivered `entries` (read in order, all of its epoch) up to `last_seq`."""
-        self.last_seq = last_seq
-        self.last_data = entries[-1].field_values.get(b"d") if entries else None
-
-
-@dataclass(frozen=True)
-class _Pending:
-    publish: Publish
-    deadline: float
-
-
-class RedisBroker:
-    """One node's side of the cluster: its keys, its queue of publishes, and where it is.
-
-    Made once per tree, so that its queue and its position outlive the link's reconnections
-    and restarts. `submit` is what the hub calls for every publish; `run_broker_link` does the
-    talking to Redis.
-    """
-
-    def __init__(
-        self,
-        config: BrokerConfig,
-        *,
-        history_size: int,
-        queue_size: int,
-        node_id: str,
-    ) -> None:
-        self.config = config
-        self.keys = StreamKeys.of(config.stream)
-        self.node_id = node_id
-        self.history_size = history_size
-        self.max_length = max(history_size, MIN_STREAM_LENGTH)
-        self.position = Position()
-        self.url = url_without_password(config.url)
-        self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
-
-    def client(self) -> coredis.Redis[bytes]:
-        """A new Redis client for `[broker] url` (the link and the lease each hold their own)."""
-        return coredis.Redis.from_url(
-            self.config.url,
-            decode_responses=False,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            stream_timeout=BLOCK_MS / 1000 + self.config.publish_timeout_s,
-        )
-
-    async def next_publish(self) -> tuple[Publish, float]:
-        """The oldest queued publish and the trio time after which it is refused."""
-        pending = await self._receive.receive()
-        return pending.publish, pending.deadline
-
-    def submit(self, publish: Publish) -> None:
-        """Queue `publish` for numbering in Redis, without waiting; refuse it when full."""
-        deadline = trio.current_time() + self.config.publish_timeout_s
-        try:
-            self._send.send_nowait(_Pending(publish, deadline))
-        except trio.WouldBlock:
-            _refuse(publish, "the broker's queue is full")
-
-    async def number(self, redis: coredis.Redis[bytes], publish: Publish) -> Numbered:
-        """Run the `NUMBER` script for `publish` (no events: only read the epoch and seq)."""
-        key = publish.idempotency_key
-        idempotency_key = self.keys.idempotency_prefix + key if key else self.keys.meta
-        arguments: list[str | bytes | int] = [
-            self.max_length,
-            new_epoch(),
-            publish.fence or "",
-            key or "",
-            int(self.config.idempotency_s * 1000),
-            *(_payload(event) for event in publish.events),
-        ]
-        reply = await redis.eval(
-            NUMBER,
-            keys=[self.keys.events, self.keys.meta, self.keys.lease, idempotency_key],
-            args=arguments,
-        )
-        epoch, first, count, last = _strings(reply)
-        seqs = tuple(range(int(first), int(first) + int(count)))
-        return Numbered(epoch, seqs, repeated=last == "-1", last_seq=int(last))
 
 
 async def run_broker_link(
@@ -362,7 +249,7 @@ async def _write(broker: RedisBroker, writer: coredis.Redis[bytes]) -> None:
             continue
         if trio.current_time() > deadline:
             dropped += len(publish.events)
-            _close_reply(publish)
+            close_reply(publish)
             log.warning("Publish expired while the broker was unreachable", dropped=dropped)
             continue
         try:
@@ -371,10 +258,10 @@ async def _write(broker: RedisBroker, writer: coredis.Redis[bytes]) -> None:
             if "NOTLEADER" not in str(exc):
                 raise
             log.warning("Events of a former poller leader dropped", count=len(publish.events))
-            _close_reply(publish)
+            close_reply(publish)
             continue
         except BaseException:
-            _refuse(publish, "broker connection lost")  # it may or may not be in the stream
+            refuse_publish(publish, "broker connection lost")  # it may or may not be in the stream
             raise
         if publish.reply is not None:
             with contextlib.suppress(*UNDELIVERABLE):
@@ -386,95 +273,6 @@ class _StreamRecreated(RedisError):
 
     def __init__(self) -> None:
         super().__init__("the stream was recreated (Redis lost its data)")
-
-
-def _refuse(publish: Publish, why: str) -> None:
-    """Tell `publish`'s publisher it was not published, and log it: at `info` when the
-    publisher is told (the API answers 503), at `warning` when nobody else will know (the
-    poller's and the heartbeat's events have no publisher waiting)."""
-    if publish.reply is not None:
-        log.info("Publish refused by the broker link", why=why, count=len(publish.events))
-    elif publish.events:
-        log.warning("Events not published", why=why, count=len(publish.events))
-    _close_reply(publish)
-
-
-def _close_reply(publish: Publish) -> None:
-    """Close the publisher's reply channel, if it has one: its publish was not numbered."""
-    if publish.reply is not None:
-        publish.reply.close()
-
-
-def _payload(event: Event) -> bytes:
-    fields = {"type": event.type, "timestamp": event.timestamp, "data": event.data}
-    try:
-        return orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        return event.model_dump_json(exclude={"seq"}).encode()
-
-
-@dataclass(frozen=True)
-class Entries:
-    """Stream entries read as events: the seqs they span, the events, and whether all of them
-    belonged to the epoch asked for (an entry of another one ends the batch)."""
-
-    first_seq: int
-    last_seq: int
-    events: tuple[tuple[int, Event], ...]
-    complete: bool
-
-
-def parse_entries(entries: Sequence[Any], epoch: str) -> Entries | None:
-    """The `(seq, event)` pairs of stream entries of `epoch`; None when the first is not.
-
-    An entry that is not one of Sigma's (another writer on the same keys) is skipped with a
-    warning, so it costs its seq and nothing else.
-    """
-    events: list[tuple[int, Event]] = []
-    seqs: list[int] = []
-    for entry in entries:
-        fields = entry.field_values
-        if fields.get(b"e", b"").decode(errors="replace") != epoch:
-            break
-        try:
-            seq = int(entry.identifier.split(b"-", 1)[0])
-        except ValueError:
-            break  # not an id Sigma writes: this is not our numbering
-        seqs.append(seq)
-        event = _event_of(fields.get(b"d"))
-        if event is None:
-            log.warning(
-                "Malformed stream entry skipped", id=entry.identifier.decode(errors="replace")
-            )
-            continue
-        events.append((seq, event))
-    if not seqs:
-        return None
-    return Entries(seqs[0], seqs[-1], tuple(events), complete=len(seqs) == len(entries))
-
-
-def _event_of(payload: bytes | None) -> Event | None:
-    """The event an entry's `d` field holds (checked cheaply: this runs for every event on
-    every node), or None when it is not one."""
-    try:
-        raw = orjson.loads(payload or b"")
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    event_type, timestamp, data = raw.get("type"), raw.get("timestamp"), raw.get("data")
-    if event_type not in KNOWN_EVENT_TYPES or not isinstance(timestamp, str):
-        return None
-    if not isinstance(data, dict):
-        return None
-    return Event.model_construct(type=event_type, timestamp=timestamp, data=data)
-
-
-def _strings(reply: Any) -> tuple[str, str, str, str]:
-    epoch, first, count, last = (
-        item.decode() if isinstance(item, bytes) else str(item) for item in reply
-    )
-    return epoch, first, count, last
 
 
 def describe_errors(group: BaseExceptionGroup[Exception]) -> str:

@@ -10,8 +10,10 @@ import trio
 from coredis.exceptions import ResponseError
 from helpers import RedisServer, needs_binary
 
+from sigma.broker.entries import parse_entries
 from sigma.broker.lease import Lease
-from sigma.broker.stream import RedisBroker, _synchronise, parse_entries
+from sigma.broker.node import RedisBroker
+from sigma.broker.stream import _synchronise
 from sigma.config import BrokerConfig
 from sigma.hub.intake import HubIntake
 from sigma.hub.messages import Deliver, HubMessage, Publish

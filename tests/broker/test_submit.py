@@ -9,7 +9,7 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from sigma.broker.stream import RedisBroker
+from sigma.broker.node import RedisBroker
 from sigma.config import BrokerConfig
 from sigma.hub.messages import Publish
 from sigma.protocol import make_event
