@@ -10,7 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from sigma.http import HeadWatch, HttpServerConnection, TimedOut
+from sigma.http.connection import HttpServerConnection
+from sigma.http.head_watch import HeadWatch
+from sigma.http.request import TimedOut
 
 REQUEST = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
 GRANULARITY_S = 0.5

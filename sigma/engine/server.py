@@ -33,7 +33,8 @@ from sigma.engine.paths import resolve_data_dir
 from sigma.engine.workers import WorkerPool
 from sigma.errors import PeerGone
 from sigma.faults import FaultPoint, Faults
-from sigma.http import HttpError, HttpRequest, HttpServerConnection
+from sigma.http.connection import HttpServerConnection
+from sigma.http.request import HttpError, HttpRequest
 
 log = structlog.get_logger(__name__)
 

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from sigma.config.gateway import is_loopback
 from sigma.errors import dotted_location, first_error, stated_reason
 from sigma.faults import FAULT_POINTS, Faults, FaultSpec
-from sigma.http import HttpError
+from sigma.http.request import HttpError
 
 log = structlog.get_logger("sigma.faults")
 

@@ -31,7 +31,8 @@ import structlog
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from sigma.errors import dotted_location, first_error
-from sigma.http import HttpError, HttpRequest, HttpServerConnection
+from sigma.http.connection import HttpServerConnection
+from sigma.http.request import HttpError, HttpRequest
 from sigma.hub.intake import HubIntake, Overloaded
 from sigma.protocol import OPT_IN_EVENT_TYPES, Event, EventType, make_checked_event
 

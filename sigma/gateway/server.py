@@ -53,7 +53,9 @@ from sigma.gateway.upgrade import (
     check_websocket_handshake,
 )
 from sigma.health import HealthBoard
-from sigma.http import HeadWatch, HttpError, HttpRequest, HttpServerConnection, TimedOut
+from sigma.http.connection import HttpServerConnection
+from sigma.http.head_watch import HeadWatch
+from sigma.http.request import HttpError, HttpRequest, TimedOut
 from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.keys import load_server_tls

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 
-from sigma.http import HttpError, HttpRequest, HttpServerConnection
+from sigma.http.connection import HttpServerConnection
+from sigma.http.request import HttpError, HttpRequest
 
 STATIC_PREFIX = "/static/"
 PAGE_PATH = "/"

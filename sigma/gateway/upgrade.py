@@ -16,7 +16,7 @@ import binascii
 import structlog
 
 from sigma.gateway.auth import Authenticator, SessionAuth, TokenRejected
-from sigma.http import HttpError, HttpRequest
+from sigma.http.request import HttpError, HttpRequest
 
 log = structlog.get_logger("sigma.gateway")
 

@@ -16,7 +16,7 @@ from sigma.gateway.publish import (
     events_of_body,
     parse_publish_body,
 )
-from sigma.http import HttpError, HttpRequest
+from sigma.http.request import HttpError, HttpRequest
 from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 

@@ -1,9 +1,4 @@
-"""HTTP/1.1 on a trio stream, parsed and framed by h11; shared by the gateway and the engine.
-
-`HttpServerConnection` reads requests (with keep-alive), reads bounded bodies, writes responses,
-and answers a WebSocket upgrade with its `101` (after which `sigma.websocket.connection` owns the
-stream). Nothing here parses HTTP by hand: h11 does, in both directions; wsproto computes the
-handshake's accept token.
+"""The server side of one HTTP/1.1 connection: requests in, responses out, h11 in between.
 
 Over a plain `trio.SocketStream` the connection reads and writes the (non-blocking) socket with
 one system call each when it can, waiting in trio only when the socket is not ready: a trio
@@ -17,11 +12,10 @@ through `receive_some` / `send_all` as usual.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -30,163 +24,21 @@ import trio
 from wsproto.utilities import generate_accept_token
 
 from sigma.errors import PeerGone
+from sigma.http.head_watch import HeadWatch
+from sigma.http.request import (
+    MAX_HEAD_BYTES,
+    SUPPORTED_HTTP_VERSIONS,
+    HttpError,
+    HttpRequest,
+    TimedOut,
+    head_too_large,
+    remote_protocol_error,
+)
+from sigma.http.response import END_OF_MESSAGE, SWITCH_HEADERS, response_head
 
 RECEIVE_CHUNK_BYTES = 64 * 1024
-MAX_HEAD_BYTES = 16 * 1024
-SUPPORTED_HTTP_VERSIONS = frozenset({b"1.0", b"1.1"})
-# The 101's headers that are the same for every connection, as bytes (h11 converts less).
-_SWITCH_HEADERS = ((b"upgrade", b"websocket"), (b"connection", b"Upgrade"))
 NOTHING_RECEIVED = (b"", False)
 """`h11.Connection.trailing_data` when no byte waits unparsed and the peer has not closed."""
-END_OF_MESSAGE = h11.EndOfMessage()
-"""h11 events are immutable: one end-of-message serves every response."""
-REASONS: dict[int, str] = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    415: "Unsupported Media Type",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-
-
-class HttpError(Exception):
-    """A request that must be answered with an error status; the message is safe to show.
-
-    `headers` go on the response too (e.g. `WWW-Authenticate` with a 401).
-    """
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        detail: str = "",
-        *,
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> None:
-        super().__init__(f"{status} {error}: {detail}")
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.headers = headers
-
-
-class TimedOut(Exception):
-    """What the connection waited for (a request head, a body) did not arrive in time."""
-
-
-def _remote_protocol_error(exc: h11.RemoteProtocolError) -> HttpError:
-    """The peer sent bad HTTP: 400, or the more precise status h11 suggests (431, 505...)."""
-    if exc.error_status_hint == 431:
-        return _head_too_large()
-    status = exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400
-    return HttpError(status, "bad_request", str(exc))
-
-
-def _head_too_large() -> HttpError:
-    return HttpError(
-        431, "head_too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _response(
-    status: int,
-    content_type: str,
-    length: int,
-    headers: tuple[tuple[str, str], ...],
-    closes: bool,
-) -> h11.Response:
-    """The h11 response head for these values, built (and its headers validated) once.
-
-    Most responses repeat one of a few heads (a publish's `{"seq": n}` differs only in its
-    length), and h11 events are immutable, so the same one can be sent again and again.
-    `closes`: add `connection: close` unless the caller set `connection` itself.
-    """
-    all_headers = [("content-type", content_type), ("content-length", str(length)), *headers]
-    if closes and not any(name.lower() == "connection" for name, _ in headers):
-        all_headers.append(("connection", "close"))
-    return h11.Response(status_code=status, headers=all_headers, reason=REASONS.get(status, ""))
-
-
-class HttpRequest(NamedTuple):
-    """One parsed request head (a named tuple, as the hub's frames are: one per request)."""
-
-    method: str
-    target: str
-    path: str
-    query: dict[str, list[str]]
-    headers: tuple[tuple[bytes, bytes], ...]
-    raw: h11.Request
-
-    def header(self, name: str) -> str | None:
-        """The first value of a header (case-insensitive name), decoded as Latin-1."""
-        value = self.raw_header(name.lower().encode())
-        return None if value is None else value.decode("latin-1")
-
-    def raw_header(self, lowered_name: bytes) -> bytes | None:
-        """The first value of a header as it came, by its lowercase name: `header` without
-        converting the name and the value (for a caller that asks every request for one)."""
-        for key, value in self.headers:
-            if key == lowered_name:
-                return value
-        return None
-
-    def query_value(self, name: str) -> str | None:
-        """The first value of a query parameter, or None."""
-        values = self.query.get(name)
-        return values[0] if values else None
-
-    @property
-    def wants_websocket(self) -> bool:
-        """True when this is a WebSocket upgrade request."""
-        upgrade = (self.header("upgrade") or "").lower()
-        return self.method == "GET" and upgrade == "websocket"
-
-
-class HeadWatch:
-    """Times out the request heads of every connection `serving()` under it, with one task.
-
-    Each connection notes when its head is due (a float, per request) instead of moving a
-    deadline in trio; `run` sweeps them every `granularity_s` and cancels the `serving()` scope
-    of those waiting past their due time, so a head times out at most `granularity_s` late.
-    The sweep sleeps while no connection is served under it (an idle server stays idle).
-    """
-
-    def __init__(self, granularity_s: float) -> None:
-        self.granularity_s = granularity_s
-        self._connections: set[HttpServerConnection] = set()
-        self._first_added = trio.Event()
-
-    def add(self, conn: HttpServerConnection) -> None:
-        """Watch `conn`'s heads (it entered `serving()`)."""
-        self._connections.add(conn)
-        self._first_added.set()
-
-    def discard(self, conn: HttpServerConnection) -> None:
-        """Stop watching `conn` (it left `serving()`)."""
-        self._connections.discard(conn)
-
-    async def run(self) -> None:
-        """Sweep until cancelled: every `granularity_s` while any connection is watched."""
-        while True:
-            if not self._connections:
-                self._first_added = trio.Event()
-                await self._first_added.wait()
-            await trio.sleep(self.granularity_s)
-            now = trio.current_time()
-            for conn in self._connections:
-                conn.cancel_overdue_head(now)
 
 
 class HttpServerConnection:
@@ -312,7 +164,7 @@ class HttpServerConnection:
         try:
             return self._h11.next_event()
         except h11.RemoteProtocolError as exc:
-            raise _remote_protocol_error(exc) from None
+            raise remote_protocol_error(exc) from None
 
     async def _feed(self, deadline: float) -> None:
         """Wait for the peer's next bytes (`TimedOut` after `deadline`) and hand them to h11."""
@@ -327,7 +179,7 @@ class HttpServerConnection:
         try:
             self._h11.receive_data(data)
         except h11.RemoteProtocolError as exc:
-            raise _remote_protocol_error(exc) from None
+            raise remote_protocol_error(exc) from None
 
     async def next_request(self, timeout_s: float = math.inf) -> HttpRequest | None:
         """Wait for the next request head; None once the peer closed between requests.
@@ -365,7 +217,7 @@ class HttpServerConnection:
                 declared_length = int(value)
         # h11 bounds a head only while it is incomplete; one that arrived whole is checked here.
         if head_bytes > MAX_HEAD_BYTES:
-            raise _head_too_large()
+            raise head_too_large()
         self._declared_length = declared_length
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
@@ -454,7 +306,7 @@ class HttpServerConnection:
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         closes = self._h11.their_state is not h11.DONE  # the unread request body ends it
-        head = self._h11.send(_response(status, content_type, len(body), headers, closes))
+        head = self._h11.send(response_head(status, content_type, len(body), headers, closes))
         data = self._h11.send(h11.Data(data=body)) if body else b""
         end = self._h11.send(END_OF_MESSAGE)
         assert head is not None and data is not None and end is not None
@@ -498,7 +350,7 @@ class HttpServerConnection:
         key = (request.header("sec-websocket-key") or "").encode("latin-1")
         switch = h11.InformationalResponse(
             status_code=101,
-            headers=[*_SWITCH_HEADERS, (b"sec-websocket-accept", generate_accept_token(key))],
+            headers=[*SWITCH_HEADERS, (b"sec-websocket-accept", generate_accept_token(key))],
             reason=b"Switching Protocols",
         )
         response = self._h11.send(switch)
