@@ -18,7 +18,7 @@ import trio
 from sigma.client.connection import check_ws_url
 from sigma.client.reconnect import Reconnect, TokenSource
 from sigma.client.sequence import Sequencer
-from sigma.client.stream import Stream, _check_types
+from sigma.client.stream import Stream, checked_types
 from sigma.errors import leaves
 from sigma.protocol import ALL_EVENT_TYPES
 
@@ -69,7 +69,7 @@ async def connect(
         url += ("&" if "?" in url else "?") + "types=" + ",".join(ALL_EVENT_TYPES)
     stream = Stream(
         url,
-        types=_check_types(types) if types is not None else None,
+        types=checked_types(types) if types is not None else None,
         token=token,
         token_source=token_source,
         sequencer=Sequencer(since=since, epoch=epoch),

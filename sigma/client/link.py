@@ -12,7 +12,7 @@ from sigma.protocol import Reply
 
 
 @dataclass
-class _Pending:
+class PendingRequest:
     """A request waiting for its reply; `reply` stays None when the connection was lost."""
 
     done: trio.Event = field(default_factory=trio.Event)
@@ -20,14 +20,15 @@ class _Pending:
 
 
 @dataclass
-class _Link:
+class Link:
     """The current connection and the requests sent on it."""
 
     ws: WebSocketConnection
     welcome: Welcome
-    pending: dict[str, _Pending] = field(default_factory=dict)
+    pending: dict[str, PendingRequest] = field(default_factory=dict)
 
     def lost(self) -> None:
+        """The connection is gone: wake every waiting request (its reply stays None)."""
         for waiting in self.pending.values():
             waiting.done.set()
         self.pending.clear()

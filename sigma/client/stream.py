@@ -39,7 +39,7 @@ from sigma.client.connection import (
 )
 from sigma.client.errors import GatewayClosed, RequestFailed, StreamClosed, TokenExpired
 from sigma.client.items import Connected, Disconnected, Notice, StreamItem
-from sigma.client.link import _Link, _Pending
+from sigma.client.link import Link, PendingRequest
 from sigma.client.reconnect import (
     CLIENT_AT_FAULT,
     RESUMABLE_SLOWLY,
@@ -64,7 +64,8 @@ from sigma.protocol import (
 )
 
 
-def _check_types(types: Iterable[str]) -> frozenset[str]:
+def checked_types(types: Iterable[str]) -> frozenset[str]:
+    """`types` as a set, refused with a `ValueError` naming them when empty or not all known."""
     chosen = frozenset(types)
     unknown = sorted(chosen - KNOWN_EVENT_TYPES)
     if unknown or not chosen:
@@ -116,7 +117,7 @@ class Stream:
         self._connection_items = connection_items
         self._rng = rng
         self._send, self._receive = trio.open_memory_channel[StreamItem](buffer)
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._link_changed = trio.Event()
         self._ids = itertools.count(1)
         self._error: BaseException | None = None
@@ -174,7 +175,7 @@ class Stream:
 
     async def subscribe(self, types: Iterable[str]) -> frozenset[str]:
         """Add event types; returns the subscriptions after the change."""
-        chosen = _check_types(types)
+        chosen = checked_types(types)
         reply = await self._request(
             lambda rid: Subscribe(action="subscribe", types=sorted(chosen), id=rid)
         )
@@ -182,7 +183,7 @@ class Stream:
 
     async def unsubscribe(self, types: Iterable[str]) -> frozenset[str]:
         """Remove event types; returns the subscriptions after the change."""
-        chosen = _check_types(types)
+        chosen = checked_types(types)
         reply = await self._request(
             lambda rid: Unsubscribe(action="unsubscribe", types=sorted(chosen), id=rid)
         )
@@ -219,7 +220,7 @@ class Stream:
         while True:
             link = await self._wait_link()
             request_id = f"c{next(self._ids)}"
-            waiting = link.pending[request_id] = _Pending()
+            waiting = link.pending[request_id] = PendingRequest()
             try:
                 await link.ws.send_message(build(request_id).model_dump_json(exclude_none=True))
             except ConnectionClosed:
@@ -234,20 +235,20 @@ class Stream:
                 raise RequestFailed(str(data.get("code")), str(data.get("message")))
             return waiting.reply
 
-    async def _wait_link(self) -> _Link:
+    async def _wait_link(self) -> Link:
         while self._link is None:
             if self._ended:
                 raise self._error or StreamClosed("the stream has ended")
             await self._link_changed.wait()
         return self._link
 
-    async def _link_lost(self, link: _Link) -> None:
+    async def _link_lost(self, link: Link) -> None:
         while self._link is link:
             await self._link_changed.wait()
 
     # --- the connection loop -------------------------------------------------------------------
 
-    def _set_link(self, link: _Link | None) -> None:
+    def _set_link(self, link: Link | None) -> None:
         if self._link is not None:
             self._link.lost()
         self._link = link
@@ -352,7 +353,7 @@ class Stream:
         gap = self._sequencer.welcomed(welcome)
         self.connects += 1
         self.last_welcome = welcome
-        self._set_link(_Link(ws, welcome))
+        self._set_link(Link(ws, welcome))
         if self._connection_items:
             await self._send.send(Connected(url, welcome, since))
         if gap is not None:

@@ -25,7 +25,7 @@ from sigma.config.pipeline import (
     PollerConfig,
 )
 from sigma.config.process import FaultsConfig, LoggingConfig, SupervisorConfig
-from sigma.config.redaction import _is_secret, _redacted, url_without_password
+from sigma.config.redaction import is_secret, redacted, url_without_password
 from sigma.config.section import Section
 from sigma.errors import ConfigError, dotted_location, first_error
 
@@ -65,7 +65,7 @@ class Config(Section):
         For `sigma config check` and anything else that prints or logs the configuration. The
         password in `[broker] url`, when it has one, is shown as "***" too.
         """
-        dumped = _redacted(self)
+        dumped = redacted(self)
         dumped["broker"]["url"] = url_without_password(self.broker.url)
         return dumped
 
@@ -146,6 +146,6 @@ SECRET_FIELD_NAMES = frozenset(
     name
     for section in (AuthConfig, ApiConfig)
     for name, info in section.model_fields.items()
-    if _is_secret(info)
+    if is_secret(info)
 )
 """Names of the configuration's secret fields; their values never appear in error messages."""

@@ -28,17 +28,19 @@ def url_without_password(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _redacted(model: BaseModel) -> dict[str, Any]:
+def redacted(model: BaseModel) -> dict[str, Any]:
+    """`model` as JSON-ready data, every set secret field (nested ones too) shown as `***`."""
     dumped = model.model_dump(mode="json")
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
-        if _is_secret(info):
+        if is_secret(info):
             dumped[name] = REDACTED if value else value
         elif isinstance(value, BaseModel):
-            dumped[name] = _redacted(value)
+            dumped[name] = redacted(value)
     return dumped
 
 
-def _is_secret(info: FieldInfo) -> bool:
+def is_secret(info: FieldInfo) -> bool:
+    """Whether a config field is marked secret (`SECRET_FIELD`)."""
     extra = info.json_schema_extra
     return isinstance(extra, dict) and bool(extra.get("secret"))

@@ -1,4 +1,4 @@
-"""`ChildRecord`, a supervisor's record of one child, and `_Incarnation`, one run of that child.
+"""`ChildRecord`, a supervisor's record of one child, and `Incarnation`, one run of that child.
 
 `SupervisorCore` (`sigma.supervision._core`) makes and reads them; they hold no supervision logic
 of their own beyond passing `started()` on and telling when a run has ended.
@@ -30,9 +30,9 @@ class ChildRecord:
     started_at: float | None = None
     generation: int = 0  # incarnation number: tells a stale restart request from a live one
     hung_generation: int = 0  # the last incarnation the watchdog found hung (0: none)
-    incarnation: _Incarnation | None = None  # the latest one, running or ended
+    incarnation: Incarnation | None = None  # the latest one, running or ended
 
-    def running(self) -> _Incarnation | None:
+    def running(self) -> Incarnation | None:
         """The current incarnation while it runs (or is stopping); None once it has ended."""
         run = self.incarnation
         return run if run is not None and not run.has_ended else None
@@ -42,7 +42,7 @@ class ChildRecord:
         return self.running() is not None
 
 
-class _Incarnation:
+class Incarnation:
     """One run of a child: the `task_status` its start function is given, and its state.
 
     It passes `started()` on to trio and tells the supervisor (`SupervisorCore._child_started`);

@@ -17,7 +17,7 @@ from typing import Self
 import trio
 
 from sigma.errors import RestartIntensityExceeded, SupervisorError
-from sigma.supervision._child import ChildRecord, _Incarnation
+from sigma.supervision._child import ChildRecord, Incarnation
 from sigma.supervision.policy import (
     Restart,
     RestartIntensity,
@@ -182,7 +182,7 @@ class SupervisorCore:
         liveness = None if watchdog_s is None else Liveness(watchdog_s, now=trio.current_time())
         # Only `nursery.start` can leave the child's task elsewhere than in our nursery.
         task = trio.lowlevel.current_task() if waited else None
-        run = child.incarnation = _Incarnation(self, child, task_status, liveness, task)
+        run = child.incarnation = Incarnation(self, child, task_status, liveness, task)
         del task_status  # only `run` holds it, and lets go of it once started
         try:
             with run.scope:
@@ -206,7 +206,7 @@ class SupervisorCore:
         finally:
             run.end()
 
-    def _child_started(self, run: _Incarnation) -> bool:
+    def _child_started(self, run: Incarnation) -> bool:
         """A child called `started()`: supervise it from now on; False if nobody can."""
         nursery = self._nursery
         if nursery is None or (run.task is not None and run.task.parent_nursery is not nursery):
@@ -226,7 +226,7 @@ class SupervisorCore:
         self._emit(ChildStarted(supervisor=self.name, at=now, child_id=child.spec.id))
         return True
 
-    def _child_exited(self, run: _Incarnation, error: BaseException | None) -> None:
+    def _child_exited(self, run: Incarnation, error: BaseException | None) -> None:
         child, generation, scope, started = run.child, run.generation, run.scope, run.is_started
         going_down = error is not None and not isinstance(error, Exception)
         hung = child.hung_generation == generation
@@ -318,7 +318,7 @@ class SupervisorCore:
 
     # --- the watchdog --------------------------------------------------------------------------
 
-    async def _watch(self, run: _Incarnation, liveness: Liveness) -> None:
+    async def _watch(self, run: Incarnation, liveness: Liveness) -> None:
         """Watch one incarnation of a watched child; once it is hung, cancel it and restart it.
 
         Runs in the supervisor's nursery beside the child and ends with it. A hung child that
