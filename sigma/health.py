@@ -22,8 +22,7 @@ class HealthBoard:
 
     Only the poller writes `engine_reachable`, only the tree runner writes `tree_failed`, only
     the broker link writes `broker_connected` and `broker_held_back`, only the poller's
-    leadership writes
-    `poller_role`; the gateway only reads, so no write ever races another.
+    leadership writes `poller_role`; the gateway only reads, so no write ever races another.
     """
 
     def __init__(self, *, node_id: str = "", broker_kind: str = "memory") -> None:
