@@ -77,8 +77,8 @@ async def run_broker_link(
 
     `started()` comes after the first attempt, whether Redis answered or not, so a node starts
     (degraded) while Redis is down. Resource handling: each connection's clients are closed when
-    it ends. Events go to the hub through `intake` (waiting while its gate is closed); ticks
-    and notices straight to its inbox. Does not close the inbox.
+    it ends. Each read of the stream waits until `intake`'s gate is open; what is read, the
+    ticks and the notices go to its inbox. Does not close the inbox.
     """
     hub = intake.inbox
     rng = rng or random.Random()
