@@ -30,6 +30,7 @@ import signal
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -607,6 +608,49 @@ def drain_stalled(sock: socket.socket, timeout_s: float) -> dict[str, Any]:
         "close_code": conn.close_code,
         "eof": eof,
         "read_all": eof or time.monotonic() < deadline,
+    }
+
+
+def read_slowly(
+    sock: socket.socket, bytes_per_s: int, stop: threading.Event, chunk: int = 4096
+) -> dict[str, Any]:
+    """Read a client opened by `open_stalled` at no more than `bytes_per_s`, steadily, until
+    the server closes it or `stop` is set: a reader slower than what is published.
+
+    Returns how many events it read, the close code the server sent (None if none), and after
+    how many seconds of reading the connection ended (None while it was still open).
+    """
+    conn = ClientConn(sock)
+    conn.state = ClientConn.OPEN
+    conn.ws = None
+    sock.settimeout(0.2)
+    started = time.monotonic()
+    period_s = chunk / bytes_per_s
+    ended_after: float | None = None
+    next_read = started
+    while not stop.is_set():
+        time.sleep(max(0.0, next_read - time.monotonic()))
+        next_read += period_s
+        try:
+            data = sock.recv(chunk)
+        except TimeoutError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            ended_after = time.monotonic() - started
+            break
+        try:
+            split_frames(conn, data, time.time_ns(), None, [0])
+        except FramingError:
+            break
+        if conn.close_code is not None:
+            ended_after = time.monotonic() - started
+            break
+    return {
+        "events_read": conn.received,
+        "close_code": conn.close_code,
+        "ended_after_s": ended_after,
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from _clients import (
     WorkerPlan,
     drain_stalled,
     open_stalled,
+    read_slowly,
     run_worker,
 )
 from _publisher import HttpPublisher, PublishPlan, WsPublisher, batch_body, run_publisher
@@ -385,11 +387,15 @@ def overload_run(
     batch: int = 100,
     queue_size: int = 256,
     hog: bool = False,
+    slow_reader_bytes_s: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Open-loop overload of Sigma: `publishers` post `batch`-event requests as fast as they
     are answered, not paced by the clients at all, to `clients` readers, with the default
-    `[hub] queue_size`; with `hog`, a busy loop burns a core beside them.
+    `[hub] queue_size`; with `hog`, a busy loop burns a core beside them; with
+    `slow_reader_bytes_s`, one more client reads steadily at that many bytes per second (a
+    reader slower than what is published: the server should cut it rather than let it pace the
+    publishers), reported as `slow_reader`.
 
     Figures: events accepted (2xx) and refused (503), clients cut off by the server (and with
     which close codes), and events lost for the clients that kept their connection (accepted
@@ -399,7 +405,7 @@ def overload_run(
     n_workers = max(1, min(settings.workers, clients))
     result: dict[str, Any] = {
         "server": server_name,
-        "scenario": "overload+hog" if hog else "overload",
+        "scenario": "overload" + ("+hog" if hog else "") + ("+slow" if slow_reader_bytes_s else ""),
         "clients": clients,
         "publishers": publishers,
         "batch": batch,
@@ -422,6 +428,20 @@ def overload_run(
         )
         _wait(lambda: shared.ready() >= clients, connect_timeout, 0.05)
         result["ready"] = shared.ready()
+        slow_reader: dict[str, Any] = {}
+        if slow_reader_bytes_s:
+            slow_sock = open_stalled(HOST, server.port, server.ws_path, ca_file=server.ca_file)
+            stack.callback(slow_sock.close)
+            stop_slow = threading.Event()
+            slow_thread = threading.Thread(
+                target=lambda: slow_reader.update(
+                    read_slowly(slow_sock, slow_reader_bytes_s, stop_slow)
+                ),
+                daemon=True,
+            )
+            slow_thread.start()
+            stack.callback(slow_thread.join, 5.0)
+            stack.callback(stop_slow.set)
         if hog:
             hog_proc = _mp.Process(target=cpu_hog, args=(lifetime,), daemon=True)
             hog_proc.start()
@@ -463,6 +483,8 @@ def overload_run(
         _wait(lambda: shared.fewest() >= accepted or shared.ready() == 0, 60.0, 0.05)
         shared[Shared.PHASE] = PHASE_REPORT
         worker_reports = _collect(pipes)
+    if slow_reader_bytes_s:
+        result["slow_reader"] = {"bytes_per_s": slow_reader_bytes_s, **slow_reader}
     received_open = [n for r in worker_reports for n in r.get("received_open", [])]
     close_codes: dict[str, int] = {}
     for report in worker_reports:

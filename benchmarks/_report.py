@@ -278,6 +278,7 @@ def render(results: dict[str, Any]) -> str:
             run.get("kept_up"),
             run.get("lost_for_kept_up"),
             run.get("server_cpu_pct"),
+            _slow_reader_cell(run.get("slow_reader")),
         ]
         for run in results.get("overload", [])
         if "error" not in run
@@ -298,6 +299,7 @@ def render(results: dict[str, Any]) -> str:
             "kept up",
             "lost for kept-up",
             "srv CPU %",
+            "slow reader",
         ]
         out.append(_table(headers, overload_rows))
 
@@ -320,3 +322,14 @@ def _stall_end(cost: dict[str, Any]) -> str:
 def _closed(run: dict[str, Any]) -> str:
     codes = run.get("closed_by_server") or {}
     return ", ".join(f"{code} x{n}" for code, n in sorted(codes.items())) or "0"
+
+
+def _slow_reader_cell(slow: dict[str, Any] | None) -> str:
+    """What became of the overload run's slow reader: cut (with the code, after how long) or
+    still open, and how many events it read."""
+    if not slow:
+        return "-"
+    read = f"{slow.get('events_read', 0):,} read"
+    if slow.get("ended_after_s") is None:
+        return f"open, {read}"
+    return f"closed {slow.get('close_code')} after {slow['ended_after_s']:.1f} s, {read}"

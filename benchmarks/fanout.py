@@ -16,6 +16,9 @@ events, published in batches by a separate publisher process. Scenarios:
 - `overload` (Sigma only): open loop, four publishers posting 100-event batches as fast as they
   are answered to 100 clients with the default queue size, without and with a CPU hog beside
   the server: accepted and refused publishes, clients cut, events lost for clients that kept up.
+  A third run adds one client that reads steadily at 200 KB/s (`SLOW_READER_BYTES_S`), slower
+  than what is published: whether, and when, the server cuts it (4008) instead of letting it
+  pace the publishers, and what the publishers got through beside it.
 - `stalled`: 100 clients plus one that connects and never reads: the others' rate against the
   C = 100 `max` run, and what the server holds for the stalled one.
 - `idle`: 5,000 idle connections: server RSS per connection.
@@ -58,6 +61,8 @@ KNOWN_SERVERS = (*ALL_SERVERS, "sigma-tls")
 FD_LIMIT_WANTED = 65536
 RATE = "delivered_msgs_per_s"
 QUIET_BELOW_PCT = 20.0
+SLOW_READER_BYTES_S = 200_000
+"""The `overload` scenario's slow reader: about a tenth of what the others read there."""
 """Other processes' CPU (% of one core) under which the machine counts as quiet."""
 
 
@@ -274,9 +279,14 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
             label = f"single C={clients} {args.fixed_rate:.0f} msg/s"
             out.append(Scenario(label, fanout_run, kwargs, "server_cpu_pct", "runs"))
     if "overload" in wanted:
-        for hog in (False, True):
-            label = "overload C=100" + (" + CPU hog" if hog else "")
-            kwargs = {"hog": hog}
+        variants = [(False, 0), (True, 0), (False, SLOW_READER_BYTES_S)]
+        for hog, slow in variants:
+            label = (
+                "overload C=100"
+                + (" + CPU hog" if hog else "")
+                + (" + slow reader" if slow else "")
+            )
+            kwargs = {"hog": hog, "slow_reader_bytes_s": slow}
             out.append(
                 Scenario(label, overload_run, kwargs, "accepted_events", "overload", only="sigma")
             )

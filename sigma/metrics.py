@@ -17,10 +17,11 @@ Metric (type, labels): what it counts.
 - `sigma_events_dropped_total` (counter, `reason`): events a client did not get;
   `slow_consumer` counts one per client whose full queue got it cut off; `drop_oldest` and
   `conflate` count every event those policies removed from a full queue.
-- `sigma_slow_client_disconnects_total` (counter): clients closed with 4008, each because its
-  queue was still full after its probation (`[hub] slow_client_grace_s`) while the median of
-  the other clients was less than a quarter full (it lagged far behind the rest;
-  `sigma.hub.overload`).
+- `sigma_slow_client_disconnects_total` (counter, `rule`): clients closed with 4008, by the
+  rule that cut them (`sigma.hub.overload`): `lags_far_behind`, its queue still full after its
+  probation (`[hub] slow_client_grace_s`) while the median of the other clients was less than
+  a quarter full; `paces_publishers`, on probation for more than half of the last ten graces
+  while the rest were level.
 - `sigma_hub_clients_on_probation` (gauge): clients whose queue reached its bound and who have
   not yet drained or been cut; while it is above 0 the hub takes no new events.
 - `sigma_client_queue_depth_messages` (histogram, on scrape): every connected client's queue
@@ -61,6 +62,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from sigma.hub.overload import CUT_RULES
 from sigma.protocol import ALL_EVENT_TYPES
 from sigma.supervision.spec import ChildHung, RestartScheduled, SupervisionEvent
 
@@ -137,7 +139,7 @@ class Metrics:
         self._published: Tally[str] = Tally(dict.fromkeys(ALL_EVENT_TYPES, 0))
         self._delivered = 0
         self._dropped: Tally[str] = Tally(dict.fromkeys((SLOW_CONSUMER, *QUEUE_DROP_POLICIES), 0))
-        self._slow_disconnects = 0
+        self._slow_disconnects: Tally[str] = Tally(dict.fromkeys(CUT_RULES, 0))
         self._last_heartbeat_at: float | None = None
         self.restarts = Counter(
             "sigma_actor_restarts",
@@ -191,9 +193,10 @@ class Metrics:
         self._published[event_type] += 1
         self._delivered += sent_to
 
-    def count_slow_disconnects(self, clients: int) -> None:
-        """`clients` were cut off because their queue was full, each losing the event."""
-        self._slow_disconnects += clients
+    def count_slow_disconnects(self, clients: int, rule: str = "lags_far_behind") -> None:
+        """`clients` were cut off by `rule` because their queue was full, each losing the
+        event."""
+        self._slow_disconnects[rule] += clients
         self._dropped[SLOW_CONSUMER] += clients
 
     def count_queue_drops(self, policy: str, events: int) -> None:
@@ -254,11 +257,14 @@ class Metrics:
         for reason, count in sorted(self._dropped.items()):
             dropped.add_metric([reason], count)
         yield dropped
-        yield CounterMetricFamily(
+        disconnects = CounterMetricFamily(
             "sigma_slow_client_disconnects",
-            "Clients closed with 4008 because their queue was full.",
-            value=self._slow_disconnects,
+            "Clients closed with 4008 because their queue was full, by the rule that cut them.",
+            labels=["rule"],
         )
+        for rule, count in sorted(self._slow_disconnects.items()):
+            disconnects.add_metric([rule], count)
+        yield disconnects
         high_water = self._past_high_water
         if hub is not None:
             high_water = max(high_water, hub.queue_high_water())

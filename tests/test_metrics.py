@@ -85,7 +85,8 @@ async def test_a_fresh_scrape_parses_and_every_series_starts_at_zero(
     assert value(samples, "sigma_events_delivered_total") == 0
     for reason in ("slow_consumer", "drop_oldest", "conflate"):
         assert value(samples, "sigma_events_dropped_total", reason=reason) == 0
-    assert value(samples, "sigma_slow_client_disconnects_total") == 0
+    for rule in ("lags_far_behind", "paces_publishers"):
+        assert value(samples, "sigma_slow_client_disconnects_total", rule=rule) == 0
     assert value(samples, "sigma_clients_connected") == 0
     assert value(samples, "sigma_client_queue_high_water_messages") == 0
     assert value(samples, "sigma_heartbeat_age_seconds") == 4.0  # no heartbeat yet: since start
@@ -123,7 +124,8 @@ async def test_a_slow_client_is_counted_once_with_the_event_it_lost(
     for _ in range(3):
         publish(hub, "agent_status")
     samples = scrape(metrics)
-    assert value(samples, "sigma_slow_client_disconnects_total") == 1
+    assert value(samples, "sigma_slow_client_disconnects_total", rule="lags_far_behind") == 1
+    assert value(samples, "sigma_slow_client_disconnects_total", rule="paces_publishers") == 0
     assert value(samples, "sigma_hub_clients_on_probation") == 0
     assert value(samples, "sigma_events_dropped_total", reason="slow_consumer") == 1
     # The welcome took one place of two: slow got 1 event and 1 past its bound (on probation),

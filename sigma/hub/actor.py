@@ -56,6 +56,7 @@ from sigma.hub.messages import (
     Publish,
     PublishHeartbeat,
 )
+from sigma.hub.overload import CUT_RULES
 from sigma.hub.state import HubState
 from sigma.metrics import Metrics
 from sigma.protocol import Event, make_event
@@ -111,7 +112,7 @@ class HubActor:
         self._debug = log.is_enabled_for(logging.DEBUG)
         self._metrics = metrics
         self._queue_size = config.queue_size
-        self._slow_seen = 0  # state.slow_disconnects already counted
+        self._cuts_seen = dict.fromkeys(CUT_RULES, 0)  # state.cut_by_rule already counted
         self._departed_high_water = 0  # the deepest queue of a client no longer in the table
         self._watch_herd = config.slow_client_policy != "drop_oldest"
         self._deepest = 0  # the most deep queues after one broadcast of the current message
@@ -383,12 +384,17 @@ class HubActor:
         return outcome.seq
 
     def _note_slow_clients(self, event_type: str) -> None:
-        slow = self.state.slow_disconnects - self._slow_seen
-        if not slow:
+        cuts = {
+            rule: count - self._cuts_seen[rule]
+            for rule, count in self.state.cut_by_rule.items()
+            if count > self._cuts_seen[rule]
+        }
+        if not cuts:
             return
-        self._slow_seen = self.state.slow_disconnects
+        self._cuts_seen = dict(self.state.cut_by_rule)
         # A client is cut off when its queue is full: its high-water mark was the queue's size.
         self._departed_high_water = max(self._departed_high_water, self._queue_size)
-        if self._metrics is not None:
-            self._metrics.count_slow_disconnects(slow)
-        log.info("Slow clients cut off", msg_type=event_type, count=slow)
+        for rule, count in cuts.items():
+            if self._metrics is not None:
+                self._metrics.count_slow_disconnects(count, rule)
+            log.info("Slow clients cut off", msg_type=event_type, count=count, rule=rule)

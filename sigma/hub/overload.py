@@ -18,6 +18,12 @@ fills (and the time, where it matters) passed in:
   (4008) under `disconnect`, or under `conflate` when conflating freed nothing. Among 100
   clients that keep up, one that stopped reading is cut after the grace; of 2 clients, the one
   that stopped is cut.
+- **A client paces the publishers** when it has been on probation for more than half
+  (`PACING_SHARE`) of the last ten graces (`PACING_GRACES`), this probation and earlier ones
+  together, and the median fill of the others is below a quarter. It reads, but slower than
+  what is published: each time it drains, the gate opens only to close on it again, so every
+  publisher would go at its pace. It is cut off as one that lags far behind. A client only a
+  little slower than what is published holds the gate now and then, not most of the time.
 - **The herd lags** when more than the few are deep at once, or when the median of the others
   is still a quarter full after the grace. Then the server, or the clients as a whole, cannot
   keep up with what is published, and cutting them would only make them all reconnect at once:
@@ -40,8 +46,10 @@ timeout. The same holds for the few of a small audience (2 of 10).
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 DEEP_FILL = 0.5
 """A queue at least this full (of its capacity) is deep."""
@@ -49,6 +57,14 @@ CALM_FILL = 0.25
 """The herd has recovered when no more than the few are at least this full."""
 RECHECK_S = 0.005
 """While the herd lags, how often the depths are read again to see whether it has recovered."""
+PACING_GRACES = 10
+"""How many graces back probation looks to tell a client that paces the publishers."""
+PACING_SHARE = 0.5
+"""A client on probation for more than this share of that window paces the publishers."""
+
+CutRule = Literal["lags_far_behind", "paces_publishers"]
+"""Why probation cut a client off (the metrics' `rule` label)."""
+CUT_RULES: tuple[CutRule, ...] = ("lags_far_behind", "paces_publishers")
 
 
 def is_deep(depth: int, capacity: int) -> bool:
@@ -71,12 +87,18 @@ def herd_lags(deep: int, clients: int) -> bool:
     return deep > outlier_limit(clients)
 
 
+def rest_is_level(others: Iterable[float]) -> bool:
+    """The median of the `others` (their fills) is below a quarter; False with no others (the
+    herd is then the one client being judged)."""
+    rest = list(others)
+    return bool(rest) and statistics.median(rest) < CALM_FILL
+
+
 def lags_far_behind(fill: float, others: Iterable[float]) -> bool:
     """A client at `fill` (1: its queue holds its bound) lags far behind the `others` (their
     fills): it is at least at its bound while their median is below a quarter. With no others
     the herd is that client: never."""
-    rest = list(others)
-    return fill >= 1.0 and bool(rest) and statistics.median(rest) < CALM_FILL
+    return fill >= 1.0 and rest_is_level(others)
 
 
 def herd_recovered(fills: list[float]) -> bool:
@@ -127,21 +149,29 @@ class HerdWatch:
 
 @dataclass
 class Probation:
-    """The clients whose queues reached their bound, and since when (trio time).
+    """The clients whose queues reached their bound, since when (trio time), and when each was
+    on probation before, as far back as the pacing window reaches.
 
     While anyone is on probation the hub takes no new events. `review` decides, given every
     client's fill and the time, who has drained (released), who lags far behind the rest after
-    `grace_s` (cut), and who stays.
+    `grace_s` or paces the publishers (cut), and who stays.
     """
 
     grace_s: float
     since: dict[str, float] = field(default_factory=dict)
+    earlier: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+    """Each client's past probations (start, end) that ended within the pacing window."""
     checked_at: float = 0.0
     started: int = 0
     """How many times a client was put on probation."""
 
     def __bool__(self) -> bool:
         return bool(self.since)
+
+    @property
+    def pacing_window_s(self) -> float:
+        """How far back `held_s` looks: `PACING_GRACES` graces."""
+        return PACING_GRACES * self.grace_s
 
     def start(self, client_id: str, now: float) -> None:
         """`client_id`'s queue is at its bound: on probation from `now`, unless it is already."""
@@ -150,33 +180,77 @@ class Probation:
             self.started += 1
 
     def release(self, client_id: str) -> None:
-        """`client_id` is off probation (it was cut off, or left)."""
+        """Forget `client_id` (it was cut off, or left)."""
         self.since.pop(client_id, None)
+        self.earlier.pop(client_id, None)
+
+    def drained(self, client_id: str, now: float) -> None:
+        """`client_id` is off probation: its queue is down to a quarter of its bound. The time
+        it spent on probation is remembered for the pacing window."""
+        since = self.since.pop(client_id, None)
+        if since is None:
+            return
+        past = self.earlier.setdefault(client_id, deque())
+        past.append((since, now))
+        horizon = now - self.pacing_window_s
+        while past and past[0][1] <= horizon:
+            past.popleft()
 
     def due(self, client_id: str, now: float) -> bool:
         """On probation for at least the grace."""
         since = self.since.get(client_id)
         return since is not None and now - since >= self.grace_s
 
+    def held_s(self, client_id: str, now: float) -> float:
+        """How long `client_id` was on probation within the pacing window up to `now`."""
+        horizon = now - self.pacing_window_s
+        spans = list(self.earlier.get(client_id, ()))
+        since = self.since.get(client_id)
+        if since is not None:
+            spans.append((since, now))
+        return sum(max(0.0, end - max(start, horizon)) for start, end in spans)
+
+    def paces(self, client_id: str, now: float) -> bool:
+        """On probation now, and for more than `PACING_SHARE` of the pacing window."""
+        return client_id in self.since and (
+            self.held_s(client_id, now) > PACING_SHARE * self.pacing_window_s
+        )
+
     def due_review(self, now: float) -> bool:
         """True while anyone is on probation, once `RECHECK_S` has passed since the last look."""
         return bool(self.since) and now - self.checked_at >= RECHECK_S
 
-    def review(self, fills: Mapping[str, float], now: float) -> list[str]:
-        """Look at every client's fill (by id) again; return who must be cut off now.
+    def needs_everyone(self, now: float) -> bool:
+        """Whether a review now must read every client's fill, not only those on probation:
+        someone's grace is over, or someone paces the publishers."""
+        return any(self.due(c, now) or self.paces(c, now) for c in self.since)
 
-        A client no longer in `fills` (it left) or down to a quarter of its bound is released;
-        one that `lags_far_behind` the others once `due` is returned (and released: it is cut).
+    def review(self, fills: Mapping[str, float], now: float) -> list[tuple[str, CutRule]]:
+        """Look at every client's fill (by id) again; return who must be cut off now, and why.
+
+        A client no longer in `fills` (it left) is released, one down to a quarter of its bound
+        has `drained`. One that `lags_far_behind` the others once `due`, or that `paces` the
+        publishers while the rest are level, is returned (and released: it is cut).
         """
         self.checked_at = now
-        cut: list[str] = []
+        cut: list[tuple[str, CutRule]] = []
         for client_id in list(self.since):
             fill = fills.get(client_id)
-            if fill is None or fill < CALM_FILL:
-                del self.since[client_id]
-            elif self.due(client_id, now) and lags_far_behind(
-                fill, (f for other, f in fills.items() if other != client_id)
-            ):
-                del self.since[client_id]
-                cut.append(client_id)
+            if fill is None:
+                self.release(client_id)
+                continue
+            if fill < CALM_FILL:
+                self.drained(client_id, now)
+                continue
+            due, paces = self.due(client_id, now), self.paces(client_id, now)
+            if not (due or paces):
+                continue
+            others = [f for other, f in fills.items() if other != client_id]
+            if due and lags_far_behind(fill, others):
+                cut.append((client_id, "lags_far_behind"))
+            elif paces and rest_is_level(others):
+                cut.append((client_id, "paces_publishers"))
+            else:
+                continue
+            self.release(client_id)
         return cut

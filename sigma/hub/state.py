@@ -8,7 +8,9 @@ are deep; when too many are, the herd lags (`herd.lagging`, `sigma.hub.overload`
 intake takes no new events until it has recovered. A client whose queue is full keeps the event
 past its bound and is put on probation (`probation`), which closes the intake too; it is cut off
 (4008) only once the grace has passed and it still lags far behind the rest (`review_probation`,
-or the next broadcast that finds it full). One client's failure costs that client only:
+or the next broadcast that finds it full), or once it has held the intake closed for most of the
+pacing window while the rest were level (it paces the publishers: `review_probation`). One
+client's failure costs that client only:
 any exception while delivering to it (its direct write included) closes it with 1011, and the
 hub goes on.
 """
@@ -29,7 +31,7 @@ import trio
 from sigma.hub.frames import Frame, build_frame, reply_frame
 from sigma.hub.messages import Client
 from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
-from sigma.hub.overload import HerdWatch, Probation, lags_far_behind
+from sigma.hub.overload import CUT_RULES, CutRule, HerdWatch, Probation, lags_far_behind
 from sigma.hub.snapshots import SnapshotCache
 from sigma.protocol import (
     ALL_EVENT_TYPES,
@@ -142,6 +144,8 @@ class HubState:
         self.published = PublishedKeys(IDEMPOTENCY_KEYS_KEPT)
         """The seqs each idempotency key got: kept with the numbering, so across hub restarts."""
         self.slow_disconnects = 0
+        self.cut_by_rule: dict[CutRule, int] = dict.fromkeys(CUT_RULES, 0)
+        """`slow_disconnects` by the rule that cut them (`sigma.hub.overload`)."""
         self.kept_beyond_capacity = 0
         """Frames queued past a full client's bound while it was on probation."""
         self.herd = HerdWatch()
@@ -238,8 +242,7 @@ class HubState:
                 if 2 * (outbox.lag - unflushed) >= outbox.capacity:
                     deep += 1
             except SlowConsumer:
-                self.slow_disconnects += 1
-                outbox.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+                self._cut_off(client, "lags_far_behind")
                 gone.append(client.client_id)
             except OutboxClosed:
                 gone.append(client.client_id)
@@ -259,20 +262,24 @@ class HubState:
         probation = self.probation
         if not probation.due_review(now):
             return 0
-        # Everyone's fill (a system call each) only when someone's grace is over; until then
-        # only whether those on probation have drained.
-        if any(probation.due(client_id, now) for client_id in probation.since):
+        # Everyone's fill (a system call each) only when someone may be cut; until then only
+        # whether those on probation have drained.
+        if probation.needs_everyone(now):
             fills = self.fills_by_id()
         else:
             fills = self.fills_by_id(probation.since)
         cut = probation.review(fills, now)
-        for client_id in cut:
+        for client_id, rule in cut:
             client = self.clients.get(client_id)
             if client is not None:
-                self.slow_disconnects += 1
-                client.outbox.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+                self._cut_off(client, rule)
                 self.remove(client_id)
         return len(cut)
+
+    def _cut_off(self, client: Client, rule: CutRule) -> None:
+        self.slow_disconnects += 1
+        self.cut_by_rule[rule] += 1
+        client.outbox.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def fills_by_id(self, only: Iterable[str] | None = None) -> dict[str, float]:
         """`fills(with_sockets=True)` by client id, of every client or of those in `only`

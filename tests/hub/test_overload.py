@@ -10,6 +10,8 @@ from helpers import decode_frames
 from sigma.hub.messages import Client
 from sigma.hub.outbox import Outbox, SlowClientPolicy
 from sigma.hub.overload import (
+    PACING_GRACES,
+    PACING_SHARE,
     RECHECK_S,
     HerdWatch,
     Probation,
@@ -94,12 +96,84 @@ def test_probation_releases_who_drained_and_cuts_who_lags_far_behind_after_the_g
     fills = {"stalled": 1.2, "brief": 1.0, "a": 0.0, "b": 0.1}
     assert probation.review(fills, now=10.999) == []  # nobody before the grace
     assert not probation.due("stalled", 10.999) and probation.due("stalled", 11.0)
-    assert probation.review({**fills, "brief": 0.2}, now=11.0) == ["stalled"]
+    assert probation.review({**fills, "brief": 0.2}, now=11.0) == [("stalled", "lags_far_behind")]
     assert not probation  # brief drained to below a quarter: released
     probation.start("herd", now=20.0)
     assert probation.review({"herd": 1.0, "a": 0.9, "b": 0.5}, now=25.0) == []  # herd lags
     assert probation.since == {"herd": 20.0}
     assert probation.review({"a": 0.0}, now=25.1) == [] and not probation  # it left
+
+
+LEVEL = {"a": 0.0, "b": 0.1}
+"""The fills of two clients that keep up."""
+
+
+def hold_the_gate(
+    probation: Probation,
+    client_id: str,
+    start: float,
+    held_s: float,
+    others: dict[str, float] = LEVEL,
+) -> None:
+    """`client_id` is full at `start`, is still draining `held_s` later, and then has drained
+    (the `others` at their fills meanwhile)."""
+    probation.start(client_id, now=start)
+    assert probation.review({client_id: 0.9, **others}, now=start + held_s) == []
+    assert probation.review({client_id: 0.2, **others}, now=start + held_s) == []
+    assert client_id not in probation.since
+
+
+def test_the_pacing_window_is_ten_graces_and_more_than_half_of_it_paces_the_publishers() -> None:
+    assert Probation(grace_s=2.0).pacing_window_s == PACING_GRACES * 2.0 == 20.0
+    assert PACING_SHARE == 0.5
+
+
+def test_a_client_on_probation_most_of_the_time_while_the_rest_are_level_is_cut() -> None:
+    probation = Probation(grace_s=1.0)
+    for second in range(6):  # full again each second, drained 0.8 s later: never past the grace
+        hold_the_gate(probation, "pacer", start=second, held_s=0.8)
+    assert probation.held_s("pacer", now=6.0) == pytest.approx(4.8)
+    probation.start("pacer", now=6.0)
+    assert probation.review({"pacer": 0.9, **LEVEL}, now=6.15) == []  # 4.95 s of 10
+    assert probation.review({"pacer": 0.9, **LEVEL}, now=6.25) == [("pacer", "paces_publishers")]
+    assert not probation and "pacer" not in probation.earlier  # cut: forgotten
+
+
+def test_a_herd_that_holds_the_gate_most_of_the_time_is_not_cut_for_pacing() -> None:
+    probation = Probation(grace_s=1.0)
+    behind = {"a": 0.3, "b": 0.5}  # the others' median is past a quarter: the herd lags
+    for second in range(8):
+        hold_the_gate(probation, "pacer", start=second, held_s=0.8, others=behind)
+    probation.start("pacer", now=8.0)
+    assert probation.paces("pacer", now=8.5)
+    assert probation.review({"pacer": 0.9, **behind}, now=8.5) == []
+    assert probation.since == {"pacer": 8.0}
+
+
+def test_a_client_only_a_little_slower_than_the_publishers_is_never_cut() -> None:
+    probation = Probation(grace_s=1.0)
+    for second in range(30):  # on probation 0.45 s of every second: 4.5 s of any 10
+        hold_the_gate(probation, "slower", start=second, held_s=0.45)
+        assert not probation.paces("slower", now=second + 0.45)
+    assert probation.held_s("slower", now=30.0) == pytest.approx(4.5)
+    assert len(probation.earlier["slower"]) == 10  # older probations are let go
+
+
+def test_probations_older_than_the_window_do_not_count() -> None:
+    probation = Probation(grace_s=1.0)
+    for second in range(5):  # 4.5 s: 0.9 s more within the window would make it pace
+        hold_the_gate(probation, "once_slow", start=second, held_s=0.9)
+    probation.start("once_slow", now=30.0)  # but that was 25 s before: out of the window
+    assert probation.held_s("once_slow", now=30.9) == pytest.approx(0.9)
+    assert probation.review({"once_slow": 0.9, **LEVEL}, now=30.9) == []
+
+
+def test_a_client_that_left_is_forgotten_with_its_earlier_probations() -> None:
+    probation = Probation(grace_s=1.0)
+    hold_the_gate(probation, "gone", start=0.0, held_s=0.9)
+    probation.start("gone", now=1.0)
+    assert probation.review(LEVEL, now=1.1) == []  # no longer among the fills
+    assert not probation and "gone" not in probation.earlier
 
 
 def test_recovery_needs_the_few_below_a_quarter_so_the_gate_does_not_flap() -> None:

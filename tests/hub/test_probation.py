@@ -5,7 +5,7 @@ only if it still lags far behind the rest afterwards (run on trio's clock, with 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,15 +34,24 @@ def take_all(outbox: Outbox) -> list[dict[str, Any]]:
     return messages
 
 
+def setting(event: trio.Event) -> Callable[[object], None]:
+    """An `on_close` callback that sets `event`."""
+    return lambda _reason: event.set()
+
+
 @asynccontextmanager
 async def hub_with(
-    names: list[str],
+    names: list[str], closed: dict[str, trio.Event] | None = None
 ) -> AsyncIterator[tuple[HubIntake, HubActor, dict[str, Outbox]]]:
-    """A running hub behind its intake, with one client per name, welcomes taken."""
+    """A running hub behind its intake, with one client per name, welcomes taken; `closed`
+    gets an event per name, set when that client's outbox is closed."""
     hub_send, hub_receive = trio.open_memory_channel[HubMessage](64)
     intake = HubIntake(hub_send)
     config = HubConfig(queue_size=QUEUE, slow_client_grace_s=GRACE_S)
     outboxes = {name: Outbox(QUEUE) for name in names}
+    if closed is not None:
+        closed.update((name, trio.Event()) for name in names)
+        outboxes = {name: Outbox(QUEUE, on_close=setting(closed[name])) for name in names}
     async with trio.open_nursery() as nursery:
         actor: HubActor = await nursery.start(
             functools.partial(run_hub, heartbeat_interval_s=1.0, intake=intake),
@@ -162,6 +171,46 @@ async def test_a_herd_that_lags_holds_the_gate_closed_with_nobody_cut(
         await trio.sleep(0.1)
         assert intake.closed_because() is None
         assert await publish_one(intake, 100) == QUEUE + 3
+
+
+async def test_a_client_that_reads_slower_than_what_is_published_is_cut_for_pacing_the_publishers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # It reads every 0.3 s: each time, it drains before the grace and the gate opens, only to
+    # close on it again at once. Left alone, every publisher would go at its pace for ever.
+    closed: dict[str, trio.Event] = {}
+    async with hub_with(["steady", "a", "b"], closed) as (intake, actor, outboxes):
+        seqs: dict[int, list[int]] = {}
+        accepted: list[tuple[float, int]] = []
+
+        async def publisher() -> None:
+            for n in range(10_000):
+                accepted.append((trio.current_time(), await publish_one(intake, n, wait_s=60.0)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_every, [outboxes["a"], outboxes["b"]], seqs)
+            nursery.start_soon(read_every, [outboxes["steady"]], seqs, 0.3)
+            started = trio.current_time()
+            nursery.start_soon(publisher)
+            with trio.fail_after(60):
+                await closed["steady"].wait()
+            cut_after = trio.current_time() - started
+            paced = len(accepted)
+            await trio.sleep(1.0)
+            nursery.cancel_scope.cancel()
+        window_s = actor.state.probation.pacing_window_s
+        assert 0.5 * window_s < cut_after < 0.6 * window_s  # it held the gate nearly throughout
+        assert actor.state.cut_by_rule == {"lags_far_behind": 0, "paces_publishers": 1}
+        assert outboxes["steady"].close_reason.code == 4008
+        assert actor.state.probation.started > 10  # it drained, and filled again, many times
+        assert paced < 25 * cut_after  # at its pace: its queue (4) and one more per 0.3 s
+        assert len(accepted) - paced > 5 * paced / cut_after  # then as fast as the rest read
+        everything = [seq for _, seq in accepted]
+        assert everything == list(range(1, len(accepted) + 1))
+        for name in "ab":  # the clients that kept up lost nothing
+            assert seqs[id(outboxes[name])][: len(everything)] == everything
+        steady = seqs[id(outboxes["steady"])]
+        assert steady == everything[: len(steady)]  # in order, no gap, until it was cut
 
 
 @pytest.mark.parametrize("grace", [0.0, -1.0, 61.0, "soon"])
