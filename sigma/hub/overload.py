@@ -87,6 +87,11 @@ def herd_lags(deep: int, clients: int) -> bool:
     return deep > outlier_limit(clients)
 
 
+def others_of(fills: Mapping[str, float], client_id: str) -> list[float]:
+    """The fills of every client in `fills` but `client_id`."""
+    return [fill for other, fill in fills.items() if other != client_id]
+
+
 def rest_is_level(others: Iterable[float]) -> bool:
     """The median of the `others` (their fills) is below a quarter; False with no others (the
     herd is then the one client being judged)."""
@@ -245,7 +250,7 @@ class Probation:
             due, paces = self.due(client_id, now), self.paces(client_id, now)
             if not (due or paces):
                 continue
-            others = [f for other, f in fills.items() if other != client_id]
+            others = others_of(fills, client_id)
             if due and lags_far_behind(fill, others):
                 cut.append((client_id, "lags_far_behind"))
             elif paces and rest_is_level(others):

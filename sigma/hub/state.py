@@ -18,9 +18,7 @@ hub goes on.
 from __future__ import annotations
 
 import contextlib
-import functools
 import uuid
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -29,19 +27,24 @@ import structlog
 import trio
 
 from sigma.hub.frames import Frame, build_frame, reply_frame
+from sigma.hub.history import IDEMPOTENCY_KEYS_KEPT, PublishedKeys, ResumeHistory
 from sigma.hub.messages import Client
 from sigma.hub.outbox import SNAPSHOT_TYPES, Outbox, OutboxClosed, SlowConsumer
-from sigma.hub.overload import CUT_RULES, CutRule, HerdWatch, Probation, lags_far_behind
+from sigma.hub.overload import (
+    CUT_RULES,
+    CutRule,
+    HerdWatch,
+    Probation,
+    lags_far_behind,
+    others_of,
+)
 from sigma.hub.snapshots import SnapshotCache
+from sigma.hub.subscriptions import SubscriptionCommand, shared_types, subscriptions_after
 from sigma.protocol import (
     ALL_EVENT_TYPES,
     CloseCode,
-    ErrorCode,
     Event,
-    ListSubscriptions,
     ProtocolViolation,
-    Subscribe,
-    Unsubscribe,
     encode,
     encode_event,
     encode_welcome,
@@ -87,32 +90,6 @@ class Broadcast(NamedTuple):
     kept: bool = False
 
 
-IDEMPOTENCY_KEYS_KEPT = 10_000
-"""Idempotency keys a hub that numbers its own events remembers, the oldest forgotten first."""
-
-
-class PublishedKeys:
-    """The seqs each `Idempotency-Key` got, the oldest forgotten past `size` keys."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._seqs: OrderedDict[str, tuple[int, ...]] = OrderedDict()
-
-    def get(self, key: str) -> tuple[int, ...] | None:
-        """The seqs a publish with `key` got, or None for a key not seen (or forgotten)."""
-        return self._seqs.get(key)
-
-    def remember(self, key: str, seqs: tuple[int, ...]) -> None:
-        """Keep the seqs `key` got; forget the oldest key when there are too many."""
-        self._seqs[key] = seqs
-        if len(self._seqs) > self.size:
-            self._seqs.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget every key (the numbering they refer to is gone)."""
-        self._seqs.clear()
-
-
 class HubState:
     """Numbering, resume history and the subscription table of one hub incarnation.
 
@@ -140,7 +117,7 @@ class HubState:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.clients: dict[str, Client] = {}
         self._by_type: dict[str, dict[str, Client]] = {t: {} for t in ALL_EVENT_TYPES}
-        self._history: deque[tuple[int, Frame]] = deque(maxlen=history_size)
+        self.history = ResumeHistory(history_size)
         self.published = PublishedKeys(IDEMPOTENCY_KEYS_KEPT)
         """The seqs each idempotency key got: kept with the numbering, so across hub restarts."""
         self.slow_disconnects = 0
@@ -178,7 +155,7 @@ class HubState:
         frame = build_frame(
             encode_event(event, seq), event.type, snapshot_key_of(event), event=True
         )
-        self._history.append((seq, frame))
+        self.history.append(seq, frame)
         self.snapshots.note(event, seq)
         return self._hand_over(frame, alone=alone, seq=seq, now=now)
 
@@ -194,7 +171,7 @@ class HubState:
         history is forgotten: its seqs mean nothing in the new one.
         """
         self.close_all(CloseCode.SERVICE_RESTART, reason)
-        self._history.clear()
+        self.history.clear()
         self.published.clear()
         self.snapshots = SnapshotCache()  # their seqs belong to the old numbering too
         self.epoch = epoch
@@ -228,7 +205,7 @@ class HubState:
                         if probation.due(client_id, now):
                             if fills is None:
                                 fills = self.fills_by_id()
-                            if lags_far_behind(fills[client_id], _others(fills, client_id)):
+                            if lags_far_behind(fills[client_id], others_of(fills, client_id)):
                                 probation.release(client_id)
                                 raise
                         self.kept_beyond_capacity += 1
@@ -390,19 +367,10 @@ class HubState:
     ) -> tuple[bool | None, list[Frame]]:
         if since is None:
             return None, []
-        if (epoch is not None and epoch != self.epoch) or since > self.last_seq:
+        if epoch is not None and epoch != self.epoch:
             return False, []
-        if since == self.last_seq:
-            return True, []
-        oldest_retained = self._history[0][0] if self._history else self.last_seq + 1
-        if oldest_retained > since + 1:
-            return False, []
-        backlog = [
-            frame
-            for seq, frame in self._history
-            if seq > since and frame.event_type in client.subscriptions
-        ]
-        return True, backlog
+        backlog = self.history.since(since, self.last_seq, client.subscriptions)
+        return (False, []) if backlog is None else (True, backlog)
 
     def remove(self, client_id: str) -> None:
         """Forget a client (it left, or was cut off); unknown ids are ignored."""
@@ -429,7 +397,7 @@ class HubState:
 
     # --- subscriptions --------------------------------------------------------------------
 
-    def command(self, client_id: str, message: Subscribe | Unsubscribe | ListSubscriptions) -> None:
+    def command(self, client_id: str, message: SubscriptionCommand) -> None:
         """Apply a subscription command and reply to the client; errors become error replies.
 
         The reply is followed by the snapshots of the types the command added.
@@ -439,7 +407,11 @@ class HubState:
             return
         before = client.subscriptions
         try:
-            client.subscriptions = shared_types(self._apply(client, message))
+            client.subscriptions = shared_types(
+                subscriptions_after(
+                    client.subscriptions, client.allowed, message, self.max_subscriptions
+                )
+            )
         except ProtocolViolation as violation:
             reply = violation.reply()
         else:
@@ -455,42 +427,3 @@ class HubState:
         except Exception:
             self._delivery_failed(client)
             self.remove(client_id)
-
-    def _apply(
-        self, client: Client, message: Subscribe | Unsubscribe | ListSubscriptions
-    ) -> frozenset[str]:
-        if isinstance(message, ListSubscriptions):
-            return client.subscriptions
-        requested = frozenset(message.types)
-        if isinstance(message, Unsubscribe):
-            return client.subscriptions - requested
-        forbidden = requested - client.allowed
-        if forbidden:
-            raise ProtocolViolation(
-                ErrorCode.FORBIDDEN,
-                f"not allowed to subscribe to {', '.join(sorted(forbidden))}",
-                message.id,
-            )
-        wanted = client.subscriptions | requested
-        if len(wanted) > self.max_subscriptions:
-            raise ProtocolViolation(
-                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                f"at most {self.max_subscriptions} subscriptions per client",
-                message.id,
-            )
-        return wanted
-
-
-@functools.lru_cache(maxsize=4096)
-def shared_types(types: frozenset[str]) -> frozenset[str]:
-    """`types`, or the equal set met first: clients with the same types share one set.
-
-    Every client holds its subscriptions and allowed types for as long as it is connected, and a
-    set of eight names is about 700 bytes; the sets are subsets of the known event types, so
-    there are few distinct ones.
-    """
-    return types
-
-
-def _others(fills: dict[str, float], client_id: str) -> list[float]:
-    return [fill for other, fill in fills.items() if other != client_id]
