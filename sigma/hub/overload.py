@@ -152,6 +152,30 @@ class HerdWatch:
         return False
 
 
+class HeldSpans:
+    """One client's past probations, (start, end), that ended within the pacing window when the
+    last was added, and their whole length (`total_s`): an upper bound of what lies inside the
+    window, so that most reviews need not add the spans up."""
+
+    __slots__ = ("spans", "total_s")
+
+    def __init__(self) -> None:
+        self.spans: deque[tuple[float, float]] = deque()
+        self.total_s = 0.0
+
+    def add(self, start: float, end: float, horizon: float) -> None:
+        """One more probation; those that ended by `horizon` are let go."""
+        self.spans.append((start, end))
+        self.total_s += end - start
+        while self.spans and self.spans[0][1] <= horizon:
+            first, last = self.spans.popleft()
+            self.total_s -= last - first
+
+    def within(self, horizon: float) -> float:
+        """How much of the spans lies after `horizon`."""
+        return sum(max(0.0, end - max(start, horizon)) for start, end in self.spans)
+
+
 @dataclass
 class Probation:
     """The clients whose queues reached their bound, since when (trio time), and when each was
@@ -164,8 +188,8 @@ class Probation:
 
     grace_s: float
     since: dict[str, float] = field(default_factory=dict)
-    earlier: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
-    """Each client's past probations (start, end) that ended within the pacing window."""
+    earlier: dict[str, HeldSpans] = field(default_factory=dict)
+    """Each client's past probations that ended within the pacing window."""
     checked_at: float = 0.0
     started: int = 0
     """How many times a client was put on probation."""
@@ -195,11 +219,10 @@ class Probation:
         since = self.since.pop(client_id, None)
         if since is None:
             return
-        past = self.earlier.setdefault(client_id, deque())
-        past.append((since, now))
-        horizon = now - self.pacing_window_s
-        while past and past[0][1] <= horizon:
-            past.popleft()
+        past = self.earlier.get(client_id)
+        if past is None:
+            past = self.earlier[client_id] = HeldSpans()
+        past.add(since, now, now - self.pacing_window_s)
 
     def due(self, client_id: str, now: float) -> bool:
         """On probation for at least the grace."""
@@ -209,17 +232,25 @@ class Probation:
     def held_s(self, client_id: str, now: float) -> float:
         """How long `client_id` was on probation within the pacing window up to `now`."""
         horizon = now - self.pacing_window_s
-        spans = list(self.earlier.get(client_id, ()))
+        past = self.earlier.get(client_id)
+        held = past.within(horizon) if past is not None else 0.0
         since = self.since.get(client_id)
         if since is not None:
-            spans.append((since, now))
-        return sum(max(0.0, end - max(start, horizon)) for start, end in spans)
+            held += max(0.0, now - max(since, horizon))
+        return held
 
     def paces(self, client_id: str, now: float) -> bool:
         """On probation now, and for more than `PACING_SHARE` of the pacing window."""
-        return client_id in self.since and (
-            self.held_s(client_id, now) > PACING_SHARE * self.pacing_window_s
-        )
+        since = self.since.get(client_id)
+        if since is None:
+            return False
+        window = self.pacing_window_s
+        limit = PACING_SHARE * window
+        current = now - max(since, now - window)
+        past = self.earlier.get(client_id)
+        if past is None or past.total_s + current <= limit:  # most clients, most of the time
+            return current > limit
+        return self.held_s(client_id, now) > limit
 
     def due_review(self, now: float) -> bool:
         """True while anyone is on probation, once `RECHECK_S` has passed since the last look."""

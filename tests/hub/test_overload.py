@@ -156,7 +156,7 @@ def test_a_client_only_a_little_slower_than_the_publishers_is_never_cut() -> Non
         hold_the_gate(probation, "slower", start=second, held_s=0.45)
         assert not probation.paces("slower", now=second + 0.45)
     assert probation.held_s("slower", now=30.0) == pytest.approx(4.5)
-    assert len(probation.earlier["slower"]) == 10  # older probations are let go
+    assert len(probation.earlier["slower"].spans) == 10  # older probations are let go
 
 
 def test_probations_older_than_the_window_do_not_count() -> None:
