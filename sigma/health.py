@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from sigma import __version__
-from sigma.protocol import utc_now_iso
+from sigma.protocol.timestamps import utc_now_iso
 
 
 class HealthBoard:

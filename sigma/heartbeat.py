@@ -19,7 +19,7 @@ import trio
 from sigma.config.pipeline import HeartbeatConfig
 from sigma.faults import FaultPoint, Faults
 from sigma.hub.messages import EventSink, PublishHeartbeat
-from sigma.protocol import utc_now_iso
+from sigma.protocol.timestamps import utc_now_iso
 from sigma.supervision.watchdog import Liveness
 
 ActorStates = Callable[[], Mapping[str, str]]

@@ -63,7 +63,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from sigma.hub.overload import CUT_RULES
-from sigma.protocol import ALL_EVENT_TYPES
+from sigma.protocol.event_types import ALL_EVENT_TYPES
 from sigma.supervision.spec import ChildHung, RestartScheduled, SupervisionEvent
 
 __all__ = ["METRICS_CONTENT_TYPE", "HubView", "Metrics", "restart_reason_label"]

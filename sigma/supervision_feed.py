@@ -35,7 +35,7 @@ from typing import Any
 import trio
 
 from sigma.hub.messages import HubMessage, Publish
-from sigma.protocol import make_event
+from sigma.protocol.server_messages import make_event
 from sigma.supervision.spec import (
     ChildExited,
     ChildHung,

@@ -35,7 +35,7 @@ from sigma.hub.loop import run_hub
 from sigma.hub.messages import HubMessage
 from sigma.hub.outbox import Outbox, OutboxClosed
 from sigma.metrics import Metrics
-from sigma.protocol import ALL_EVENT_TYPES
+from sigma.protocol.event_types import ALL_EVENT_TYPES
 from sigma.supervision.supervisor import DynamicSupervisor
 from sigma.testing.tree import BASE_SECTIONS
 

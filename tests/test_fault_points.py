@@ -26,7 +26,7 @@ from sigma.hub.loop import run_hub
 from sigma.hub.messages import Client, HubMessage, Join, Publish
 from sigma.hub.outbox import Outbox
 from sigma.poller.actor import run_poller
-from sigma.protocol import make_event
+from sigma.protocol.server_messages import make_event
 
 
 def spec(point: str, action: str, **trigger: Any) -> FaultSpec:

@@ -28,7 +28,8 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from sigma.config import AuthConfig, HubConfig, LimitsConfig
 from sigma.gateway.auth import Authenticator, Claims, TokenRejected
-from sigma.protocol import CORE_EVENT_TYPES, EVENT_TYPES, token_refreshed
+from sigma.protocol.event_types import CORE_EVENT_TYPES, EVENT_TYPES
+from sigma.protocol.replies import token_refreshed
 
 SECRET = "fuzzing-secret-that-is-long-enough-0123456789"
 EXAMPLES = 25

@@ -28,7 +28,8 @@ from sigma.hub.messages import Client, HubMessage, Join, Leave, Publish, Publish
 from sigma.hub.outbox import Outbox
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics, restart_reason_label
 from sigma.poller.actor import INVALID_REPLY, run_poller
-from sigma.protocol import EVENT_TYPES, make_event
+from sigma.protocol.event_types import EVENT_TYPES
+from sigma.protocol.server_messages import make_event
 from sigma.supervision.supervisor import (
     Backoff,
     ChildHung,

@@ -7,24 +7,19 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from sigma.protocol import (
-    CORE_EVENT_TYPES,
-    ErrorCode,
+from sigma.protocol.client_frames import (
     ListSubscriptions,
     Ping,
     ProtocolViolation,
     Subscribe,
     Unsubscribe,
     decode_client_frame,
-    encode,
-    encode_event,
-    encode_welcome,
-    make_checked_event,
-    make_event,
-    utc_iso_of_micros,
-    utc_now_iso,
-    welcome,
 )
+from sigma.protocol.codes import ErrorCode
+from sigma.protocol.event_types import CORE_EVENT_TYPES
+from sigma.protocol.replies import encode_welcome, welcome
+from sigma.protocol.server_messages import encode, encode_event, make_checked_event, make_event
+from sigma.protocol.timestamps import utc_iso_of_micros, utc_now_iso
 
 
 def test_decodes_every_action_and_keeps_the_request_id() -> None:

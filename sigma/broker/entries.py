@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import structlog
 
-from sigma.protocol import KNOWN_EVENT_TYPES, Event
+from sigma.protocol.event_types import KNOWN_EVENT_TYPES
+from sigma.protocol.server_messages import Event
 
 log = structlog.get_logger("sigma.broker")
 

@@ -54,7 +54,7 @@ from sigma.errors import leaves
 from sigma.health import HealthBoard
 from sigma.hub.intake import HubIntake
 from sigma.hub.messages import UNDELIVERABLE, Deliver, HubMessage, Notice, Publish
-from sigma.protocol import Event, make_event
+from sigma.protocol.server_messages import Event, make_event
 
 log = structlog.get_logger("sigma.broker")
 

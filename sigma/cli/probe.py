@@ -51,7 +51,7 @@ from sigma.client import (
 )
 from sigma.client.connection import parse_timestamp
 from sigma.client.tls import tls_context
-from sigma.protocol import Event
+from sigma.protocol.server_messages import Event
 
 DEFAULT_TIMEOUT_S = 10.0
 

@@ -25,7 +25,7 @@ from sigma.client.errors import GatewayClosed, RequestFailed, StreamClosed, Toke
 from sigma.client.items import Connected, Disconnected, Duplicate, Gap, Notice, StreamItem
 from sigma.client.reconnect import Reconnect, TokenSource
 from sigma.client.stream import Stream
-from sigma.protocol import Event
+from sigma.protocol.server_messages import Event
 
 __all__ = [
     "DEFAULT_URL",

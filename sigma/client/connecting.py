@@ -20,7 +20,7 @@ from sigma.client.reconnect import Reconnect, TokenSource
 from sigma.client.sequence import Sequencer
 from sigma.client.stream import Stream, checked_types
 from sigma.errors import leaves
-from sigma.protocol import ALL_EVENT_TYPES
+from sigma.protocol.event_types import ALL_EVENT_TYPES
 
 
 @asynccontextmanager

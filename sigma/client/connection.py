@@ -43,7 +43,7 @@ from trio_websocket import (
 )
 
 from sigma.errors import RemoteError, dotted_location, first_error
-from sigma.protocol import Event, Reply, ServerMessage
+from sigma.protocol.server_messages import Event, Reply, ServerMessage
 
 DEFAULT_URL = "ws://127.0.0.1:12080/ws"
 CLOSE_TIMEOUT_S = 1.0

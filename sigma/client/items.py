@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from sigma.client.connection import Welcome
-from sigma.protocol import Event, Reply
+from sigma.protocol.server_messages import Event, Reply
 
 GapReason = Literal["hole", "events_dropped", "not_recovered", "new_epoch"]
 

@@ -8,7 +8,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from sigma.client.connection import Welcome
-from sigma.protocol import Reply
+from sigma.protocol.server_messages import Reply
 
 
 @dataclass

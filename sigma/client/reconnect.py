@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sigma.backoff import FullJitter
-from sigma.protocol import CloseCode
+from sigma.protocol.codes import CloseCode
 
 TokenSource = Callable[[], Awaitable[str]]
 """An async callable that returns a fresh token (called on 4001 and on an HTTP 401)."""

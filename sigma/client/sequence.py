@@ -22,7 +22,8 @@ from collections.abc import Iterable
 
 from sigma.client.connection import Welcome
 from sigma.client.items import Duplicate, Gap
-from sigma.protocol import KNOWN_EVENT_TYPES, Event
+from sigma.protocol.event_types import KNOWN_EVENT_TYPES
+from sigma.protocol.server_messages import Event
 
 
 class Sequencer:

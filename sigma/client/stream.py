@@ -49,19 +49,17 @@ from sigma.client.reconnect import (
     TokenSource,
 )
 from sigma.client.sequence import Sequencer
-from sigma.protocol import (
-    ALL_EVENT_TYPES,
-    KNOWN_EVENT_TYPES,
+from sigma.protocol.client_frames import (
     ClientFrame,
-    CloseCode,
-    Event,
     ListSubscriptions,
     Ping,
     Refresh,
-    Reply,
     Subscribe,
     Unsubscribe,
 )
+from sigma.protocol.codes import CloseCode
+from sigma.protocol.event_types import ALL_EVENT_TYPES, KNOWN_EVENT_TYPES
+from sigma.protocol.server_messages import Event, Reply
 
 
 def checked_types(types: Iterable[str]) -> frozenset[str]:

@@ -34,7 +34,8 @@ from sigma.errors import dotted_location, first_error
 from sigma.http.connection import HttpServerConnection
 from sigma.http.request import HttpError, HttpRequest
 from sigma.hub.intake import HubIntake, Overloaded
-from sigma.protocol import OPT_IN_EVENT_TYPES, Event, EventType, make_checked_event
+from sigma.protocol.event_types import OPT_IN_EVENT_TYPES, EventType
+from sigma.protocol.server_messages import Event, make_checked_event
 
 log = structlog.get_logger("sigma.gateway")
 

@@ -26,7 +26,7 @@ from sigma.errors import PeerGone
 from sigma.faults import FaultPoint
 from sigma.hub.frames import reply_frame
 from sigma.hub.outbox import Outbox
-from sigma.protocol import missed_events_notice
+from sigma.protocol.replies import missed_events_notice
 from sigma.websocket.connection import ServerConnection
 
 

@@ -60,7 +60,7 @@ from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.keys import load_server_tls
 from sigma.metrics import METRICS_CONTENT_TYPE, Metrics
-from sigma.protocol import KNOWN_EVENT_TYPES
+from sigma.protocol.event_types import KNOWN_EVENT_TYPES
 from sigma.supervision.supervisor import ChildSpec, DynamicSupervisor, Restart
 
 log = structlog.get_logger("sigma.gateway")

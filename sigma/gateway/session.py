@@ -52,19 +52,11 @@ from sigma.gateway.sender import send_backlog
 from sigma.hub.frames import PING_FRAME, Frame, reply_frame
 from sigma.hub.messages import UNDELIVERABLE, Client, Command, HubMessage, Join, Leave
 from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
-from sigma.protocol import (
-    CORE_EVENT_TYPES,
-    CloseCode,
-    ErrorCode,
-    Ping,
-    ProtocolViolation,
-    Refresh,
-    Reply,
-    decode_client_frame,
-    error_reply,
-    pong,
-    token_refreshed,
-)
+from sigma.protocol.client_frames import Ping, ProtocolViolation, Refresh, decode_client_frame
+from sigma.protocol.codes import CloseCode, ErrorCode
+from sigma.protocol.event_types import CORE_EVENT_TYPES
+from sigma.protocol.replies import error_reply, pong, token_refreshed
+from sigma.protocol.server_messages import Reply
 from sigma.websocket.connection import ConnectionClosing, ServerConnection
 from sigma.websocket.frames import pong_frame
 

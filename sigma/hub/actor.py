@@ -59,7 +59,7 @@ from sigma.hub.messages import (
 from sigma.hub.overload import CUT_RULES
 from sigma.hub.state import HubState
 from sigma.metrics import Metrics
-from sigma.protocol import Event, make_event
+from sigma.protocol.server_messages import Event, make_event
 
 log = structlog.get_logger("sigma.hub")
 

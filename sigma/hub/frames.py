@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sigma.protocol import Reply, encode
+from sigma.protocol.server_messages import Reply, encode
 from sigma.websocket.frames import ping_frame, text_frame
 
 

@@ -34,7 +34,7 @@ import trio
 
 from sigma.hub.messages import HubMessage, Publish
 from sigma.hub.overload import RECHECK_S
-from sigma.protocol import Event
+from sigma.protocol.server_messages import Event
 
 MAX_RECHECK_S = 0.05
 """The longest a waiting producer goes between two looks at the gate."""

@@ -25,7 +25,7 @@ from sigma.hub.intake import HubIntake
 from sigma.hub.messages import HubMessage
 from sigma.hub.state import HubState
 from sigma.metrics import Metrics
-from sigma.protocol import CloseCode
+from sigma.protocol.codes import CloseCode
 from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.hub")

@@ -9,14 +9,9 @@ from typing import Any, Protocol
 import trio
 
 from sigma.hub.outbox import Outbox
-from sigma.protocol import (
-    CORE_EVENT_TYPES,
-    KNOWN_EVENT_TYPES,
-    Event,
-    ListSubscriptions,
-    Subscribe,
-    Unsubscribe,
-)
+from sigma.protocol.client_frames import ListSubscriptions, Subscribe, Unsubscribe
+from sigma.protocol.event_types import CORE_EVENT_TYPES, KNOWN_EVENT_TYPES
+from sigma.protocol.server_messages import Event
 
 UNDELIVERABLE = (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError)
 """What `send_nowait` raises when a best-effort message cannot be delivered."""

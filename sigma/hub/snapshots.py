@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sigma.hub.frames import Frame, build_frame
-from sigma.protocol import Event, encode_snapshot
+from sigma.protocol.server_messages import Event, encode_snapshot
 
 SINGLE_KEY_TYPES = frozenset({"system_status", "storage_update"})
 FINISHED_JOB_STATES = frozenset({"done", "failed", "cancelled"})

@@ -40,16 +40,11 @@ from sigma.hub.overload import (
 )
 from sigma.hub.snapshots import SnapshotCache
 from sigma.hub.subscriptions import SubscriptionCommand, shared_types, subscriptions_after
-from sigma.protocol import (
-    ALL_EVENT_TYPES,
-    CloseCode,
-    Event,
-    ProtocolViolation,
-    encode,
-    encode_event,
-    encode_welcome,
-    subscriptions_reply,
-)
+from sigma.protocol.client_frames import ProtocolViolation
+from sigma.protocol.codes import CloseCode
+from sigma.protocol.event_types import ALL_EVENT_TYPES
+from sigma.protocol.replies import encode_welcome, subscriptions_reply
+from sigma.protocol.server_messages import Event, encode, encode_event
 
 log = structlog.get_logger("sigma.hub")
 

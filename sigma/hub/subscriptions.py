@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import functools
 
-from sigma.protocol import ErrorCode, ListSubscriptions, ProtocolViolation, Subscribe, Unsubscribe
+from sigma.protocol.client_frames import (
+    ListSubscriptions,
+    ProtocolViolation,
+    Subscribe,
+    Unsubscribe,
+)
+from sigma.protocol.codes import ErrorCode
 
 SubscriptionCommand = Subscribe | Unsubscribe | ListSubscriptions
 

@@ -55,7 +55,7 @@ from sigma.health import HealthBoard
 from sigma.hub.messages import EventSink, Publish
 from sigma.metrics import Metrics
 from sigma.poller.changes import TRACKED_METHODS, ChangeTracker, EngineLink
-from sigma.protocol import Event
+from sigma.protocol.server_messages import Event
 from sigma.supervision.watchdog import Liveness
 
 log = structlog.get_logger("sigma.poller")

@@ -32,7 +32,7 @@ from typing import Any
 
 from sigma.backoff import Backoff
 from sigma.errors import EngineProtocolError
-from sigma.protocol import Event, make_event
+from sigma.protocol.server_messages import Event, make_event
 
 JsonObject = dict[str, Any]
 RecordId = str | int

@@ -41,7 +41,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from sigma.errors import PeerGone
 from sigma.faults import FaultPoint
-from sigma.protocol import CloseCode
+from sigma.protocol.codes import CloseCode
 from sigma.websocket.frames import close_frame
 from sigma.websocket.send_queue import unsent_bytes
 

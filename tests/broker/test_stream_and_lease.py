@@ -17,7 +17,7 @@ from sigma.broker.stream import _synchronise
 from sigma.config import BrokerConfig
 from sigma.hub.intake import HubIntake
 from sigma.hub.messages import Deliver, HubMessage, Publish
-from sigma.protocol import make_event
+from sigma.protocol.server_messages import make_event
 
 pytestmark = needs_binary("redis-server", package="redis-server")
 

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from sigma.broker.node import RedisBroker
 from sigma.config import BrokerConfig
 from sigma.hub.messages import Publish
-from sigma.protocol import make_event
+from sigma.protocol.server_messages import make_event
 
 
 def full_broker() -> RedisBroker:

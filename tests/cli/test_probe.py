@@ -37,7 +37,8 @@ from sigma.client.connection import (
 )
 from sigma.config import HeartbeatConfig
 from sigma.heartbeat import run_heartbeat
-from sigma.protocol import encode, welcome
+from sigma.protocol.replies import welcome
+from sigma.protocol.server_messages import encode
 
 LIMITS = HeartbeatLimits(30.0)
 FAST_HEARTBEAT = HeartbeatConfig(interval_s=0.2, ping_interval_s=3600.0)

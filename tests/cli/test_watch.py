@@ -25,7 +25,8 @@ from sigma.client.connection import Welcome
 from sigma.client.sequence import Sequencer
 from sigma.config import GatewayConfig, HeartbeatConfig
 from sigma.heartbeat import run_heartbeat
-from sigma.protocol import ALL_EVENT_TYPES, EVENT_TYPES, Event, Reply
+from sigma.protocol.event_types import ALL_EVENT_TYPES, EVENT_TYPES
+from sigma.protocol.server_messages import Event, Reply
 
 URL = "ws://127.0.0.1:1/ws"
 FAST_RETRY = FullJitter(min_s=0.2, max_s=0.2)

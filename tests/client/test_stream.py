@@ -34,14 +34,9 @@ from sigma.client import (
 from sigma.client.connection import Welcome
 from sigma.client.sequence import Sequencer
 from sigma.config import AuthConfig, Config, GatewayConfig
-from sigma.protocol import (
-    ALL_EVENT_TYPES,
-    EVENT_TYPES,
-    Event,
-    encode,
-    missed_events_notice,
-    welcome,
-)
+from sigma.protocol.event_types import ALL_EVENT_TYPES, EVENT_TYPES
+from sigma.protocol.replies import missed_events_notice, welcome
+from sigma.protocol.server_messages import Event, encode
 
 FAST = Reconnect(backoff=FullJitter(min_s=0.01, max_s=0.05))
 

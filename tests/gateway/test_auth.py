@@ -33,7 +33,7 @@ from sigma.cli.main import main
 from sigma.config import AuthConfig, Config, parse_config
 from sigma.errors import ConfigError
 from sigma.log import configure_logging
-from sigma.protocol import EVENT_TYPES
+from sigma.protocol.event_types import EVENT_TYPES
 
 SECRET = "correct-horse-battery-staple-0123456789"
 WS_HEADERS = {

@@ -13,7 +13,7 @@ from helpers import API_KEY, make_config, running_stack
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from sigma.config import GatewayConfig, HubConfig
-from sigma.protocol import EVENT_TYPES
+from sigma.protocol.event_types import EVENT_TYPES
 
 
 async def receive_json(ws: WebSocketConnection, timeout_s: float = 5.0) -> dict[str, Any]:

@@ -19,7 +19,9 @@ from sigma.hub.loop import MESSAGES_PER_TURN, run_hub
 from sigma.hub.messages import Client, Join, Publish, PublishHeartbeat
 from sigma.hub.outbox import Outbox
 from sigma.hub.state import HubState
-from sigma.protocol import CORE_EVENT_TYPES, EVENT_TYPES, Subscribe, Unsubscribe, make_event
+from sigma.protocol.client_frames import Subscribe, Unsubscribe
+from sigma.protocol.event_types import CORE_EVENT_TYPES, EVENT_TYPES
+from sigma.protocol.server_messages import make_event
 
 
 def drain(outbox: Outbox) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from sigma.hub.intake import HubIntake, Overloaded
 from sigma.hub.loop import run_hub
 from sigma.hub.messages import HubMessage, Leave, PublishHeartbeat
 from sigma.poller.actor import run_poller
-from sigma.protocol import Event, make_event
+from sigma.protocol.server_messages import Event, make_event
 from sigma.supervision.supervisor import (
     Backoff,
     ChildHung,

@@ -14,7 +14,7 @@ from sigma.config import HubConfig
 from sigma.hub.actor import CATCH_UP_S, HubActor
 from sigma.hub.messages import Client, Deliver, Join, Leave, Notice, Publish, PublishHeartbeat
 from sigma.hub.outbox import Outbox
-from sigma.protocol import Event, make_event
+from sigma.protocol.server_messages import Event, make_event
 
 
 def drain(outbox: Outbox) -> list[dict[str, Any]]:

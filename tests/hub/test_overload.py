@@ -23,7 +23,7 @@ from sigma.hub.overload import (
     outlier_limit,
 )
 from sigma.hub.state import Broadcast, HubState
-from sigma.protocol import make_event
+from sigma.protocol.server_messages import make_event
 
 
 def decoded(outbox: Outbox) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from sigma.hub.intake import HubIntake, Overloaded
 from sigma.hub.loop import run_hub
 from sigma.hub.messages import Client, HubMessage, Join
 from sigma.hub.outbox import Outbox
-from sigma.protocol import make_event
+from sigma.protocol.server_messages import make_event
 
 GRACE_S = 1.0
 QUEUE = 4

@@ -11,14 +11,9 @@ from sigma.hub.messages import Client
 from sigma.hub.outbox import Outbox
 from sigma.hub.snapshots import SnapshotCache
 from sigma.hub.state import HubState
-from sigma.protocol import (
-    CORE_EVENT_TYPES,
-    KNOWN_EVENT_TYPES,
-    Event,
-    Subscribe,
-    Unsubscribe,
-    make_event,
-)
+from sigma.protocol.client_frames import Subscribe, Unsubscribe
+from sigma.protocol.event_types import CORE_EVENT_TYPES, KNOWN_EVENT_TYPES
+from sigma.protocol.server_messages import Event, make_event
 
 
 def new_state(history_size: int = 64) -> HubState:

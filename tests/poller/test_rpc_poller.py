@@ -31,7 +31,7 @@ from sigma.poller.actor import (
     run_poller,
 )
 from sigma.poller.changes import ChangeTracker, EngineLink
-from sigma.protocol import Event
+from sigma.protocol.server_messages import Event
 
 MIB = 1024 * 1024
 DISK = 50_000 * MIB

@@ -42,7 +42,7 @@ from sigma.client import (
     connect,
 )
 from sigma.client.tls import tls_context
-from sigma.protocol import ALL_EVENT_TYPES
+from sigma.protocol.event_types import ALL_EVENT_TYPES
 
 CONNECT_TIMEOUT_S = 10.0
 REFRESH_S = 0.25

@@ -32,7 +32,8 @@ from sigma.cli.probe_verdict import HeartbeatLimits, Status
 from sigma.cli.watch.summary import clip, summarize
 from sigma.client.connection import Welcome
 from sigma.client.items import Connected, Disconnected, Duplicate, Gap, Notice, StreamItem
-from sigma.protocol import ALL_EVENT_TYPES, Event, Reply, ServerMessage
+from sigma.protocol.event_types import ALL_EVENT_TYPES
+from sigma.protocol.server_messages import Event, Reply, ServerMessage
 
 JsonObject = dict[str, Any]
 

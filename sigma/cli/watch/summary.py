@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sigma.protocol import Event
+from sigma.protocol.server_messages import Event
 
 JsonObject = dict[str, Any]
 SUMMARY_CHARS = 120
