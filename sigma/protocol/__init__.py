@@ -6,7 +6,7 @@ Server -> client: `Event` (broadcast, carries `seq`) and the direct replies buil
 Client -> server: `ClientMessage`, a union discriminated by `action`, decoded by
 `decode_client_frame()`, which raises `ProtocolViolation` with the contract's error code.
 
-Events are encoded to JSON once (`encode()`), never once per client.
+An event is encoded to JSON once (`encode_event()`), never once per client.
 
 Every public name is importable from here; inside Sigma, import it from its module. Read in
 this order:
