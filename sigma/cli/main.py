@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.log_level or config.logging.level, args.log_format or config.logging.format
     )
     if args.command == "serve":
-        from sigma.app import serve
+        from sigma.app.serving import serve
 
         return run_until_signalled(lambda **kw: serve(config, **kw), config, "Sigma")
     from sigma.engine.server import run_engine

@@ -27,7 +27,7 @@ import httpx
 import trio
 
 import sigma.client
-from sigma.app import RunningApp, serve
+from sigma.app.serving import RunningApp, serve
 from sigma.backoff import FullJitter
 from sigma.client import Reconnect, Stream
 from sigma.config.loading import Config
