@@ -4,6 +4,7 @@ Read in this order:
 - `server`: routes, `run_gateway` and `GatewayHandle`; `listeners`: binding and the accept loop;
 - `publish`: `POST /api/publish`, through the hub's intake (`503 overloaded` when it is closed);
 - `upgrade`: the checks an upgrade request must pass (handshake, Origin, token);
+- `resume_request`: what an upgrade asks for in its URL (`since`, `epoch`, `types`);
 - `auth`, `limits`: JWT verification, connection and message limits (pure decisions);
 - `session`: one WebSocket client from its 101 to its close (on a
   `sigma.websocket.connection.ServerConnection`), and `sender`, which writes its backlog;

@@ -45,7 +45,8 @@ from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
 from sigma.gateway.listeners import accept_forever, open_listeners
 from sigma.gateway.publish import PUBLISH_PATH, PUBLISH_REPLY_MARGIN_S, PublishApi
-from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
+from sigma.gateway.resume_request import resume_request_of
+from sigma.gateway.session import ClientSession, SessionSettings
 from sigma.gateway.static_files import StaticFiles
 from sigma.gateway.upgrade import (
     authenticate,
@@ -300,12 +301,7 @@ class Gateway:
         peer = conn.peer
         auth = authenticate(self.authenticator, request, peer)
         allowed = auth.claims.allowed if auth else KNOWN_EVENT_TYPES
-        resume = ResumeRequest(
-            since=_since_of(request),
-            epoch=request.query_value("epoch"),
-            allowed=allowed,
-            types=_types_of(request, allowed),
-        )
+        resume = resume_request_of(request, allowed)
         if self.sessions.child_count() >= self.config.gateway.max_connections:
             raise HttpError(503, "too_many_connections", "connection limit reached")
         lease = self.per_address.acquire(peer)
@@ -358,39 +354,6 @@ class Gateway:
 def new_keepalive(config: Config) -> KeepAlive:
     """The live-session table for `[heartbeat] ping_interval_s` and `ping_timeout_s`."""
     return KeepAlive(config.heartbeat.ping_interval_s, config.heartbeat.ping_timeout_s)
-
-
-def _types_of(request: HttpRequest, allowed: frozenset[str]) -> frozenset[str] | None:
-    """The subscriptions asked for with `?types=a,b` (None without it: the default ones).
-
-    Types the client's token does not allow are left out, as for a token's claims: the welcome
-    lists what was granted. An unknown name is an error.
-    """
-    raw = request.query_value("types")
-    if raw is None:
-        return None
-    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
-    unknown = sorted(names - KNOWN_EVENT_TYPES)
-    if unknown:
-        raise HttpError(
-            400,
-            "unknown_event_type",
-            f"unknown event type(s) {', '.join(n[:64] for n in unknown[:5])} in types",
-        )
-    return names & allowed
-
-
-def _since_of(request: HttpRequest) -> int | None:
-    raw = request.query_value("since")
-    if raw is None:
-        return None
-    try:
-        since = int(raw)
-    except ValueError:
-        raise HttpError(400, "invalid_since", "since must be a non-negative integer") from None
-    if since < 0:
-        raise HttpError(400, "invalid_since", "since must be a non-negative integer")
-    return since
 
 
 async def run_gateway(

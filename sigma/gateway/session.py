@@ -48,6 +48,7 @@ from sigma.faults import FaultPoint
 from sigma.gateway.auth import SessionAuth, TokenRejected
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import Lease, MessageRateLimit, Verdict
+from sigma.gateway.resume_request import ResumeRequest
 from sigma.gateway.sender import send_backlog
 from sigma.hub.frames import PING_FRAME, Frame, reply_frame
 from sigma.hub.messages import UNDELIVERABLE, Client, Command, HubMessage, Join, Leave
@@ -87,20 +88,6 @@ class SessionSettings:
     log_debug: bool = True
     """Whether debug lines are logged: read once, when the gateway starts, so that a session
     that logs nothing at debug does not build a bound logger per connection to find out."""
-
-
-@dataclass(frozen=True)
-class ResumeRequest:
-    """What the client asked for in its URL: resume point, allowed types, wanted types.
-
-    `types`: the subscriptions asked for with `?types=`; None for the default (the core types
-    that are allowed).
-    """
-
-    since: int | None = None
-    epoch: str | None = None
-    allowed: frozenset[str] = CORE_EVENT_TYPES
-    types: frozenset[str] | None = None
 
 
 class ClientSession:
