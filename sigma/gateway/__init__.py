@@ -1,7 +1,8 @@
 """The server edge: the listening socket, HTTP routes, the WebSocket upgrade and each session.
 
 Read in this order:
-- `server`: routes, `run_gateway` and `GatewayHandle`; `listeners`: binding and the accept loop;
+- `run`: `run_gateway` and `GatewayHandle`; `listeners`: binding and the accept loop;
+- `server`: `Gateway`, each connection's TLS handshake, HTTP routes and WebSocket upgrade;
 - `publish`: `POST /api/publish`, through the hub's intake (`503 overloaded` when it is closed);
 - `upgrade`: the checks an upgrade request must pass (handshake, Origin, token);
 - `resume_request`: what an upgrade asks for in its URL (`since`, `epoch`, `types`);
