@@ -44,7 +44,8 @@ from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
 from sigma.gateway.publish import PUBLISH_PATH, PUBLISH_REPLY_MARGIN_S, PublishApi
 from sigma.gateway.resume_request import resume_request_of
-from sigma.gateway.session import ClientSession, SessionSettings
+from sigma.gateway.session import ClientSession
+from sigma.gateway.session_settings import SessionSettings
 from sigma.gateway.static_files import StaticFiles
 from sigma.gateway.upgrade import (
     authenticate,

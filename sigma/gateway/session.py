@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,9 +50,10 @@ from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import Lease, MessageRateLimit, Verdict
 from sigma.gateway.resume_request import ResumeRequest
 from sigma.gateway.sender import send_backlog
+from sigma.gateway.session_settings import SessionSettings
 from sigma.hub.frames import PING_FRAME, Frame, reply_frame
 from sigma.hub.messages import UNDELIVERABLE, Client, Command, HubMessage, Join, Leave
-from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
+from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed
 from sigma.protocol import (
     CORE_EVENT_TYPES,
     CloseCode,
@@ -70,24 +71,6 @@ from sigma.websocket.connection import ConnectionClosing, ServerConnection
 from sigma.websocket.frames import pong_frame
 
 log = structlog.get_logger("sigma.session")
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """Limits and timings shared by every session of one gateway."""
-
-    queue_size: int
-    slow_client_policy: SlowClientPolicy
-    max_frame_bytes: int
-    handshake_timeout_s: float
-    close_timeout_s: float
-    messages_per_s: float = 0.0  # 0: client frames are not rate limited
-    message_burst: int = 1
-    abuse_excess_frames: int = 1
-    abuse_window_s: float = 1.0
-    log_debug: bool = True
-    """Whether debug lines are logged: read once, when the gateway starts, so that a session
-    that logs nothing at debug does not build a bound logger per connection to find out."""
 
 
 class ClientSession:
