@@ -9,6 +9,7 @@ Read in this order:
 - `auth`, `limits`: JWT verification, connection and message limits (pure decisions);
 - `session`: one WebSocket client from its 101 to its close (on a
   `sigma.websocket.connection.ServerConnection`), and `sender`, which writes its backlog;
+- `client_frames`: the session's receive loop and its answers to what the client sends;
 - `session_settings`: the limits and timings every session of one gateway shares;
 - `keepalive`: one sweep that pings quiet clients and closes silent ones;
 - `admin_faults`: `/admin/faults`, arming fault points from loopback.
