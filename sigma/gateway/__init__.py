@@ -2,7 +2,8 @@
 
 Read in this order:
 - `run`: `run_gateway` and `GatewayHandle`; `listeners`: binding and the accept loop;
-- `server`: `Gateway`, each connection's TLS handshake, HTTP routes and WebSocket upgrade;
+- `server`: `Gateway`, each connection's HTTP routes and WebSocket upgrade; `tls`: its TLS
+  handshake first, when the port speaks TLS;
 - `publish`: `POST /api/publish`, through the hub's intake (`503 overloaded` when it is closed);
 - `upgrade`: the checks an upgrade request must pass (handshake, Origin, token);
 - `resume_request`: what an upgrade asks for in its URL (`since`, `epoch`, `types`);

@@ -11,13 +11,7 @@ connection and leaves with the welcome, in one write. A failure while serving on
 logged and ends that connection only.
 
 With `[gateway] tls_cert_file` and `tls_key_file` set, every accepted connection is first wrapped
-in a server-side `trio.SSLStream`, and nothing but TLS is spoken on the port (`https://`,
-`wss://`). The TLS handshake has `handshake_timeout_s`, as the request head after it has; a
-client that fails it (does not trust the certificate, speaks plain HTTP, stalls) is logged at
-debug and dropped, and nobody else notices. `https_compatible=True`: like browsers and HTTP
-servers, neither side waits for the other's `close_notify` at the end. Over TLS the hub's
-direct write to an idle client's socket is off (it needs the bare socket, and a record must go
-through the `SSLStream`): the session's sender writes every frame, awaited.
+in TLS, and nothing but TLS is spoken on the port (`sigma.gateway.tls`).
 
 The upgrade is where the edge is guarded, in this order, each refusal a JSON error and nothing
 upgraded: a well-formed WebSocket handshake (400/426), an allowed `Origin` (403), a valid token
@@ -47,6 +41,7 @@ from sigma.gateway.resume_request import resume_request_of
 from sigma.gateway.session import ClientSession
 from sigma.gateway.session_settings import SessionSettings
 from sigma.gateway.static_files import StaticFiles
+from sigma.gateway.tls import secure
 from sigma.gateway.upgrade import (
     authenticate,
     check_origin,
@@ -141,13 +136,15 @@ class Gateway:
         """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
 
         `peer` is the client's IP address as `accept` gave it.
-        Over TLS, the TLS handshake comes first (`_secure`).
+        Over TLS, the TLS handshake comes first (`sigma.gateway.tls.secure`).
         Error handling: nothing escapes; a bug is logged and answered 500 when still possible.
         Resource handling: closes the stream unless a session took it over.
         """
         stream: trio.abc.Stream = socket_stream
         if self.tls is not None:
-            secured = await self._secure(socket_stream, self.tls, peer)
+            secured = await secure(
+                socket_stream, self.tls, peer, self.config.gateway.handshake_timeout_s
+            )
             if secured is None:
                 return
             stream = secured
@@ -174,26 +171,6 @@ class Gateway:
         finally:
             if not handed_over:
                 await trio.aclose_forcefully(stream)
-
-    async def _secure(
-        self, stream: trio.SocketStream, context: ssl.SSLContext, peer: str
-    ) -> trio.SSLStream[trio.SocketStream] | None:
-        """The TLS handshake, within `handshake_timeout_s`; None (stream closed) when it failed."""
-        secured = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
-        failure = "timed out"
-        with trio.move_on_after(self.config.gateway.handshake_timeout_s):
-            try:
-                await secured.do_handshake()
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                failure = str(exc.__cause__ or exc) or type(exc).__name__
-            except Exception:
-                log.exception("TLS handshake failed unexpectedly", peer=peer)
-                failure = "internal error"
-            else:
-                return secured
-        log.debug("TLS handshake failed", peer=peer, error=failure)
-        await trio.aclose_forcefully(stream)
-        return None
 
     async def _serve_one(self, conn: HttpServerConnection) -> bool:
         """Read and answer one request; True when a WebSocket session took the connection.
