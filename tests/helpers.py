@@ -26,7 +26,7 @@ from wsproto.events import Request
 
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.faults import Faults
-from sigma.gateway.server import GatewayHandle, run_gateway
+from sigma.gateway.run import GatewayHandle, run_gateway
 from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor
 from sigma.hub.frames import Frame

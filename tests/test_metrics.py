@@ -21,7 +21,7 @@ from trio_websocket import open_websocket_url
 
 from sigma.app import Endpoints, observe_supervision_events
 from sigma.config import HubConfig, PollerConfig
-from sigma.gateway.server import run_gateway
+from sigma.gateway.run import run_gateway
 from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor
 from sigma.hub.messages import Client, HubMessage, Join, Leave, Publish, PublishHeartbeat

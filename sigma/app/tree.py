@@ -40,7 +40,8 @@ from sigma.config.loading import Config
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults
 from sigma.gateway.keepalive import KeepAlive
-from sigma.gateway.server import GatewayHandle, new_keepalive, run_gateway
+from sigma.gateway.run import GatewayHandle, run_gateway
+from sigma.gateway.server import new_keepalive
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
 from sigma.hub.actor import new_hub_state

@@ -11,13 +11,7 @@ connection and leaves with the welcome, in one write. A failure while serving on
 logged and ends that connection only.
 
 With `[gateway] tls_cert_file` and `tls_key_file` set, every accepted connection is first wrapped
-in a server-side `trio.SSLStream`, and nothing but TLS is spoken on the port (`https://`,
-`wss://`). The TLS handshake has `handshake_timeout_s`, as the request head after it has; a
-client that fails it (does not trust the certificate, speaks plain HTTP, stalls) is logged at
-debug and dropped, and nobody else notices. `https_compatible=True`: like browsers and HTTP
-servers, neither side waits for the other's `close_notify` at the end. Over TLS the hub's
-direct write to an idle client's socket is off (it needs the bare socket, and a record must go
-through the `SSLStream`): the session's sender writes every frame, awaited.
+in TLS, and nothing but TLS is spoken on the port (`sigma.gateway.tls`).
 
 The upgrade is where the edge is guarded, in this order, each refusal a JSON error and nothing
 upgraded: a well-formed WebSocket handshake (400/426), an allowed `Origin` (403), a valid token
@@ -31,7 +25,6 @@ import functools
 import logging
 import ssl
 import uuid
-from dataclasses import dataclass
 
 import structlog
 import trio
@@ -43,10 +36,12 @@ from sigma.gateway.admin_faults import ADMIN_FAULTS_PATH, answer_admin, check_ad
 from sigma.gateway.auth import Authenticator
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.limits import AddressLimit
-from sigma.gateway.listeners import accept_forever, open_listeners
 from sigma.gateway.publish import PUBLISH_PATH, PUBLISH_REPLY_MARGIN_S, PublishApi
-from sigma.gateway.session import ClientSession, ResumeRequest, SessionSettings
+from sigma.gateway.resume_request import resume_request_of
+from sigma.gateway.session import ClientSession
+from sigma.gateway.session_settings import SessionSettings
 from sigma.gateway.static_files import StaticFiles
+from sigma.gateway.tls import secure
 from sigma.gateway.upgrade import (
     authenticate,
     check_origin,
@@ -75,25 +70,6 @@ ROUTES: dict[str, frozenset[str]] = {
     PUBLISH_PATH: frozenset({"POST"}),
     "/ws": frozenset({"GET"}),
 }
-
-
-@dataclass(frozen=True)
-class GatewayHandle:
-    """What a started gateway tells its starter: where it listens."""
-
-    host: str
-    port: int
-    tls: bool = False
-
-    @property
-    def ws_url(self) -> str:
-        """The WebSocket URL clients connect to (`wss://` over TLS)."""
-        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/ws"
-
-    @property
-    def http_url(self) -> str:
-        """The base URL of the HTTP routes (`https://` over TLS)."""
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
 
 class Gateway:
@@ -160,13 +136,15 @@ class Gateway:
         """Serve one TCP connection: HTTP requests with keep-alive, or one WebSocket upgrade.
 
         `peer` is the client's IP address as `accept` gave it.
-        Over TLS, the TLS handshake comes first (`_secure`).
+        Over TLS, the TLS handshake comes first (`sigma.gateway.tls.secure`).
         Error handling: nothing escapes; a bug is logged and answered 500 when still possible.
         Resource handling: closes the stream unless a session took it over.
         """
         stream: trio.abc.Stream = socket_stream
         if self.tls is not None:
-            secured = await self._secure(socket_stream, self.tls, peer)
+            secured = await secure(
+                socket_stream, self.tls, peer, self.config.gateway.handshake_timeout_s
+            )
             if secured is None:
                 return
             stream = secured
@@ -193,26 +171,6 @@ class Gateway:
         finally:
             if not handed_over:
                 await trio.aclose_forcefully(stream)
-
-    async def _secure(
-        self, stream: trio.SocketStream, context: ssl.SSLContext, peer: str
-    ) -> trio.SSLStream[trio.SocketStream] | None:
-        """The TLS handshake, within `handshake_timeout_s`; None (stream closed) when it failed."""
-        secured = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
-        failure = "timed out"
-        with trio.move_on_after(self.config.gateway.handshake_timeout_s):
-            try:
-                await secured.do_handshake()
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                failure = str(exc.__cause__ or exc) or type(exc).__name__
-            except Exception:
-                log.exception("TLS handshake failed unexpectedly", peer=peer)
-                failure = "internal error"
-            else:
-                return secured
-        log.debug("TLS handshake failed", peer=peer, error=failure)
-        await trio.aclose_forcefully(stream)
-        return None
 
     async def _serve_one(self, conn: HttpServerConnection) -> bool:
         """Read and answer one request; True when a WebSocket session took the connection.
@@ -300,12 +258,7 @@ class Gateway:
         peer = conn.peer
         auth = authenticate(self.authenticator, request, peer)
         allowed = auth.claims.allowed if auth else KNOWN_EVENT_TYPES
-        resume = ResumeRequest(
-            since=_since_of(request),
-            epoch=request.query_value("epoch"),
-            allowed=allowed,
-            types=_types_of(request, allowed),
-        )
+        resume = resume_request_of(request, allowed)
         if self.sessions.child_count() >= self.config.gateway.max_connections:
             raise HttpError(503, "too_many_connections", "connection limit reached")
         lease = self.per_address.acquire(peer)
@@ -358,73 +311,3 @@ class Gateway:
 def new_keepalive(config: Config) -> KeepAlive:
     """The live-session table for `[heartbeat] ping_interval_s` and `ping_timeout_s`."""
     return KeepAlive(config.heartbeat.ping_interval_s, config.heartbeat.ping_timeout_s)
-
-
-def _types_of(request: HttpRequest, allowed: frozenset[str]) -> frozenset[str] | None:
-    """The subscriptions asked for with `?types=a,b` (None without it: the default ones).
-
-    Types the client's token does not allow are left out, as for a token's claims: the welcome
-    lists what was granted. An unknown name is an error.
-    """
-    raw = request.query_value("types")
-    if raw is None:
-        return None
-    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
-    unknown = sorted(names - KNOWN_EVENT_TYPES)
-    if unknown:
-        raise HttpError(
-            400,
-            "unknown_event_type",
-            f"unknown event type(s) {', '.join(n[:64] for n in unknown[:5])} in types",
-        )
-    return names & allowed
-
-
-def _since_of(request: HttpRequest) -> int | None:
-    raw = request.query_value("since")
-    if raw is None:
-        return None
-    try:
-        since = int(raw)
-    except ValueError:
-        raise HttpError(400, "invalid_since", "since must be a non-negative integer") from None
-    if since < 0:
-        raise HttpError(400, "invalid_since", "since must be a non-negative integer")
-    return since
-
-
-async def run_gateway(
-    config: Config,
-    hub: trio.MemorySendChannel[HubMessage],
-    sessions: DynamicSupervisor,
-    health: HealthBoard,
-    metrics: Metrics | None = None,
-    *,
-    faults: Faults | None = None,
-    keepalive: KeepAlive | None = None,
-    intake: HubIntake | None = None,
-    task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Listen on `[gateway] host:port` and serve every connection until cancelled.
-
-    `started()` receives a `GatewayHandle` once the socket listens (port 0 picks a free port).
-    `/metrics` renders `metrics`, and answers 404 without it. `faults` is the tree's fault
-    registry: the sessions' `sender.write` point, and what `/admin/faults` arms. `keepalive` is
-    the table of live sessions whose pings this gateway's sweep sends; pass the tree's, so that
-    sessions outliving a gateway restart stay watched (a new table when not given). `intake` is
-    the gate in front of `hub` that `POST /api/publish` goes through (`sigma.hub.intake`); pass
-    the one the hub was started with, so that the API sees when the herd lags (without it, one
-    that only watches the inbox's room).
-    Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
-    """
-    gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive, intake)
-    listeners = await open_listeners(config.gateway)
-    port = listeners[0].getsockname()[1]
-    handle = GatewayHandle(config.gateway.host, port, tls=gateway.tls is not None)
-    log.info("Gateway listening", url=handle.ws_url)
-    async with trio.open_nursery() as nursery:
-        for listener in listeners:
-            nursery.start_soon(accept_forever, listener, gateway.handle_connection, nursery)
-        nursery.start_soon(gateway.keepalive.run)
-        nursery.start_soon(gateway.head_watch.run)
-        task_status.started(handle)

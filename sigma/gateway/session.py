@@ -4,8 +4,9 @@ The gateway has already read the upgrade request and written the `101` (`sigma.h
 session owns the socket from then on, through one `sigma.websocket.connection.ServerConnection`.
 It runs as a child of the gateway's session table, in as few tasks as it can, because every task
 and cancel scope costs memory on every connection:
-- the session's own task reads client frames: pings are answered with a pong queued as a control
-  frame, bad frames get an error reply, subscription commands go to the hub;
+- the session's own task reads client frames (`sigma.gateway.client_frames`): pings are
+  answered with a pong queued as a control frame, bad frames get an error reply, subscription
+  commands go to the hub;
 - `sigma.gateway.sender.send_backlog`, only while the client is behind: an idle client's events
   are written by the hub itself, straight to the socket (through the `connection.try_write`
   fault point), and the sender's task is started when the socket did not take everything, and
@@ -14,11 +15,6 @@ and cancel scope costs memory on every connection:
   passes; a `refresh` frame with a good token for the same subject moves that deadline.
 Protocol pings are not a task of the session's: one `sigma.gateway.keepalive.KeepAlive` sweep
 watches every session (`heard_at`, `send_ping`, `close_silent`).
-
-Client frames are metered by `sigma.gateway.limits.MessageRateLimit` before they are even decoded:
-frames past the budget are dropped with a paced `rate_limited` reply, sustained abuse closes
-with 4029. A binary message closes the connection with 1003 (the protocol is JSON in text
-frames, RFC 6455 7.4.1: a type of data the endpoint cannot accept).
 
 Every way a session ends goes through one door: its outbox is closed with a close code (by the
 hub for a slow consumer or a hub restart, or one client's delivery failing; by the reader when
@@ -36,75 +32,37 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 import trio
 
 from sigma.errors import PeerGone
 from sigma.faults import FaultPoint
-from sigma.gateway.auth import SessionAuth, TokenRejected
+from sigma.gateway.auth import SessionAuth
+from sigma.gateway.client_frames import ClientFrames
 from sigma.gateway.keepalive import KeepAlive
-from sigma.gateway.limits import Lease, MessageRateLimit, Verdict
+from sigma.gateway.limits import Lease, MessageRateLimit
+from sigma.gateway.resume_request import ResumeRequest
 from sigma.gateway.sender import send_backlog
-from sigma.hub.frames import PING_FRAME, Frame, reply_frame
-from sigma.hub.messages import UNDELIVERABLE, Client, Command, HubMessage, Join, Leave
-from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed, SlowClientPolicy
-from sigma.protocol.client_frames import Ping, ProtocolViolation, Refresh, decode_client_frame
-from sigma.protocol.codes import CloseCode, ErrorCode
+from sigma.gateway.session_settings import SessionSettings
+from sigma.hub.frames import PING_FRAME
+from sigma.hub.messages import UNDELIVERABLE, Client, HubMessage, Join, Leave
+from sigma.hub.outbox import CloseReason, Outbox, OutboxClosed
+from sigma.protocol.codes import CloseCode
 from sigma.protocol.event_types import CORE_EVENT_TYPES
-from sigma.protocol.replies import error_reply, pong, token_refreshed
-from sigma.protocol.server_messages import Reply
-from sigma.websocket.connection import ConnectionClosing, ServerConnection
-from sigma.websocket.frames import pong_frame
+from sigma.websocket.connection import ServerConnection
 
 log = structlog.get_logger("sigma.session")
 
 
-@dataclass(frozen=True)
-class SessionSettings:
-    """Limits and timings shared by every session of one gateway."""
-
-    queue_size: int
-    slow_client_policy: SlowClientPolicy
-    max_frame_bytes: int
-    handshake_timeout_s: float
-    close_timeout_s: float
-    messages_per_s: float = 0.0  # 0: client frames are not rate limited
-    message_burst: int = 1
-    abuse_excess_frames: int = 1
-    abuse_window_s: float = 1.0
-    log_debug: bool = True
-    """Whether debug lines are logged: read once, when the gateway starts, so that a session
-    that logs nothing at debug does not build a bound logger per connection to find out."""
-
-
-@dataclass(frozen=True)
-class ResumeRequest:
-    """What the client asked for in its URL: resume point, allowed types, wanted types.
-
-    `types`: the subscriptions asked for with `?types=`; None for the default (the core types
-    that are allowed).
-    """
-
-    since: int | None = None
-    epoch: str | None = None
-    allowed: frozenset[str] = CORE_EVENT_TYPES
-    types: frozenset[str] | None = None
-
-
-class ClientSession:
+class ClientSession(ClientFrames):
     """One connected client. Create it, then run `run` as a supervised child."""
 
     __slots__ = (
-        "_auth",
         "_hub",
         "_keepalive",
         "_lease",
         "_nursery",
-        "_rate",
         "_resume",
         "_token_expiry",
         "_write_fault",
@@ -294,7 +252,7 @@ class ClientSession:
         log.info("Client did not answer ping", client_id=self.client_id)
         self.outbox.close(CloseCode.INTERNAL_ERROR, "ping timeout")
 
-    # --- client frames -------------------------------------------------------------------------
+    # --- the token's expiry --------------------------------------------------------------------
 
     async def _expire_token(self, expiry: trio.CancelScope) -> None:
         with expiry:
@@ -302,124 +260,6 @@ class ClientSession:
         if expiry.cancelled_caught and self.outbox.close_reason is None:
             log.info("Client token expired", client_id=self.client_id)
             self.outbox.close(CloseCode.TOKEN_EXPIRED, "token expired")
-
-    def _answer_ping(self, payload: bytes) -> None:
-        """A WebSocket ping from the client: queue its pong as a control frame."""
-        with contextlib.suppress(OutboxClosed):
-            self.outbox.put(Frame(pong_frame(payload), "pong"), "control")
-            self.outbox.flush()
-
-    async def _read_frames(self) -> None:
-        """Read client messages until the connection ends; what arrives once the outbox is
-        closed (the close frame is on its way) is read and dropped."""
-        connection = self.connection
-        outbox = self.outbox
-        try:
-            while True:
-                frame = await connection.receive_message()
-                if outbox.close_reason is not None:
-                    continue
-                if isinstance(frame, bytes):
-                    outbox.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
-                    continue
-                now = trio.current_time()
-                verdict = (self._rate or self._start_metering(now)).check(now)
-                if verdict is Verdict.ACCEPT:
-                    await self._handle_frame(frame)
-                elif verdict is Verdict.REJECT_AND_TELL:
-                    self._tell_rate_limited()
-                elif verdict is Verdict.CLOSE:
-                    log.info(
-                        "Client closed for sustained abuse of the rate limit",
-                        client_id=self.client_id,
-                    )
-                    outbox.close(CloseCode.RATE_LIMITED, "rate limited")
-        except ConnectionClosing as closing:
-            if not closing.by_peer:
-                log.info(
-                    "Client broke the WebSocket protocol",
-                    client_id=self.client_id,
-                    code=closing.code,
-                    reason=closing.reason,
-                )
-            outbox.close(closing.code, closing.reason)
-            if not closing.by_peer:
-                # The parser's state is lost: drop the raw bytes until the peer closes.
-                await connection.discard_until_eof()
-            # After the peer's close frame, the close reply goes out and TCP is closed at once.
-        except PeerGone:
-            outbox.close(CloseCode.ABNORMAL, "client gone")
-
-    def _start_metering(self, now: float) -> MessageRateLimit:
-        settings = self.settings
-        self._rate = MessageRateLimit(
-            rate_per_s=settings.messages_per_s,
-            burst=settings.message_burst,
-            abuse_excess_frames=settings.abuse_excess_frames,
-            abuse_window_s=settings.abuse_window_s,
-            now=now,
-        )
-        return self._rate
-
-    def _tell_rate_limited(self) -> None:
-        settings = self.settings
-        assert self._rate is not None, "only a metered frame is rate limited"
-        dropped = self._rate.take_rejected()
-        self._reply(
-            error_reply(
-                ErrorCode.RATE_LIMITED,
-                f"too many messages: at most {settings.messages_per_s:g} a second "
-                f"(bursts of {settings.message_burst}); {dropped} frame(s) dropped unread",
-            )
-        )
-
-    async def _handle_frame(self, frame: str) -> None:
-        try:
-            message = decode_client_frame(frame)
-        except ProtocolViolation as violation:
-            self._reply(violation.reply())
-            return
-        if isinstance(message, Ping):
-            self._reply(pong(message.id))
-        elif isinstance(message, Refresh):
-            self._reply(self._refresh(message))
-        else:
-            await self._hub.send(Command(self.client_id, message))
-
-    def _refresh(self, message: Refresh) -> Reply:
-        """Check a refreshed token; on success move the expiry deadline. Returns the reply."""
-        if self._auth is None:
-            return error_reply(
-                ErrorCode.INVALID_MESSAGE,
-                "this server takes no tokens ([auth] mode is none); there is nothing to refresh",
-                message.id,
-            )
-        try:
-            claims = self._auth.authenticator.verify(message.token)
-        except TokenRejected as rejected:
-            return error_reply(
-                ErrorCode.INVALID_TOKEN, f"{rejected.error}: {rejected.detail}", message.id
-            )
-        if claims.subject != self._auth.claims.subject:
-            return error_reply(
-                ErrorCode.FORBIDDEN, "the new token names a different subject (sub)", message.id
-            )
-        if not claims.allowed >= self._resume.allowed:
-            return error_reply(
-                ErrorCode.FORBIDDEN,
-                "the new token allows fewer event types; reconnect with it instead",
-                message.id,
-            )
-        self._auth = replace(self._auth, claims=claims)
-        if self._token_expiry is not None:
-            self._token_expiry.deadline = trio.current_time() + self._auth.remaining_s()
-        log.debug("Client token refreshed", client_id=self.client_id, expires_at=claims.expires_at)
-        return token_refreshed(datetime.fromtimestamp(claims.expires_at, UTC), message.id)
-
-    def _reply(self, reply: Any) -> None:
-        with contextlib.suppress(OutboxClosed):
-            self.outbox.put(reply_frame(reply), "reply")
-            self.outbox.flush()
 
 
 def _being_cancelled() -> bool:
