@@ -15,7 +15,8 @@ in TLS, and nothing but TLS is spoken on the port (`sigma.gateway.tls`).
 
 The upgrade is where the edge is guarded, in this order, each refusal a JSON error and nothing
 upgraded: a well-formed WebSocket handshake (400/426), an allowed `Origin` (403), a valid token
-with `[auth] mode = "jwt"` (401) (all in `sigma.gateway.upgrade`), then room under the total and
+with `[auth] mode = "jwt"` (401) (all in `sigma.gateway.upgrade`), a well-formed `since` and
+known `types` in the URL (400, `sigma.gateway.resume_request`), then room under the total and
 per-address connection limits (503), counted here.
 """
 
@@ -73,7 +74,7 @@ ROUTES: dict[str, frozenset[str]] = {
 
 
 class Gateway:
-    """Serves one TCP connection at a time per handler task; see `run_gateway`."""
+    """Serves one TCP connection at a time per handler task; see `sigma.gateway.run`."""
 
     def __init__(
         self,
@@ -102,7 +103,8 @@ class Gateway:
         self.head_watch = HeadWatch(
             min(HEAD_WATCH_MAX_LATE_S, config.gateway.handshake_timeout_s / 10)
         )
-        """Times out the heads of kept-alive connections; `run_gateway` runs its sweep."""
+        """Times out the heads of kept-alive connections; `sigma.gateway.run.run_gateway` runs
+        its sweep."""
         self._count_drops = (
             functools.partial(metrics.count_queue_drops, config.hub.slow_client_policy)
             if metrics is not None

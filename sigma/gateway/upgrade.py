@@ -3,9 +3,8 @@
 Plain synchronous functions over a parsed `HttpRequest`: each either returns what the gateway
 needs next or raises `HttpError` with the status and JSON body the client sees. The gateway runs
 them in order (`sigma.gateway.server.Gateway._upgrade`): a well-formed handshake (400/426), an
-allowed `Origin` (403), a valid token (401). Refusals are the client's fault and are logged without
-the
-token.
+allowed `Origin` (403), a valid token (401). Refusals are the client's fault and are logged
+without the token.
 """
 
 from __future__ import annotations
