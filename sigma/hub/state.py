@@ -191,6 +191,8 @@ class HubState:
         for client in subscribers.values():
             outbox = client.outbox
             try:
+                if alone and outbox.put_alone(frame):
+                    continue  # written at once (or left to its sender): not deep
                 try:
                     due = outbox.put(frame)
                 except SlowConsumer:
