@@ -278,15 +278,25 @@ class ServerConnection:
         a bug here and propagates to the caller (the hub closes this client with 1011).
         """
         sock = self._sock
-        if sock is None or self._in_flight or self.closed_for_writing:
+        if sock is None or self._in_flight or self.closed_for_writing or self.broken:
             return 0
-        if self.broken or self._defer_to.armed:
+        if self._defer_to.armed or (self._fault.armed and self._fault.hit_now()):
+            return 0  # the sender's write carries it (`sender.write` armed, or a dropped write)
+        if self._owed:
+            return self._write_after_owed(sock, data)
+        try:
+            written = os.write(sock.fileno(), data)
+        except OSError:
             return 0
-        if self._fault.armed and self._fault.hit_now():
-            return 0  # drop: this write is skipped, the sender's write goes on
+        if 0 < written < len(data):
+            self._owed = data[written:]
+        return written
+
+    def _write_after_owed(self, sock: trio.socket.SocketType, data: bytes) -> int:
+        """`try_write` when something is owed: it goes first, in the same system call."""
         owed = self._owed
         try:
-            written = os.write(sock.fileno(), owed + data if owed else data)
+            written = os.write(sock.fileno(), owed + data)
         except OSError:
             return 0
         if written < len(owed):  # not even what was owed went: `data` stays the caller's
