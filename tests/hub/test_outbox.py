@@ -50,7 +50,8 @@ def recording(capacity: int = 8, taken: int | None = None) -> tuple[Outbox, Wake
     """An outbox whose direct writer records each write and takes `taken` bytes (all: None)."""
     written: list[bytes] = []
 
-    def write(chunk: bytes) -> int:
+    def write(chunk: bytes, size: int) -> int:
+        assert size == len(chunk)
         written.append(chunk)
         return len(chunk) if taken is None else taken
 
