@@ -9,10 +9,11 @@ answered with a close code: 1002, 1007, or 1009 for a message over `max_message_
 across its fragments) or `sigma.errors.PeerGone` (the peer left without a close frame).
 
 Writing: this object is the only writer on its socket. There are two ways in:
-- `try_write(data, size)`, synchronous, never waiting: the hub's direct write while no sender runs.
-  It writes what the socket takes with one system call; when the socket took only part of
-  `data`, the rest is *owed* and kept here, and every later write pays it first, so no other
-  bytes can ever land inside a frame.
+- `try_write(data, size)`, synchronous, never waiting: the hub's direct write while no sender
+  runs (`size` is `len(data)`, measured once per event by the hub). It writes what the socket
+  takes with one system call; when the socket took only part of `data`, the rest is *owed* and
+  kept here, and every later write pays it first, so no other bytes can ever land inside a
+  frame.
 - `write(data)`, awaited: the sender's write, which pays what is owed, then writes `data`.
 Close frames and pongs are not written here on the side: they are frames in the outbox like any
 other, and `send_close` is the sender's last write.

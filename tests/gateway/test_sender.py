@@ -94,9 +94,8 @@ async def test_a_partial_direct_write_is_owed_and_finished_before_anything_else(
         outbox.put(numbered(1, BIG))
         outbox.flush()
         assert wire.connection.owes and len(outbox) == 0  # the rest is the connection's
-        assert (
-            wire.connection.try_write(numbered(2).data, len(numbered(2).data)) == 0
-        )  # nothing jumps the queue
+        second = numbered(2).data
+        assert wire.connection.try_write(second, len(second)) == 0  # nothing jumps the queue
         frames = await wire.read_all()
         assert [payload for _, payload in frames] == [event(1, BIG)]
         assert not wire.connection.owes and not outbox.sending  # the sender is gone again
@@ -206,9 +205,8 @@ async def test_a_close_keeps_the_rest_of_a_frame_then_sends_the_close_frame() ->
         frames = await wire.read_all()
         assert frames == [(OPCODE_TEXT, event(1, BIG)), (OPCODE_CLOSE, b"\x0f\xa8slow consumer")]
         assert wire.connection.closed_for_writing and not wire.connection.broken
-        assert (
-            wire.connection.try_write(numbered(3).data, len(numbered(3).data)) == 0
-        )  # nothing after the close
+        third = numbered(3).data
+        assert wire.connection.try_write(third, len(third)) == 0  # nothing after the close
 
 
 async def test_a_cancelled_write_leaves_the_connection_broken_and_writes_no_close() -> None:
