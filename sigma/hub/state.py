@@ -173,7 +173,7 @@ class HubState:
         self.last_seq = last_seq
 
     def _hand_over(self, frame: Frame, *, alone: bool, seq: int, now: float | None) -> Broadcast:
-        self._frame_bytes = len(frame.data)
+        size = self._frame_bytes = len(frame.data)
         self._unflushed += 1
         subscribers = self._by_type[frame.event_type]
         gone: list[str] = []
@@ -186,6 +186,8 @@ class HubState:
         for client in subscribers.values():
             outbox = client.outbox
             try:
+                if alone and outbox.put_alone(frame, size):
+                    continue  # written at once (or left to its sender): not deep
                 try:
                     due = outbox.put(frame)
                 except SlowConsumer:

@@ -94,7 +94,8 @@ async def test_a_partial_direct_write_is_owed_and_finished_before_anything_else(
         outbox.put(numbered(1, BIG))
         outbox.flush()
         assert wire.connection.owes and len(outbox) == 0  # the rest is the connection's
-        assert wire.connection.try_write(numbered(2).data) == 0  # nothing jumps the queue
+        second = numbered(2).data
+        assert wire.connection.try_write(second, len(second)) == 0  # nothing jumps the queue
         frames = await wire.read_all()
         assert [payload for _, payload in frames] == [event(1, BIG)]
         assert not wire.connection.owes and not outbox.sending  # the sender is gone again
@@ -204,7 +205,8 @@ async def test_a_close_keeps_the_rest_of_a_frame_then_sends_the_close_frame() ->
         frames = await wire.read_all()
         assert frames == [(OPCODE_TEXT, event(1, BIG)), (OPCODE_CLOSE, b"\x0f\xa8slow consumer")]
         assert wire.connection.closed_for_writing and not wire.connection.broken
-        assert wire.connection.try_write(numbered(3).data) == 0  # nothing after the close
+        third = numbered(3).data
+        assert wire.connection.try_write(third, len(third)) == 0  # nothing after the close
 
 
 async def test_a_cancelled_write_leaves_the_connection_broken_and_writes_no_close() -> None:
@@ -221,7 +223,7 @@ async def test_a_cancelled_write_leaves_the_connection_broken_and_writes_no_clos
             await connection.write(b"more")
         await connection.send_close(1001, "going away")  # writes nothing into a torn frame
         assert not connection.closed_for_writing
-        assert connection.try_write(b"x") == 0
+        assert connection.try_write(b"x", 1) == 0
         await connection.aclose()
 
 
@@ -229,7 +231,7 @@ async def test_without_a_plain_socket_everything_takes_the_senders_path() -> Non
     near, far = trio.testing.memory_stream_pair()  # as over TLS: no socket to write to
     outbox = Outbox(capacity=8)
     connection = ServerConnection(near, max_message_bytes=1 << 16, on_ping=lambda _: None)
-    assert not connection.can_write_directly and connection.try_write(b"x") == 0
+    assert not connection.can_write_directly and connection.try_write(b"x", 1) == 0
     received = b""
     async with trio.open_nursery() as nursery:
         outbox.attach(

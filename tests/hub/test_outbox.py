@@ -50,7 +50,8 @@ def recording(capacity: int = 8, taken: int | None = None) -> tuple[Outbox, Wake
     """An outbox whose direct writer records each write and takes `taken` bytes (all: None)."""
     written: list[bytes] = []
 
-    def write(chunk: bytes) -> int:
+    def write(chunk: bytes, size: int) -> int:
+        assert size == len(chunk)
         written.append(chunk)
         return len(chunk) if taken is None else taken
 
@@ -245,3 +246,48 @@ def test_an_unattached_outbox_only_queues() -> None:
     outbox.put(frame(1))
     outbox.flush()
     assert len(outbox) == 1 and not outbox.sending
+
+
+def alone(outbox: Outbox, n: int) -> bool:
+    """`put_alone` of event `n`, its size measured as the hub does."""
+    event = frame(n)
+    return outbox.put_alone(event, len(event.data))
+
+
+def test_an_event_alone_goes_straight_to_an_idle_client_without_being_queued() -> None:
+    outbox, wakes, written = recording()
+    assert alone(outbox, 1) and alone(outbox, 2)
+    assert written == [b"1", b"2"] and wakes.count == 0 and len(outbox) == 0
+
+
+def test_an_event_alone_the_socket_does_not_take_is_the_senders() -> None:
+    outbox, wakes, written = recording(taken=1)
+    assert alone(outbox, 234)  # the writer keeps "34"; nothing is queued
+    assert written == [b"234"] and len(outbox) == 0 and wakes.count == 1 and outbox.sending
+    outbox, wakes, _ = recording(taken=0)
+    assert alone(outbox, 7)  # nothing went: the frame waits for the sender
+    assert wakes.count == 1 and data(outbox.take_batch()) == [b"7"]
+
+
+def test_an_event_alone_is_left_to_put_and_flush_unless_the_client_is_idle() -> None:
+    queued, _, queued_written = recording()
+    queued.put(frame(1))  # not flushed yet: the event must not overtake it
+    running, _, running_written = recording(taken=0)
+    running.put(frame(1))
+    running.flush()  # the sender runs
+    dropping, _, _ = recording(capacity=1)
+    dropping.policy = "drop_oldest"
+    dropping.put(frame(1))
+    dropping.put(frame(2))  # a drop to tell of first
+    closed, _, closed_written = recording()
+    closed.close(1000, "bye")
+    unattached = Outbox(capacity=8)
+    for outbox in (queued, running, dropping, closed, unattached):
+        before = len(outbox)
+        assert not alone(outbox, 9) and len(outbox) == before  # nothing done
+    assert queued_written == [] and running_written == [b"1"] and closed_written == []
+
+
+def test_an_outbox_holds_at_least_one_event() -> None:
+    with pytest.raises(ValueError):
+        Outbox(capacity=0)
