@@ -136,6 +136,40 @@ async def test_a_slow_client_is_counted_once_with_the_event_it_lost(
     assert value(samples, "sigma_client_queue_high_water_messages") == 1 + 5
 
 
+async def test_a_client_that_paces_the_publishers_is_counted_under_its_rule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    metrics = Metrics()
+    hub = hub_with(metrics, queue_size=2, slow_client_grace_s=1.0)
+    pacer, fast = Outbox(2), Outbox(100)
+    hub.handle(Join(Client("pacer", pacer)))
+    hub.handle(Join(Client("fast", fast)))
+    cycles = 0
+    while pacer.close_reason is None and cycles < 20:
+        # Full, still full 0.6 s later, then drained, and full again 0.1 s after: on probation
+        # 0.61 s of every 0.7 s.
+        cycles += 1
+        for _ in range(3):  # the third goes past its bound: on probation
+            publish(hub, "agent_status")
+        assert value(scrape(metrics), "sigma_hub_clients_on_probation") == 1
+        await trio.sleep(0.6)
+        fast.take_batch()
+        fast.take_batch()
+        hub.accepts_events()  # still full: cut once it has held the gate half the window
+        for outbox in (pacer, fast):
+            outbox.take_batch()
+            outbox.take_batch()
+        await trio.sleep(0.01)  # the hub looks again at most every RECHECK_S
+        hub.accepts_events()  # drained: off probation
+        await trio.sleep(0.09)
+    assert pacer.close_reason is not None and pacer.close_reason.code == 4008
+    assert cycles == 9  # 8 x 0.61 s held before, 0.6 s in the ninth: past 5 s of the last 10 s
+    samples = scrape(metrics)
+    assert value(samples, "sigma_slow_client_disconnects_total", rule="paces_publishers") == 1
+    assert value(samples, "sigma_slow_client_disconnects_total", rule="lags_far_behind") == 0
+    assert value(samples, "sigma_hub_clients_on_probation") == 0
+
+
 async def test_the_high_water_mark_outlives_the_clients_and_the_hub(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
