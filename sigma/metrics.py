@@ -62,7 +62,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from sigma.hub.overload import CUT_RULES
+from sigma.hub.overload import CUT_RULES, CutRule
 from sigma.protocol.event_types import ALL_EVENT_TYPES
 from sigma.supervision.spec import ChildHung, RestartScheduled, SupervisionEvent
 
@@ -193,7 +193,7 @@ class Metrics:
         self._published[event_type] += 1
         self._delivered += sent_to
 
-    def count_slow_disconnects(self, clients: int, rule: str = "lags_far_behind") -> None:
+    def count_slow_disconnects(self, clients: int, rule: CutRule) -> None:
         """`clients` were cut off by `rule` because their queue was full, each losing the
         event."""
         self._slow_disconnects[rule] += clients
