@@ -282,14 +282,13 @@ class HubState:
         are left out: they wait in the table only until their next delivery (or their `Leave`,
         which may be lost when the inbox is full), and must hold no gate closed meanwhile.
         """
-        clients = [c for c in self.clients.values() if c.outbox.close_reason is None]
+        if with_sockets:
+            return list(self.fills_by_id().values())
         unflushed = self._unflushed
-        if not with_sockets:
-            return [max(0, c.outbox.lag - unflushed) / c.outbox.capacity for c in clients]
-        size = self._frame_bytes
         return [
-            max(0.0, c.outbox.lag_with_socket(size) - unflushed) / c.outbox.capacity
-            for c in clients
+            max(0, c.outbox.lag - unflushed) / c.outbox.capacity
+            for c in self.clients.values()
+            if c.outbox.close_reason is None
         ]
 
     def flush(self) -> None:
