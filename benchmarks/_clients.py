@@ -572,16 +572,23 @@ def open_stalled(
     return sock
 
 
+def open_reader(sock: socket.socket) -> ClientConn:
+    """A `ClientConn` for a socket `open_stalled` made: past its handshake, read raw, each read
+    bounded to 0.2 s."""
+    conn = ClientConn(sock)
+    conn.state = ClientConn.OPEN
+    conn.ws = None
+    sock.settimeout(0.2)
+    return conn
+
+
 def drain_stalled(sock: socket.socket, timeout_s: float) -> dict[str, Any]:
     """Read what the server had queued for the stalled client, bounded in time.
 
     Returns how many events and bytes were waiting and whether the server had closed it (and
     with which code). Frames already split by the handshake reader are not counted.
     """
-    conn = ClientConn(sock)
-    conn.state = ClientConn.OPEN
-    conn.ws = None
-    sock.settimeout(0.2)
+    conn = open_reader(sock)
     deadline = time.monotonic() + timeout_s
     total_bytes = 0
     eof = False
@@ -620,10 +627,7 @@ def read_slowly(
     Returns how many events it read, the close code the server sent (None if none), and after
     how many seconds of reading the connection ended (None while it was still open).
     """
-    conn = ClientConn(sock)
-    conn.state = ClientConn.OPEN
-    conn.ws = None
-    sock.settimeout(0.2)
+    conn = open_reader(sock)
     started = time.monotonic()
     period_s = chunk / bytes_per_s
     ended_after: float | None = None
