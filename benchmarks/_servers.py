@@ -12,6 +12,9 @@
 - `h11-floor`: `_peers/h11_floor_server.py`, trio and h11 answering every HTTP request as Sigma
   answers a publish, and doing nothing else: the floor under Sigma's publish path
   (`publish_cost.py --servers sigma,h11-floor`).
+- `fanout-floor`: `_peers/fanout_floor_server.py`, trio, h11 and wsproto taking Sigma's publishes
+  and writing each event, framed once, to every subscriber, and doing nothing else: the floor
+  under Sigma's fan-out (`fanout.py --servers sigma,fanout-floor,node`).
 
 Every server runs in its own session (so a Ctrl-C in the terminal reaches only the benchmark,
 which then stops it) and is stopped with SIGTERM, then SIGKILL after a timeout.
@@ -226,8 +229,8 @@ class ServerFactory:
         return self._tls_files
 
     def start(self, name: str) -> Server:
-        """Start `name` (sigma, sigma-tls, websockets, node or h11-floor) on a free port;
-        return once it listens.
+        """Start `name` (sigma, sigma-tls, websockets, node, h11-floor or fanout-floor) on a free
+        port; return once it listens.
 
         The port is picked free, then released for the server to bind: another process may take
         it in between. The server then fails to start, and is started again on another port
@@ -270,6 +273,10 @@ class ServerFactory:
             floor = PEERS_DIR / "h11_floor_server.py"
             argv = [*self.launcher, sys.executable, str(floor), str(port)]
             ws_path, publish_kind = "", "http"
+        elif name == "fanout-floor":
+            floor = PEERS_DIR / "fanout_floor_server.py"
+            argv = [*self.launcher, sys.executable, str(floor), str(port)]
+            ws_path, publish_kind = "/ws", "http"
         elif name == "node":
             if self._node_modules is None:
                 raise RuntimeError("node peer requested but ws is not installed")

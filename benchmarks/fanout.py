@@ -28,6 +28,10 @@ With `--tls`, Sigma also runs as `sigma-tls`: the same server with a `trustme` c
 clients and publisher speaking `wss://` and `https://` and trusting that CA, right after plain
 `sigma` in every round; the ratios `..._vs_sigma-tls` are then plain Sigma over Sigma on TLS.
 
+`--servers ...,fanout-floor` adds `_peers/fanout_floor_server.py`: trio, h11 and wsproto taking
+Sigma's publishes and writing each event to every subscriber, and nothing else. It is what any
+server built on Sigma's protocol libraries pays for the same load before its own work.
+
 Prints one table per scenario kind and the Sigma / peer ratios; with `--json`, one JSON object
 instead (progress goes to stderr either way). See BENCHMARKS.md for what each figure means.
 """
@@ -57,7 +61,7 @@ from _report import compute_ratios, render
 from _servers import ServerFactory
 
 ALL_SERVERS = ("sigma", "websockets", "node")
-KNOWN_SERVERS = (*ALL_SERVERS, "sigma-tls")
+KNOWN_SERVERS = (*ALL_SERVERS, "sigma-tls", "fanout-floor")
 FD_LIMIT_WANTED = 65536
 RATE = "delivered_msgs_per_s"
 QUIET_BELOW_PCT = 20.0
@@ -105,7 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default=",".join(ALL_SERVERS),
-        help="comma-separated subset of sigma,websockets,node,sigma-tls (default: the first three)",
+        help="comma-separated subset of sigma,websockets,node,sigma-tls,fanout-floor "
+        "(default: the first three)",
     )
     parser.add_argument(
         "--tls",
