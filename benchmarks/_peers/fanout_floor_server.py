@@ -4,10 +4,11 @@ what every such server must.
 - `POST` (any target): a publish, as Sigma's API takes it. The body is one
   `{"type": ..., "data": ...}` object (answered `{"seq": n}`) or a JSON array of them (answered
   `{"seqs": [...]}`). Each event gets the next seq and a timestamp, is encoded once with Sigma's
-  envelope (`type`, `timestamp`, `seq`, `data`), framed once (wsproto's frame protocol), and
-  written with one `os.write` to every subscriber's socket. No authorisation, validation, queue,
-  history, backpressure or metrics: a subscriber whose socket does not take a whole frame at once
-  is dropped.
+  envelope (`type`, `timestamp`, `seq`, `data`) and framed once, by Sigma's own frame writer
+  (`sigma.websocket.frames.text_frame`; wsproto has no public one). The frame is written with
+  one `os.write` to every subscriber's socket. No authorisation, validation, queue, history,
+  backpressure or metrics: a subscriber whose socket does not take a whole frame at once is
+  dropped.
 - A WebSocket upgrade (any target): a subscriber. h11 reads the request, wsproto computes the
   accept token, and the 101 goes out with a welcome frame (no `"bt"` marker) in one write. From
   then on the server only reads the subscriber's socket to notice that it left.
@@ -29,22 +30,16 @@ from datetime import UTC, datetime
 import h11
 import orjson
 import trio
-from wsproto.frame_protocol import FrameProtocol
 from wsproto.utilities import generate_accept_token
+
+from sigma.websocket.frames import text_frame
 
 HOST = "127.0.0.1"
 READ_SIZE = 65536
 END = h11.EndOfMessage()
-FRAMES = FrameProtocol(client=False, extensions=[])
-"""Server frames carry no mask and no extension: one framer serves every subscriber."""
 SUBSCRIBERS: dict[int, trio.socket.SocketType] = {}
 """Every subscriber's socket, by its file descriptor."""
 SEQ = [0]
-
-
-def frame_of(payload: bytes) -> bytes:
-    """One unfragmented text frame around `payload`."""
-    return bytes(FRAMES.send_data(payload.decode(), fin=True))
 
 
 def broadcast(item: dict[str, object]) -> int:
@@ -57,7 +52,7 @@ def broadcast(item: dict[str, object]) -> int:
         "seq": seq,
         "data": item["data"],
     }
-    frame = frame_of(orjson.dumps(envelope))
+    frame = text_frame(orjson.dumps(envelope))
     for fd in list(SUBSCRIBERS):
         try:
             if os.write(fd, frame) == len(frame):
@@ -135,7 +130,7 @@ async def serve_connection(stream: trio.SocketStream) -> None:
                 if connection.their_state is not h11.DONE:  # an upgrade: h11 waits for our 101
                     welcome = {"type": "notification", "seq": None, "data": {"kind": "welcome"}}
                     switch = connection.send(switch_for(request)) or b""
-                    os.write(fd, switch + frame_of(orjson.dumps(welcome)))
+                    os.write(fd, switch + text_frame(orjson.dumps(welcome)))
                     await subscribe(sock, fd)
                     return
                 reply = answer_of(body)
