@@ -17,7 +17,7 @@ from sigma.protocol.client_frames import (
 )
 from sigma.protocol.codes import ErrorCode
 from sigma.protocol.event_types import CORE_EVENT_TYPES
-from sigma.protocol.replies import encode_welcome, welcome
+from sigma.protocol.replies import WelcomeFields, encode_welcome, welcome
 from sigma.protocol.server_messages import encode, encode_event, make_checked_event, make_event
 from sigma.protocol.timestamps import utc_iso_of_micros, utc_now_iso
 
@@ -110,6 +110,7 @@ WELCOME_CASES = [
         "recovered": None,
         "last_heartbeat_at": "2026-01-28T12:50:30.101532+00:00",
     },
+    {"subscriptions": CORE_EVENT_TYPES, "recovered": None, "client_count": 3},
 ]
 
 
@@ -122,20 +123,22 @@ def test_encoded_welcome_is_byte_for_byte_the_pydantic_rendering(case: dict[str,
         "heartbeat_interval_s": 15.0,
         **case,
     }
-    reference = welcome(**fields)  # type: ignore[arg-type]
-    fast = encode_welcome(**fields, timestamp=reference.timestamp)  # type: ignore[arg-type]
+    reference = welcome(WelcomeFields(**fields))  # type: ignore[arg-type]
+    fast = encode_welcome(WelcomeFields(**fields), timestamp=reference.timestamp)  # type: ignore[arg-type]
     assert fast == encode(reference)
 
 
 def test_encoded_welcome_is_stamped_now() -> None:
     wire = orjson.loads(
         encode_welcome(
-            client_id="c1",
-            subscriptions=CORE_EVENT_TYPES,
-            last_seq=0,
-            epoch="e1",
-            heartbeat_interval_s=15.0,
-            recovered=None,
+            WelcomeFields(
+                client_id="c1",
+                subscriptions=CORE_EVENT_TYPES,
+                last_seq=0,
+                epoch="e1",
+                heartbeat_interval_s=15.0,
+                recovered=None,
+            )
         )
     )
     stamped = datetime.fromisoformat(wire["timestamp"])
@@ -147,12 +150,14 @@ def test_welcome_lists_sorted_subscriptions_and_contract_fields() -> None:
     wire = orjson.loads(
         encode(
             welcome(
-                client_id="c1",
-                subscriptions=CORE_EVENT_TYPES,
-                last_seq=41,
-                epoch="e1",
-                heartbeat_interval_s=15.0,
-                recovered=None,
+                WelcomeFields(
+                    client_id="c1",
+                    subscriptions=CORE_EVENT_TYPES,
+                    last_seq=41,
+                    epoch="e1",
+                    heartbeat_interval_s=15.0,
+                    recovered=None,
+                )
             )
         )
     )

@@ -43,7 +43,7 @@ from sigma.hub.subscriptions import SubscriptionCommand, shared_types, subscript
 from sigma.protocol.client_frames import ProtocolViolation
 from sigma.protocol.codes import CloseCode
 from sigma.protocol.event_types import ALL_EVENT_TYPES
-from sigma.protocol.replies import encode_welcome, subscriptions_reply
+from sigma.protocol.replies import WelcomeFields, encode_welcome, subscriptions_reply
 from sigma.protocol.server_messages import Event, encode, encode_event
 
 log = structlog.get_logger("sigma.hub")
@@ -343,7 +343,7 @@ class HubState:
         return JoinResult(recovered, len(backlog), len(snapshots))
 
     def _welcome(self, client: Client, recovered: bool | None, following: list[Frame]) -> None:
-        payload = encode_welcome(
+        fields = WelcomeFields(
             client_id=client.client_id,
             subscriptions=client.subscriptions,
             last_seq=self.last_seq,
@@ -352,7 +352,9 @@ class HubState:
             recovered=recovered,
             node=self.node_id,
             last_heartbeat_at=self.last_heartbeat_at,
+            client_count=len(self.clients) + 1,  # it joins right after its welcome
         )
+        payload = encode_welcome(fields)
         client.outbox.put(build_frame(payload, "welcome"), "reply")
         for frame in following:  # the replayed backlog, or the snapshots
             client.outbox.put(frame, "reply")

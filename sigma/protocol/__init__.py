@@ -43,6 +43,7 @@ from sigma.protocol.event_types import (
     EventType,
 )
 from sigma.protocol.replies import (
+    WelcomeFields,
     encode_welcome,
     error_reply,
     missed_events_notice,
@@ -86,6 +87,7 @@ __all__ = [
     "ServerMessage",
     "Subscribe",
     "Unsubscribe",
+    "WelcomeFields",
     "decode_client_frame",
     "encode",
     "encode_event",

@@ -1,11 +1,11 @@
-"""The direct replies to one client, all `Reply`s with `seq: null`: the welcome (whose JSON
-`encode_welcome()` writes cheaply), `pong()`, `subscriptions_reply()`, `error_reply()`,
-`token_refreshed()` and `missed_events_notice()`."""
+"""The direct replies to one client, all `Reply`s with `seq: null`: the welcome (`welcome()` of
+a `WelcomeFields`, whose JSON `encode_welcome()` writes cheaply), `pong()`,
+`subscriptions_reply()`, `error_reply()`, `token_refreshed()` and `missed_events_notice()`."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -17,60 +17,36 @@ from sigma.protocol.server_messages import Reply, encode
 from sigma.protocol.timestamps import utc_now_iso
 
 
-def welcome(
-    *,
-    client_id: str,
-    subscriptions: frozenset[str],
-    last_seq: int,
-    epoch: str,
-    heartbeat_interval_s: float,
-    recovered: bool | None,
-    node: str = "",
-    last_heartbeat_at: str | None = None,
-) -> Reply:
-    """The first frame a client receives after the handshake; `node` names the server's node,
-    `last_heartbeat_at` the timestamp of its newest heartbeat (none before the first)."""
-    data = _welcome_data(
-        client_id,
-        subscriptions,
-        last_seq,
-        epoch,
-        heartbeat_interval_s,
-        recovered,
-        node,
-        last_heartbeat_at,
-    )
-    return Reply(type="notification", data=data)
+class WelcomeFields(NamedTuple):
+    """What the welcome tells one client: `welcome()` and `encode_welcome()` both take it."""
+
+    client_id: str
+    subscriptions: frozenset[str]
+    last_seq: int
+    epoch: str
+    heartbeat_interval_s: float
+    recovered: bool | None
+    node: str = ""
+    """The server's node (a cluster names each); left out of the welcome when empty."""
+    last_heartbeat_at: str | None = None
+    """The timestamp of the node's newest heartbeat; left out before the first."""
+    client_count: int | None = None
+    """The node's connected clients, this one included; left out when not given."""
 
 
-def encode_welcome(
-    *,
-    client_id: str,
-    subscriptions: frozenset[str],
-    last_seq: int,
-    epoch: str,
-    heartbeat_interval_s: float,
-    recovered: bool | None,
-    node: str = "",
-    last_heartbeat_at: str | None = None,
-    timestamp: str | None = None,
-) -> bytes:
-    """The JSON text of `welcome(...)`, byte for byte what `encode` gives for it, but cheap.
+def welcome(fields: WelcomeFields) -> Reply:
+    """The first frame a client receives after the handshake."""
+    return Reply(type="notification", data=_welcome_data(fields))
+
+
+def encode_welcome(fields: WelcomeFields, *, timestamp: str | None = None) -> bytes:
+    """The JSON text of `welcome(fields)`, byte for byte what `encode` gives for it, but cheap.
 
     Every accepted connection gets one, so it is written by orjson straight from the fields
     (as `encode_event` does), without building and validating a `Reply`; what orjson cannot
     write goes through pydantic instead. `timestamp` defaults to now.
     """
-    data = _welcome_data(
-        client_id,
-        subscriptions,
-        last_seq,
-        epoch,
-        heartbeat_interval_s,
-        recovered,
-        node,
-        last_heartbeat_at,
-    )
+    data = _welcome_data(fields)
     envelope = {
         "type": "notification",
         "timestamp": utc_now_iso() if timestamp is None else timestamp,
@@ -84,32 +60,26 @@ def encode_welcome(
         return encode(reply)
 
 
-def _welcome_data(
-    client_id: str,
-    subscriptions: frozenset[str],
-    last_seq: int,
-    epoch: str,
-    heartbeat_interval_s: float,
-    recovered: bool | None,
-    node: str,
-    last_heartbeat_at: str | None,
-) -> dict[str, Any]:
+def _welcome_data(fields: WelcomeFields) -> dict[str, Any]:
+    subscriptions = fields.subscriptions
     data: dict[str, Any] = {
         "kind": "welcome",
-        "client_id": client_id,
+        "client_id": fields.client_id,
         "subscriptions": _sorted_subscriptions(subscriptions),
         "message": _WELCOME_CORE if subscriptions == CORE_EVENT_TYPES else _WELCOME_OTHER,
-        "last_seq": last_seq,
-        "epoch": epoch,
-        "heartbeat_interval": heartbeat_interval_s,
+        "last_seq": fields.last_seq,
+        "epoch": fields.epoch,
+        "heartbeat_interval": fields.heartbeat_interval_s,
         "server_version": __version__,
     }
-    if recovered is not None:
-        data["recovered"] = recovered
-    if node:
-        data["node"] = node
-    if last_heartbeat_at is not None:
-        data["last_heartbeat_at"] = last_heartbeat_at
+    if fields.recovered is not None:
+        data["recovered"] = fields.recovered
+    if fields.node:
+        data["node"] = fields.node
+    if fields.last_heartbeat_at is not None:
+        data["last_heartbeat_at"] = fields.last_heartbeat_at
+    if fields.client_count is not None:
+        data["client_count"] = fields.client_count
     return data
 
 

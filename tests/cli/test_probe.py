@@ -37,7 +37,7 @@ from sigma.client.connection import (
 )
 from sigma.config import HeartbeatConfig
 from sigma.heartbeat import run_heartbeat
-from sigma.protocol.replies import welcome
+from sigma.protocol.replies import WelcomeFields, welcome
 from sigma.protocol.server_messages import encode
 
 LIMITS = HeartbeatLimits(30.0)
@@ -132,12 +132,14 @@ def a_welcome(**changes: Any) -> dict[str, Any]:
     frame = orjson.loads(
         encode(
             welcome(
-                client_id="c1",
-                subscriptions=frozenset({"heartbeat"}),
-                last_seq=4,
-                epoch="e1",
-                heartbeat_interval_s=15.0,
-                recovered=None,
+                WelcomeFields(
+                    client_id="c1",
+                    subscriptions=frozenset({"heartbeat"}),
+                    last_seq=4,
+                    epoch="e1",
+                    heartbeat_interval_s=15.0,
+                    recovered=None,
+                )
             )
         )
     )

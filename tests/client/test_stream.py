@@ -35,7 +35,7 @@ from sigma.client.connection import Welcome
 from sigma.client.sequence import Sequencer
 from sigma.config import AuthConfig, Config, GatewayConfig
 from sigma.protocol.event_types import ALL_EVENT_TYPES, EVENT_TYPES
-from sigma.protocol.replies import missed_events_notice, welcome
+from sigma.protocol.replies import WelcomeFields, missed_events_notice, welcome
 from sigma.protocol.server_messages import Event, encode
 
 FAST = Reconnect(backoff=FullJitter(min_s=0.01, max_s=0.05))
@@ -212,12 +212,14 @@ async def _enter(url: str, kwargs: dict[str, Any]) -> None:
 
 def welcome_frame(epoch: str = "e1", last_seq: int = 0, recovered: bool | None = None) -> str:
     reply = welcome(
-        client_id="c",
-        subscriptions=frozenset(ALL_EVENT_TYPES),  # every seq is this client's: holes count
-        last_seq=last_seq,
-        epoch=epoch,
-        heartbeat_interval_s=15.0,
-        recovered=recovered,
+        WelcomeFields(
+            client_id="c",
+            subscriptions=frozenset(ALL_EVENT_TYPES),  # every seq is this client's: holes count
+            last_seq=last_seq,
+            epoch=epoch,
+            heartbeat_interval_s=15.0,
+            recovered=recovered,
+        )
     )
     return encode(reply).decode()
 

@@ -113,6 +113,9 @@ def drive_browser(
         )
         for row in by("actor").all():
             expect(row).to_have_attribute("data-state", "running")
+        # the page is the one client. Its welcome says so, in the frame that drew the tree (no
+        # waiting), and the tree's snapshot, from when no session was open, does not overwrite it.
+        assert page.locator("#sessions-count").inner_text() == "1 session(s)"
 
         # the fault panel crashes the poller; its row shows one more restart and running again
         poller = page.locator('[data-testid="actor"][data-actor="poller"]')

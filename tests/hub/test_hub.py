@@ -266,3 +266,17 @@ def test_the_welcome_carries_the_newest_heartbeats_timestamp() -> None:
     hub.handle(Join(Client("late", late)))
     welcome = decode_frames(late.take_batch())[0]
     assert welcome["data"]["last_heartbeat_at"] == beat["timestamp"]
+
+
+def test_the_welcome_counts_the_clients_with_the_one_it_welcomes() -> None:
+    """So a page shows how many are connected at once, not the tree's count from its last
+    supervision event (sessions that come and go send none) or the last heartbeat's."""
+    hub = HubActor(HubConfig(), heartbeat_interval_s=15.0)
+    first, second, third = Outbox(8), Outbox(8), Outbox(8)
+    hub.handle(Join(Client("first", first)))
+    hub.handle(Join(Client("second", second)))
+    assert decode_frames(first.take_batch())[0]["data"]["client_count"] == 1
+    assert decode_frames(second.take_batch())[0]["data"]["client_count"] == 2
+    hub.state.remove("first")
+    hub.handle(Join(Client("third", third)))
+    assert decode_frames(third.take_batch())[0]["data"]["client_count"] == 2

@@ -56,6 +56,7 @@ const view = {
   flashed: new Set(),
   alerts: [],
   heartbeatAt: null,
+  sessions: { count: null, seq: -1 },
   paused: false,
   filter: "",
   received: 0,
@@ -78,6 +79,10 @@ client.on("event", (event) => {
 client.on("state", () => schedule("connection"));
 client.on("welcome", (data) => {
   everWelcomed = true;
+  view.sessions.seq = -1; // a restarted server numbers from 1 again
+  // The welcome's count is newer than every event numbered up to its last_seq (the snapshots
+  // that follow it included) and older than the next one.
+  noteSessions(data.client_count, data.last_seq + 0.5);
   // The server's newest heartbeat, so the age shows at once rather than after the next beat.
   const beat = Date.parse(data.last_heartbeat_at);
   if (Number.isFinite(beat)) {
@@ -137,7 +142,11 @@ function apply(event) {
     case "supervision":
       // in a cluster every node's tree arrives: show the one of the node we are connected to
       if (data.node && client.node && data.node !== client.node) break;
-      if (data.tree) view.tree = data.tree;
+      if (data.tree) {
+        view.tree = data.tree;
+        const sessions = data.tree.children?.find((child) => child.child_count !== undefined);
+        noteSessions(sessions?.child_count, event.seq);
+      }
       if (!event.snapshot && data.child_id && data.supervisor === "root") {
         view.flashed.add(data.child_id);
         if (!$("faults").hidden) refreshFaults(); // a fault may just have fired
@@ -147,9 +156,7 @@ function apply(event) {
     case "heartbeat": {
       const age = event.snapshot ? Math.max(0, Date.now() - Date.parse(event.timestamp)) : 0;
       view.heartbeatAt = performance.now() - (Number.isFinite(age) ? age : 0);
-      if (Number.isFinite(data.client_count)) {
-        $("sessions-count").textContent = `${data.client_count} session(s)`;
-      }
+      noteSessions(data.client_count, event.seq);
       break;
     }
     case "rpc_error":
@@ -193,6 +200,7 @@ function render() {
   if (dirty.has("agents")) renderAgents();
   if (dirty.has("jobs")) renderJobs();
   if (dirty.has("tree")) renderTree();
+  if (dirty.has("sessions")) renderSessions();
   if (dirty.has("alerts")) renderAlerts();
   if (dirty.has("toggles")) renderToggles();
   if (dirty.has("relog")) rebuildLog();
@@ -260,6 +268,23 @@ function renderJobs() {
   }));
 }
 
+// The session count comes from heartbeats (`client_count`) and from the tree in supervision
+// events (`child_count`); the newer one by seq wins. A supervision snapshot can be far older than
+// the last heartbeat: sessions that come and go send no supervision event.
+function noteSessions(count, seq) {
+  if (!Number.isFinite(count)) return;
+  if (Number.isFinite(seq)) {
+    if (seq < view.sessions.seq) return;
+    view.sessions.seq = seq;
+  }
+  view.sessions.count = count;
+  dirty.add("sessions");
+}
+
+function renderSessions() {
+  $("sessions-count").textContent = `${view.sessions.count} session(s)`;
+}
+
 function renderTree() {
   const children = view.tree?.children || [];
   $("tree").replaceChildren(...children.map((child) => {
@@ -274,9 +299,6 @@ function renderTree() {
     el("td", {}, String(child.restarts)),
     el("td", { class: "reason" }, child.last_exit || ""));
     if (view.flashed.has(child.id)) row.classList.add("flash");
-    if (child.child_count !== undefined) {
-      $("sessions-count").textContent = `${child.child_count} session(s)`;
-    }
     return row;
   }));
   view.flashed.clear();
