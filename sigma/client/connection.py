@@ -103,6 +103,8 @@ class Welcome(BaseModel):
     recovered: bool | None = None
     node: str = ""
     """The node the client is connected to (a cluster names each; empty when not said)."""
+    client_count: int | None = Field(default=None, ge=1)
+    """The node's connected clients, this one included (None from a server that does not say)."""
 
 
 def check_ws_url(url: str) -> str:

@@ -151,6 +151,9 @@ def test_welcome_is_read_from_the_real_server_model() -> None:
     parsed = read_welcome(decode_server_frame(orjson.dumps(a_welcome()).decode()))
     assert (parsed.client_id, parsed.last_seq, parsed.epoch) == ("c1", 4, "e1")
     assert parsed.heartbeat_interval == 15.0 and parsed.recovered is None
+    assert parsed.client_count is None  # not given: a server before the count, or none known
+    counted = read_welcome(decode_server_frame(orjson.dumps(a_welcome(client_count=3)).decode()))
+    assert counted.client_count == 3
 
 
 @pytest.mark.parametrize(
@@ -162,6 +165,7 @@ def test_welcome_is_read_from_the_real_server_model() -> None:
         (a_welcome(epoch=None), "malformed welcome: epoch"),
         (a_welcome(last_seq="4"), "malformed welcome: last_seq"),
         (a_welcome(heartbeat_interval=0), "malformed welcome: heartbeat_interval"),
+        (a_welcome(client_count=0), "malformed welcome: client_count"),
         (a_welcome(kind="hello"), "not a welcome"),
         ({**a_welcome(), "timestamp": "2026-01-28T12:50:32"}, "no UTC offset"),
         ({**a_welcome(), "seq": 3}, "not a welcome"),
