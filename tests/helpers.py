@@ -27,6 +27,7 @@ from wsproto.events import Request
 from sigma.config import ApiConfig, Config, GatewayConfig, HeartbeatConfig, HubConfig
 from sigma.faults import Faults
 from sigma.gateway.run import GatewayHandle, run_gateway
+from sigma.gateway.server import Gateway
 from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor
 from sigma.hub.frames import Frame
@@ -238,12 +239,8 @@ async def running_stack(
             DynamicSupervisor("sessions", max_children=config.gateway.max_connections).run
         )
         gateway = await nursery.start(
-            functools.partial(run_gateway, faults=faults, intake=intake),
-            config,
-            hub_send,
-            sessions,
-            health,
-            metrics,
+            run_gateway,
+            Gateway(config, hub_send, sessions, health, metrics, faults=faults, intake=intake),
         )
         async with httpx.AsyncClient(base_url=gateway.http_url, verify=verify) as http:
             yield Stack(

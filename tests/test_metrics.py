@@ -22,6 +22,7 @@ from trio_websocket import open_websocket_url
 from sigma.app import Endpoints, observe_supervision_events
 from sigma.config import HubConfig, PollerConfig
 from sigma.gateway.run import run_gateway
+from sigma.gateway.server import Gateway
 from sigma.health import HealthBoard
 from sigma.hub.actor import HubActor
 from sigma.hub.messages import Client, HubMessage, Join, Leave, Publish, PublishHeartbeat
@@ -359,7 +360,9 @@ async def test_metrics_route_answers_404_without_metrics_and_405_to_post() -> No
     hub_send, _hub_receive = trio.open_memory_channel[HubMessage](8)
     async with trio.open_nursery() as nursery:
         sessions = await nursery.start(DynamicSupervisor("sessions").run)
-        gateway = await nursery.start(run_gateway, config, hub_send, sessions, HealthBoard())
+        gateway = await nursery.start(
+            run_gateway, Gateway(config, hub_send, sessions, HealthBoard())
+        )
         async with httpx.AsyncClient(base_url=gateway.http_url) as http:
             response = await http.get("/metrics")
             assert response.status_code == 404

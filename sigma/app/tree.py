@@ -41,7 +41,7 @@ from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults
 from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.run import GatewayHandle, run_gateway
-from sigma.gateway.server import new_keepalive
+from sigma.gateway.server import Gateway, new_keepalive
 from sigma.health import HealthBoard
 from sigma.heartbeat import run_heartbeat
 from sigma.hub.actor import new_hub_state
@@ -110,14 +110,8 @@ async def _run_gateway(
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with trio.open_nursery() as nursery:
-        handle: GatewayHandle = await nursery.start(
-            functools.partial(run_gateway, faults=faults, keepalive=keepalive, intake=intake),
-            config,
-            hub,
-            sessions,
-            health,
-            metrics,
-        )
+        gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive, intake)
+        handle: GatewayHandle = await nursery.start(run_gateway, gateway)
         endpoints.gateway = handle
         task_status.started(handle)
 

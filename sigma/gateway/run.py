@@ -13,16 +13,8 @@ from dataclasses import dataclass
 import structlog
 import trio
 
-from sigma.config.loading import Config
-from sigma.faults import Faults
-from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.listeners import accept_forever, open_listeners
 from sigma.gateway.server import Gateway
-from sigma.health import HealthBoard
-from sigma.hub.intake import HubIntake
-from sigma.hub.messages import HubMessage
-from sigma.metrics import Metrics
-from sigma.supervision.supervisor import DynamicSupervisor
 
 log = structlog.get_logger("sigma.gateway")
 
@@ -47,30 +39,16 @@ class GatewayHandle:
 
 
 async def run_gateway(
-    config: Config,
-    hub: trio.MemorySendChannel[HubMessage],
-    sessions: DynamicSupervisor,
-    health: HealthBoard,
-    metrics: Metrics | None = None,
-    *,
-    faults: Faults | None = None,
-    keepalive: KeepAlive | None = None,
-    intake: HubIntake | None = None,
-    task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
+    gateway: Gateway, *, task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Listen on `[gateway] host:port` and serve every connection until cancelled.
+    """Listen on `[gateway] host:port` of `gateway`'s config and let `gateway` serve every
+    connection until cancelled.
 
     `started()` receives a `GatewayHandle` once the socket listens (port 0 picks a free port).
-    `/metrics` renders `metrics`, and answers 404 without it. `faults` is the tree's fault
-    registry: the sessions' `sender.write` point, and what `/admin/faults` arms. `keepalive` is
-    the table of live sessions whose pings this gateway's sweep sends; pass the tree's, so that
-    sessions outliving a gateway restart stay watched (a new table when not given). `intake` is
-    the gate in front of `hub` that `POST /api/publish` goes through (`sigma.hub.intake`); pass
-    the one the hub was started with, so that the API sees when the herd lags (without it, one
-    that only watches the inbox's room).
-    Resource handling: closes its listeners on exit; sessions live under `sessions`, not here.
+    Resource handling: closes its listeners on exit; sessions live under the gateway's
+    `sessions` supervisor, not here.
     """
-    gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive, intake)
+    config = gateway.config
     listeners = await open_listeners(config.gateway)
     port = listeners[0].getsockname()[1]
     handle = GatewayHandle(config.gateway.host, port, tls=gateway.tls is not None)

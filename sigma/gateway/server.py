@@ -74,7 +74,17 @@ ROUTES: dict[str, frozenset[str]] = {
 
 
 class Gateway:
-    """Serves one TCP connection at a time per handler task; see `sigma.gateway.run`."""
+    """Serves one TCP connection at a time per handler task; `sigma.gateway.run.run_gateway`
+    listens for it and runs its sweeps.
+
+    `/metrics` renders `metrics`, and answers 404 without it. `faults` is the tree's fault
+    registry: the sessions' `sender.write` point, and what `/admin/faults` arms. `keepalive` is
+    the table of live sessions whose pings this gateway's sweep sends; pass the tree's, so that
+    sessions outliving a gateway restart stay watched (a new table when not given). `intake` is
+    the gate in front of `hub` that `POST /api/publish` goes through (`sigma.hub.intake`); pass
+    the one the hub was started with, so that the API sees when the herd lags (without it, one
+    that only watches the inbox's room). Sessions are started as children of `sessions`.
+    """
 
     def __init__(
         self,
