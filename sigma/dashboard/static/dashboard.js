@@ -156,7 +156,10 @@ function apply(event) {
     case "heartbeat": {
       const age = event.snapshot ? Math.max(0, Date.now() - Date.parse(event.timestamp)) : 0;
       view.heartbeatAt = performance.now() - (Number.isFinite(age) ? age : 0);
-      noteSessions(data.client_count, event.seq);
+      // in a cluster every node beats: the count shown is the connected node's
+      if (!data.node || !client.node || data.node === client.node) {
+        noteSessions(data.client_count, event.seq);
+      }
       break;
     }
     case "rpc_error":
