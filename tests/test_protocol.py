@@ -128,39 +128,25 @@ def test_encoded_welcome_is_byte_for_byte_the_pydantic_rendering(case: dict[str,
     assert fast == encode(reference)
 
 
+A_WELCOME = WelcomeFields(
+    client_id="c1",
+    subscriptions=CORE_EVENT_TYPES,
+    last_seq=41,
+    epoch="e1",
+    heartbeat_interval_s=15.0,
+    recovered=None,
+)
+
+
 def test_encoded_welcome_is_stamped_now() -> None:
-    wire = orjson.loads(
-        encode_welcome(
-            WelcomeFields(
-                client_id="c1",
-                subscriptions=CORE_EVENT_TYPES,
-                last_seq=0,
-                epoch="e1",
-                heartbeat_interval_s=15.0,
-                recovered=None,
-            )
-        )
-    )
+    wire = orjson.loads(encode_welcome(A_WELCOME))
     stamped = datetime.fromisoformat(wire["timestamp"])
     assert stamped.tzinfo is not None
     assert abs((datetime.now(UTC) - stamped).total_seconds()) < 60
 
 
 def test_welcome_lists_sorted_subscriptions_and_contract_fields() -> None:
-    wire = orjson.loads(
-        encode(
-            welcome(
-                WelcomeFields(
-                    client_id="c1",
-                    subscriptions=CORE_EVENT_TYPES,
-                    last_seq=41,
-                    epoch="e1",
-                    heartbeat_interval_s=15.0,
-                    recovered=None,
-                )
-            )
-        )
-    )
+    wire = orjson.loads(encode(welcome(A_WELCOME)))
     data = wire["data"]
     assert wire["type"] == "notification" and wire["seq"] is None
     assert data["kind"] == "welcome"
