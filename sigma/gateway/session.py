@@ -194,12 +194,14 @@ class ClientSession(ClientFrames):
         connection = self.connection
         with trio.CancelScope(shield=True) as cleanup:
             cleanup.deadline = trio.current_time() + self.settings.close_timeout_s
-            if interrupted and not connection.broken:
-                assert close is not None
-                with contextlib.suppress(PeerGone):
-                    await connection.send_close(close.code, close.reason)
-                    await connection.wait_for_close_reply()
-            await connection.aclose()
+            try:
+                if interrupted and not connection.broken:
+                    assert close is not None
+                    with contextlib.suppress(PeerGone):
+                        await connection.send_close(close.code, close.reason)
+                        await connection.wait_for_close_reply()
+            finally:  # also when the close timeout cut the wait short: a peer that never answers
+                await connection.aclose()  # closes at once, even in a cancelled scope
         if self.settings.log_debug:
             log.debug(
                 "Client session closed",

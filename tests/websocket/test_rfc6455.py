@@ -243,6 +243,24 @@ async def test_a_peer_that_keeps_sending_after_the_close_cannot_hold_its_session
     await edge.assert_undisturbed()
 
 
+async def test_a_peer_that_never_answers_the_close_has_its_socket_closed_by_the_server(
+    edge: Edge,
+) -> None:
+    """Its session is stopped (1001) and the server shuts its side (EOF); after the close
+    timeout it closes the socket too, then and there, holding no descriptor for the peer.
+    Bytes the peer sends to a closed socket are answered with a reset."""
+    async with edge.client() as client:
+        client_id = (await client.receive_json())["data"]["client_id"]
+        await edge.stack.sessions.terminate_child(client_id)  # waits out the close timeout
+        assert (await client.receive_close()).code == 1001  # and is never answered
+        await client.receive_eof()
+        with trio.fail_after(5), pytest.raises(trio.BrokenResourceError):
+            while True:  # a socket the server still held would take these without a word
+                await client.send(b"late")
+                await trio.sleep(0.05)
+    await edge.assert_undisturbed()
+
+
 # Peers that vanish
 
 
