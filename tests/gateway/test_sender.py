@@ -244,3 +244,27 @@ async def test_without_a_plain_socket_everything_takes_the_senders_path() -> Non
             received += await far.receive_some()
     frames, rest = parse_server_frames(received)
     assert [payload for _, payload in frames] == [event(1), event(2)] and not rest
+
+
+async def test_after_aclose_no_write_reaches_the_descriptor_another_connection_was_given() -> None:
+    """The connection keeps its socket's descriptor number for its writes; once it is closed,
+    the kernel hands that number to the next socket, and a late write (the hub's, for a client
+    it has not dropped yet) must fail as on a closed socket instead of reaching the newcomer."""
+    near, far = trio.socket.socketpair()
+    connection = ServerConnection(
+        trio.SocketStream(near), max_message_bytes=1 << 16, on_ping=lambda _: None
+    )
+    frame = numbered(1).data
+    assert connection.try_write(frame, len(frame)) == len(frame)  # open: written at once
+    old_number = near.fileno()
+    await connection.aclose()
+    newcomer, newcomers_peer = socket.socketpair()
+    with far, newcomer, newcomers_peer:
+        assert old_number in (newcomer.fileno(), newcomers_peer.fileno())  # the number reused
+        assert connection.try_write(frame, len(frame)) == 0
+        with pytest.raises(PeerGone):
+            await connection.write(frame)
+        for end in (newcomer, newcomers_peer):
+            end.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                end.recv(1 << 16)  # nothing arrived on either end of the newcomer
