@@ -56,7 +56,7 @@ const view = {
   flashed: new Set(),
   alerts: [],
   heartbeatAt: null,
-  sessions: { count: null, seq: -1 },
+  sessions: { count: null, at: -Infinity },
   paused: false,
   filter: "",
   received: 0,
@@ -79,10 +79,8 @@ client.on("event", (event) => {
 client.on("state", () => schedule("connection"));
 client.on("welcome", (data) => {
   everWelcomed = true;
-  view.sessions.seq = -1; // a restarted server numbers from 1 again
-  // The welcome's count is newer than every event numbered up to its last_seq (the snapshots
-  // that follow it included) and older than the next one.
-  noteSessions(data.client_count, data.last_seq + 0.5);
+  view.sessions.at = -Infinity; // another server's (or a restarted one's) clock from now on
+  noteSessions(data.client_count, client.welcomedAt);
   // The server's newest heartbeat, so the age shows at once rather than after the next beat.
   const beat = Date.parse(data.last_heartbeat_at);
   if (Number.isFinite(beat)) {
@@ -145,7 +143,7 @@ function apply(event) {
       if (data.tree) {
         view.tree = data.tree;
         const sessions = data.tree.children?.find((child) => child.child_count !== undefined);
-        noteSessions(sessions?.child_count, event.seq);
+        noteSessions(sessions?.child_count, event.timestamp);
       }
       if (!event.snapshot && data.child_id && data.supervisor === "root") {
         view.flashed.add(data.child_id);
@@ -158,7 +156,7 @@ function apply(event) {
       view.heartbeatAt = performance.now() - (Number.isFinite(age) ? age : 0);
       // in a cluster every node beats: the count shown is the connected node's
       if (!data.node || !client.node || data.node === client.node) {
-        noteSessions(data.client_count, event.seq);
+        noteSessions(data.client_count, event.timestamp);
       }
       break;
     }
@@ -271,17 +269,28 @@ function renderJobs() {
   }));
 }
 
-// The session count comes from heartbeats (`client_count`) and from the tree in supervision
-// events (`child_count`); the newer one by seq wins. A supervision snapshot can be far older than
-// the last heartbeat: sessions that come and go send no supervision event.
-function noteSessions(count, seq) {
+// The session count comes from the welcome and the heartbeats (`client_count`) and from the
+// tree in supervision events (`child_count`), all of the node the page is connected to; the one
+// counted last by that node's clock wins (`timestamp`, when it was counted). Not by seq: a
+// supervision snapshot can be far older than the welcome (sessions that come and go send no
+// supervision event), and in a cluster a heartbeat counted just before the page joined can be
+// numbered after its welcome.
+function noteSessions(count, timestamp) {
   if (!Number.isFinite(count)) return;
-  if (Number.isFinite(seq)) {
-    if (seq < view.sessions.seq) return;
-    view.sessions.seq = seq;
+  const at = microsOf(timestamp);
+  if (Number.isFinite(at)) {
+    if (at < view.sessions.at) return;
+    view.sessions.at = at;
   }
   view.sessions.count = count;
   dirty.add("sessions");
+}
+
+// Microseconds since the epoch of the server's ISO 8601 timestamps (`Date.parse` keeps only
+// the milliseconds of their six fractional digits).
+function microsOf(timestamp) {
+  const extra = /\.\d{3}(\d{1,3})/.exec(timestamp || "");
+  return Date.parse(timestamp) * 1000 + (extra ? Number(extra[1].padEnd(3, "0")) : 0);
 }
 
 function renderSessions() {

@@ -51,6 +51,7 @@ export class SigmaClient {
     this.lastSeq = null;
     this.clientId = null;
     this.serverVersion = null;
+    this.welcomedAt = null; // the server's timestamp on the last welcome (ISO 8601)
     this.subscriptions = [];
     this.duplicates = 0;
     this.gaps = 0;
@@ -184,7 +185,7 @@ export class SigmaClient {
   _reply(message) {
     const data = message.data || {};
     if (message.type === "notification" && data.kind === "welcome") {
-      this._welcome(data);
+      this._welcome(data, message.timestamp);
     } else if (message.type === "notification" && data.kind === "events_dropped") {
       this._gap("events_dropped", data.dropped);
     } else if (message.type === "subscriptions") {
@@ -202,7 +203,8 @@ export class SigmaClient {
     }
   }
 
-  _welcome(data) {
+  _welcome(data, timestamp) {
+    this.welcomedAt = timestamp ?? null;
     if (this._resuming && data.recovered === false) this._gap("not_recovered", null);
     if (!this._resuming || data.recovered === false) this.lastSeq = data.last_seq;
     this.epoch = data.epoch;
