@@ -27,7 +27,7 @@ from it, and the gateway's admin endpoint arms them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -39,7 +39,6 @@ from sigma.broker.stream import run_broker_link
 from sigma.config.loading import Config
 from sigma.engine.server import EngineHandle, run_engine
 from sigma.faults import Faults
-from sigma.gateway.keepalive import KeepAlive
 from sigma.gateway.run import GatewayHandle, run_gateway
 from sigma.gateway.server import Gateway, new_keepalive
 from sigma.health import HealthBoard
@@ -97,21 +96,14 @@ async def _run_embedded_engine(
 
 
 async def _run_gateway(
-    config: Config,
-    hub: trio.MemorySendChannel[HubMessage],
-    sessions: DynamicSupervisor,
-    health: HealthBoard,
-    metrics: Metrics,
+    new_gateway: Callable[[], Gateway],
     endpoints: Endpoints,
-    faults: Faults,
-    keepalive: KeepAlive,
-    intake: HubIntake,
     *,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Run a gateway made by `new_gateway`, a new one at each (re)start; note where it listens."""
     async with trio.open_nursery() as nursery:
-        gateway = Gateway(config, hub, sessions, health, metrics, faults, keepalive, intake)
-        handle: GatewayHandle = await nursery.start(run_gateway, gateway)
+        handle: GatewayHandle = await nursery.start(run_gateway, new_gateway())
         endpoints.gateway = handle
         task_status.started(handle)
 
@@ -218,15 +210,18 @@ def build_tree(
             "gateway",
             _run_gateway,
             (
-                config,
-                hub_send,
-                sessions,
-                health,
-                metrics,
+                functools.partial(
+                    Gateway,
+                    config,
+                    hub_send,
+                    sessions,
+                    health,
+                    metrics,
+                    faults,
+                    new_keepalive(config),  # one table for every incarnation: see `Gateway`
+                    intake,
+                ),
                 endpoints,
-                faults,
-                new_keepalive(config),
-                intake,
             ),
             shutdown_timeout_s=shutdown_s,
         ),
